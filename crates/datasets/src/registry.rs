@@ -1,0 +1,343 @@
+//! Dataset names, the data-directory layout, and where each dataset loads from.
+//!
+//! A data directory (`--data-dir DIR` or `ADAPT_DATA_DIR`) holds one folder per dataset:
+//! `mnist`, `mnist_m`, `svhn`, `usps`, `syn_digits` (and `bsds500`, the photos MNIST-M is made from).
+//! Inside a dataset's folder the loader recognises the original file formats by the files present,
+//! falling back to Hub-layout parquet files. Without a folder the Hugging Face Hub copy is used.
+use crate::{DatasetError, ImageDataset, Result, Split};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the data directory when no `--data-dir` is given.
+pub const DATA_DIR_ENV: &str = "ADAPT_DATA_DIR";
+
+/// The digit datasets this crate knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DatasetId {
+    Mnist,
+    MnistM,
+    Svhn,
+    Usps,
+    SynDigits,
+}
+
+/// Where a dataset's files are on the Hugging Face Hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubSource {
+    /// `OWNER/NAME` of the dataset repository.
+    pub repo: &'static str,
+    /// Folder of the configuration inside the repository (`""` for all of it); the split's files
+    /// are the parquet files below it whose names start with the split name.
+    pub config_dir: &'static str,
+}
+
+impl DatasetId {
+    /// All datasets, in the order they are listed.
+    pub const ALL: [DatasetId; 5] =
+        [DatasetId::Mnist, DatasetId::MnistM, DatasetId::Svhn, DatasetId::Usps, DatasetId::SynDigits];
+
+    /// Canonical name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetId::Mnist => "mnist",
+            DatasetId::MnistM => "mnist-m",
+            DatasetId::Svhn => "svhn",
+            DatasetId::Usps => "usps",
+            DatasetId::SynDigits => "syn-digits",
+        }
+    }
+
+    /// Folder name inside the data directory.
+    pub fn folder(self) -> &'static str {
+        match self {
+            DatasetId::Mnist => "mnist",
+            DatasetId::MnistM => "mnist_m",
+            DatasetId::Svhn => "svhn",
+            DatasetId::Usps => "usps",
+            DatasetId::SynDigits => "syn_digits",
+        }
+    }
+
+    /// Parses a name; `mnist_m` and `mnist-m` (any case) are the same dataset.
+    pub fn parse(name: &str) -> Result<Self> {
+        let norm = name.trim().to_ascii_lowercase().replace('_', "-");
+        Self::ALL.into_iter().find(|id| id.name() == norm).ok_or_else(|| DatasetError::UnknownDataset {
+            name: name.to_string(),
+            known: Self::ALL.map(|d| d.name()).join(", "),
+        })
+    }
+
+    /// The splits the dataset has.
+    pub fn splits(self) -> &'static [Split] {
+        match self {
+            DatasetId::Svhn => &[Split::Train, Split::Test, Split::Extra],
+            _ => &[Split::Train, Split::Test],
+        }
+    }
+
+    /// Native image shape `[C, H, W]`.
+    pub fn image_shape(self) -> [usize; 3] {
+        match self {
+            DatasetId::Mnist => [1, 28, 28],
+            DatasetId::Usps => [1, 16, 16],
+            DatasetId::MnistM | DatasetId::Svhn | DatasetId::SynDigits => [3, 32, 32],
+        }
+    }
+
+    /// The Hub copy, where one exists.
+    pub fn hub(self) -> Option<HubSource> {
+        match self {
+            DatasetId::Mnist => Some(HubSource { repo: "ylecun/mnist", config_dir: "mnist" }),
+            DatasetId::MnistM => Some(HubSource { repo: "Mike0307/MNIST-M", config_dir: "" }),
+            DatasetId::Svhn => Some(HubSource { repo: "ufldl-stanford/svhn", config_dir: "cropped_digits" }),
+            DatasetId::Usps => Some(HubSource { repo: "flwrlabs/usps", config_dir: "" }),
+            DatasetId::SynDigits => None,
+        }
+    }
+
+    /// Human description of the local file formats recognised, for `data list`.
+    pub fn formats(self) -> &'static str {
+        match self {
+            DatasetId::Mnist => "IDX (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...) or parquet",
+            DatasetId::MnistM => {
+                "Ganin release (mnist_m_train/*.png + mnist_m_train_labels.txt, same for test) or parquet"
+            }
+            DatasetId::Svhn => "MATLAB v5 train_32x32.mat / test_32x32.mat / extra_32x32.mat or parquet",
+            DatasetId::Usps => "ESL text zip.train.gz / zip.test.gz or parquet",
+            DatasetId::SynDigits => "MATLAB v5 synth_train_32x32.mat / synth_test_32x32.mat or parquet",
+        }
+    }
+}
+
+impl fmt::Display for DatasetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DatasetId {
+    type Err = DatasetError;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+/// The data directory: `arg` if given, else `ADAPT_DATA_DIR` when set and non-empty.
+pub fn resolve_data_dir(arg: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = arg {
+        return Some(p.to_path_buf());
+    }
+    std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// Where a dataset would load from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A folder in the data directory; `format` names the recognised format (or "none recognised").
+    Local { folder: PathBuf, format: &'static str },
+    /// The Hugging Face Hub repository (through its local cache when present).
+    Hub { repo: &'static str },
+    /// Neither a local folder nor a Hub copy.
+    Unavailable,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Local { folder, format } => write!(f, "{} ({format})", folder.display()),
+            Origin::Hub { repo } => write!(f, "hf://datasets/{repo}"),
+            Origin::Unavailable => f.write_str("unavailable (no local folder, no Hub copy)"),
+        }
+    }
+}
+
+/// The local folder of `id` in the data directory, if the directory is known and the folder exists.
+pub fn local_folder(id: DatasetId, data_dir: Option<&Path>) -> Option<PathBuf> {
+    let dir = resolve_data_dir(data_dir)?.join(id.folder());
+    dir.is_dir().then_some(dir)
+}
+
+/// Where `id` would load from, without reading any data.
+pub fn origin(id: DatasetId, data_dir: Option<&Path>) -> Origin {
+    if let Some(folder) = local_folder(id, data_dir) {
+        let format = local_format(id, &folder, id.splits()[0]).map(|f| f.describe()).unwrap_or("none recognised");
+        return Origin::Local { folder, format };
+    }
+    match id.hub() {
+        Some(h) => Origin::Hub { repo: h.repo },
+        None => Origin::Unavailable,
+    }
+}
+
+/// A local file format recognised in a dataset folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LocalFormat {
+    Idx,
+    GaninFolder,
+    Mat(PathBuf),
+    EslText(PathBuf),
+    Parquet(Vec<PathBuf>),
+}
+
+impl LocalFormat {
+    fn describe(&self) -> &'static str {
+        match self {
+            LocalFormat::Idx => "IDX",
+            LocalFormat::GaninFolder => "Ganin PNG folder",
+            LocalFormat::Mat(_) => "MATLAB v5 .mat",
+            LocalFormat::EslText(_) => "ESL text",
+            LocalFormat::Parquet(_) => "parquet",
+        }
+    }
+}
+
+fn first_existing(folder: &Path, names: &[String]) -> Option<PathBuf> {
+    names.iter().map(|n| folder.join(n)).find(|p| p.is_file())
+}
+
+/// Recognises the format of `split` in `folder` by the files present.
+pub(crate) fn local_format(id: DatasetId, folder: &Path, split: Split) -> Option<LocalFormat> {
+    let s = split.as_str();
+    let native = match id {
+        DatasetId::Mnist => crate::mnist::find_files(folder, split).map(|_| LocalFormat::Idx),
+        DatasetId::MnistM => {
+            folder.join(format!("mnist_m_{s}_labels.txt")).is_file().then_some(LocalFormat::GaninFolder)
+        }
+        DatasetId::Svhn => first_existing(folder, &[format!("{s}_32x32.mat")]).map(LocalFormat::Mat),
+        DatasetId::SynDigits => {
+            first_existing(folder, &[format!("synth_{s}_32x32.mat"), format!("synth_{s}_32x32_small.mat")])
+                .map(LocalFormat::Mat)
+        }
+        DatasetId::Usps => {
+            first_existing(folder, &[format!("zip.{s}.gz"), format!("zip.{s}")]).map(LocalFormat::EslText)
+        }
+    };
+    native.or_else(|| {
+        // A copied Hub snapshot may hold other configurations (SVHN's full_numbers): prefer the one we load.
+        let config = id.hub().map(|h| h.config_dir).unwrap_or("");
+        let files = crate::parquet_hub::split_files_in(folder, config, split);
+        (!files.is_empty()).then_some(LocalFormat::Parquet(files))
+    })
+}
+
+fn expected_files(id: DatasetId, split: Split) -> String {
+    let s = split.as_str();
+    match id {
+        DatasetId::Mnist => {
+            let p = if split == Split::Test { "t10k" } else { s };
+            format!("{p}-images-idx3-ubyte[.gz] + {p}-labels-idx1-ubyte[.gz]")
+        }
+        DatasetId::MnistM => format!("mnist_m_{s}_labels.txt + mnist_m_{s}/*.png"),
+        DatasetId::Svhn => format!("{s}_32x32.mat"),
+        DatasetId::SynDigits => format!("synth_{s}_32x32.mat"),
+        DatasetId::Usps => format!("zip.{s}.gz"),
+    }
+}
+
+/// Loads `split` of `id` from the data directory or, without a local folder, from the Hub.
+pub fn load_id(id: DatasetId, split: Split, data_dir: Option<&Path>) -> Result<ImageDataset> {
+    if !id.splits().contains(&split) {
+        return Err(DatasetError::InvalidParameters(format!(
+            "{id} has no '{split}' split; it has {}",
+            id.splits().iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if let Some(folder) = local_folder(id, data_dir) {
+        return load_local(id, split, &folder);
+    }
+    match id.hub() {
+        Some(hub) => {
+            let files = crate::hub::split_files(hub, split).map_err(|detail| DatasetError::NotFound {
+                name: id.name().into(),
+                detail: format!(
+                    "no local folder ({}) and the Hub copy {} could not be used: {detail}",
+                    where_local(id, data_dir),
+                    hub.repo
+                ),
+            })?;
+            let mut ds = crate::parquet_hub::load_parquet(id, split, &files)?;
+            ds.origin = format!("hf://datasets/{}", hub.repo);
+            Ok(ds)
+        }
+        None => Err(DatasetError::NotFound {
+            name: id.name().into(),
+            detail: format!(
+                "no local folder ({}) and no Hub copy; generate it with `cargo xtask data generate {id} --out DIR/{}`",
+                where_local(id, data_dir),
+                id.folder()
+            ),
+        }),
+    }
+}
+
+fn where_local(id: DatasetId, data_dir: Option<&Path>) -> String {
+    match resolve_data_dir(data_dir) {
+        Some(d) => format!("{} does not exist", d.join(id.folder()).display()),
+        None => format!("no --data-dir and {DATA_DIR_ENV} is unset"),
+    }
+}
+
+/// Loads `split` of `id` from its dataset folder `folder` (e.g. `DATA/mnist`).
+pub fn load_local(id: DatasetId, split: Split, folder: &Path) -> Result<ImageDataset> {
+    let format = local_format(id, folder, split).ok_or_else(|| DatasetError::NotFound {
+        name: id.name().into(),
+        detail: format!(
+            "{}: no recognised files for split '{split}' (expected {}, or Hub-layout parquet files)",
+            folder.display(),
+            expected_files(id, split)
+        ),
+    })?;
+    let mut ds = match format {
+        LocalFormat::Idx => crate::mnist::load_idx(folder, split)?,
+        LocalFormat::GaninFolder => crate::mnist_m::load_folder(folder, split)?,
+        LocalFormat::Mat(path) => {
+            let mut ds = crate::svhn::load_mat(&path, split)?;
+            ds.name = id.name().into();
+            ds
+        }
+        LocalFormat::EslText(path) => crate::usps::load_esl(&path, split)?,
+        LocalFormat::Parquet(files) => crate::parquet_hub::load_parquet(id, split, &files)?,
+    };
+    ds.name = id.name().into();
+    Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_with_either_spelling() {
+        assert_eq!(DatasetId::parse("mnist-m").unwrap(), DatasetId::MnistM);
+        assert_eq!(DatasetId::parse("MNIST_M").unwrap(), DatasetId::MnistM);
+        assert_eq!(DatasetId::parse("syn_digits").unwrap(), DatasetId::SynDigits);
+        assert_eq!(DatasetId::parse("syn-digits").unwrap(), DatasetId::SynDigits);
+        for id in DatasetId::ALL {
+            assert_eq!(DatasetId::parse(id.name()).unwrap(), id);
+            assert_eq!(DatasetId::parse(id.folder()).unwrap(), id);
+        }
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let e = DatasetId::parse("cifar").unwrap_err().to_string();
+        assert!(e.contains("cifar"), "{e}");
+        for id in DatasetId::ALL {
+            assert!(e.contains(id.name()), "{e}");
+        }
+        assert!(crate::load("cifar", Split::Train, None).is_err());
+    }
+
+    #[test]
+    fn missing_split_and_empty_folder_are_errors_naming_the_folder() {
+        let dir = std::env::temp_dir().join(format!("adapt-reg-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("usps")).unwrap();
+        let e = crate::load("usps", Split::Train, Some(&dir)).unwrap_err().to_string();
+        assert!(e.contains("usps") && e.contains("zip.train.gz"), "{e}");
+        let e = crate::load("mnist", Split::Extra, Some(&dir)).unwrap_err().to_string();
+        assert!(e.contains("extra"), "{e}");
+        assert!(matches!(origin(DatasetId::Usps, Some(&dir)), Origin::Local { .. }));
+        assert!(matches!(origin(DatasetId::SynDigits, Some(&dir)), Origin::Unavailable));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

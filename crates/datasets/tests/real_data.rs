@@ -1,0 +1,86 @@
+//! Loads the real shared data when `ADAPT_DATA_DIR` points at it; prints "skipped: no data"
+//! otherwise. The expected histograms were computed from the real files (and agree with the
+//! PROVENANCE notes of the shared copy).
+use adapt_datasets::{BatchIter, Preprocess, Split, load, mnist_m_gen, preprocess};
+use std::path::PathBuf;
+
+fn data_dir() -> Option<PathBuf> {
+    match std::env::var_os("ADAPT_DATA_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => Some(PathBuf::from(d)),
+        None => {
+            println!("skipped: no data");
+            None
+        }
+    }
+}
+
+#[test]
+fn mnist_full_counts_and_histograms() {
+    let Some(dir) = data_dir() else { return };
+    let train = load("mnist", Split::Train, Some(&dir)).unwrap();
+    assert_eq!(train.shape(), [60000, 1, 28, 28]);
+    assert_eq!(train.label_histogram(10), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
+    assert_eq!(train.pixel_range(), (0.0, 255.0));
+    let mean = train.images.iter().map(|v| *v as f64).sum::<f64>() / train.images.len() as f64;
+    assert!((mean - 33.32).abs() < 0.01, "{mean}");
+    assert!(train.partial.is_none());
+    let test = load("mnist", Split::Test, Some(&dir)).unwrap();
+    assert_eq!(test.shape(), [10000, 1, 28, 28]);
+    assert_eq!(test.label_histogram(10), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+}
+
+#[test]
+fn mnist_m_partial_train_and_full_test() {
+    let Some(dir) = data_dir() else { return };
+    let train = load("mnist_m", Split::Train, Some(&dir)).unwrap();
+    assert_eq!(train.shape(), [30000, 3, 32, 32]);
+    let p = train.partial.expect("the shared train folder is partial");
+    assert_eq!((p.loaded, p.listed), (30000, 59001));
+    assert_eq!(train.label_histogram(10), [2961, 3423, 2948, 3073, 2926, 2709, 2975, 3107, 2875, 3003]);
+    let test = load("mnist-m", Split::Test, Some(&dir)).unwrap();
+    assert_eq!(test.shape(), [9001, 3, 32, 32]);
+    assert!(test.partial.is_none());
+    assert_eq!(test.label_histogram(10), [878, 1016, 933, 908, 890, 807, 856, 914, 880, 919]);
+    let mean = test.images.iter().map(|v| *v as f64).sum::<f64>() / test.images.len() as f64;
+    assert!((mean - 113.6).abs() < 0.1, "{mean}");
+    // MNIST-M image i is made from MNIST image i: the labels agree.
+    let mnist = load("mnist", Split::Test, Some(&dir)).unwrap();
+    assert_eq!(test.labels[..], mnist.labels[..9001]);
+}
+
+#[test]
+fn bsds500_has_200_photos_and_generation_works_on_them() {
+    let Some(dir) = data_dir() else { return };
+    let photos = mnist_m_gen::list_photos(&dir.join("bsds500")).unwrap();
+    assert_eq!(photos.len(), 200);
+    let decoded = mnist_m_gen::load_photos(&photos[..3]).unwrap();
+    assert!(decoded.iter().all(|p| p.width == 481 && p.height == 321));
+    let mnist = load("mnist", Split::Test, Some(&dir)).unwrap();
+    let cfg = mnist_m_gen::MnistMConfig { count: 16, seed: 1, ..Default::default() };
+    let g = mnist_m_gen::generate(&mnist, &decoded, &cfg).unwrap();
+    assert_eq!(g.shape(), [16, 3, 32, 32]);
+    assert_eq!(g.labels[..], mnist.labels[..16]);
+}
+
+#[test]
+fn paper_pipeline_mnist_to_mnist_m() {
+    let Some(dir) = data_dir() else { return };
+    // MNIST padded to 32 and made RGB, MNIST-M as is, both /255, mean of both train sets removed.
+    let mut src = load("mnist", Split::Train, Some(&dir)).unwrap();
+    let mut tgt = load("mnist-m", Split::Train, Some(&dir)).unwrap();
+    Preprocess { pad_to: Some(32), to_rgb: true, scale: true, ..Default::default() }.apply(&mut src).unwrap();
+    Preprocess::unit().apply(&mut tgt).unwrap();
+    let mean = preprocess::channel_mean(&[&src, &tgt]).unwrap();
+    preprocess::subtract_mean(&mut src, &mean).unwrap();
+    preprocess::subtract_mean(&mut tgt, &mean).unwrap();
+    assert_eq!(src.shape(), [60000, 3, 32, 32]);
+    let t = std::time::Instant::now();
+    let mut it = BatchIter::new(&src, 64, 0).unwrap();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for _ in 0..1000 {
+        it.next_into(&mut x, &mut y).unwrap();
+    }
+    let per = t.elapsed().as_secs_f64() / 1000.0;
+    println!("real MNIST 64x3x32x32 batches: {:.1} us/batch", per * 1e6);
+    assert!(per < 4e-3, "a batch must take far less than a 40 ms training step");
+}

@@ -1,0 +1,285 @@
+//! The DANN paper's digit networks (Ganin et al., JMLR 2016), as in the project's PyTorch
+//! reference benchmark (`dann_torch_bench.py`):
+//!
+//! * MNIST (input `3 x 28 x 28`): conv5x5 32 (pad 2), ReLU, max-pool 2; conv5x5 48 (pad 2), ReLU,
+//!   max-pool 2; features `48 * 7 * 7 = 2352`. Label predictor fc 100-100-10, domain classifier
+//!   fc 100-2.
+//! * SVHN (input `3 x 32 x 32`): conv5x5 64 (pad 2), ReLU, max-pool 3/2; conv5x5 64 (pad 2), ReLU,
+//!   max-pool 3/2; conv5x5 128 (pad 2), ReLU; features `128 * 7 * 7 = 6272`. Label predictor fc
+//!   3072-2048-10, domain classifier fc 1024-1024-2.
+//!
+//! Optionally with BatchNorm (after every convolution and every hidden fully connected layer,
+//! before the ReLU) and dropout (after every hidden fully connected layer). Convolutions use
+//! [`crate::ops`]: the fast CPU kernels with the ReLU fused in when there is no BatchNorm.
+use crate::conv::{Conv2d, MaxPool2d};
+use crate::dann::Dann;
+use crate::mlp::{Mlp, MlpConfig};
+use crate::ops::{Backend, Conv2dParams};
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{BatchNorm, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Regularisation and kernel choice of the digit networks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DigitNetConfig {
+    /// BatchNorm after each convolution and each hidden fully connected layer.
+    pub batch_norm: bool,
+    /// Dropout probability after each hidden fully connected layer (0 disables it).
+    pub dropout: f32,
+    /// Convolution / pooling implementation ([`Backend::Auto`]: fast kernels on the CPU).
+    pub backend: Backend,
+}
+
+impl Default for DigitNetConfig {
+    fn default() -> Self {
+        Self { batch_norm: false, dropout: 0.0, backend: Backend::Auto }
+    }
+}
+
+/// One `conv -> [BatchNorm] -> ReLU -> [max-pool]` block.
+struct ConvBlock {
+    conv: Conv2d,
+    batch_norm: Option<BatchNorm>,
+    pool: Option<MaxPool2d>,
+}
+
+/// Shape of one block: output channels and optional `(kernel, stride)` pooling.
+#[derive(Debug, Clone, Copy)]
+struct BlockSpec {
+    out_ch: usize,
+    pool: Option<(usize, usize)>,
+}
+
+/// A stack of convolution blocks (the feature extractor of the digit nets), output flattened to
+/// `[N, feature_dim]`.
+pub struct ConvFeatures {
+    blocks: Vec<ConvBlock>,
+    input: (usize, usize, usize),
+    feature_dim: usize,
+}
+
+/// The MNIST feature extractor.
+pub type MnistFeatures = ConvFeatures;
+/// The SVHN feature extractor.
+pub type SvhnFeatures = ConvFeatures;
+
+const KERNEL: usize = 5;
+const PADDING: usize = 2;
+
+impl ConvFeatures {
+    /// Parameters under `vb` as `conv{i}.weight`, `conv{i}.bias` (and `bn{i}.*`).
+    fn new(input: (usize, usize, usize), specs: &[BlockSpec], cfg: &DigitNetConfig, vb: VarBuilder) -> Result<Self> {
+        let (mut ch, mut h, mut w) = input;
+        let mut blocks = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            // The ReLU is fused into the convolution unless a BatchNorm sits in between.
+            let params = Conv2dParams { stride: 1, padding: PADDING, relu: !cfg.batch_norm };
+            let conv =
+                Conv2d::new(ch, spec.out_ch, KERNEL, params, vb.pp(format!("conv{i}")))?.with_backend(cfg.backend);
+            let batch_norm = if cfg.batch_norm {
+                Some(candle_nn::batch_norm(spec.out_ch, 1e-5, vb.pp(format!("bn{i}")))?)
+            } else {
+                None
+            };
+            (h, w) = (h + 2 * PADDING - KERNEL + 1, w + 2 * PADDING - KERNEL + 1);
+            let pool = spec.pool.map(|(k, s)| MaxPool2d { backend: cfg.backend, ..MaxPool2d::new(k, s) });
+            if let Some(p) = pool {
+                (h, w) = (p.out_size(h), p.out_size(w));
+            }
+            ch = spec.out_ch;
+            blocks.push(ConvBlock { conv, batch_norm, pool });
+        }
+        Ok(Self { blocks, input, feature_dim: ch * h * w })
+    }
+
+    /// Width of the flattened features.
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+
+    /// Expected input `(channels, height, width)`.
+    pub fn input_shape(&self) -> (usize, usize, usize) {
+        self.input
+    }
+}
+
+impl ModuleT for ConvFeatures {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, c, h, w) = xs.dims4()?;
+        if (c, h, w) != self.input {
+            candle_core::bail!(
+                "digit net expects inputs [N, {}, {}, {}], got {:?}",
+                self.input.0,
+                self.input.1,
+                self.input.2,
+                xs.dims()
+            );
+        }
+        let mut xs = xs.clone();
+        for block in &self.blocks {
+            xs = match (&block.batch_norm, &block.pool) {
+                // conv + ReLU + pool in one fused op.
+                (None, Some(pool)) => block.conv.forward_max_pool(&xs, pool.kernel, pool.stride)?,
+                (None, None) => block.conv.forward(&xs)?,
+                (Some(bn), pool) => {
+                    let ys = block.conv.forward(&xs)?.apply_t(bn, train)?.relu()?;
+                    match pool {
+                        Some(pool) => pool.forward(&ys)?,
+                        None => ys,
+                    }
+                }
+            };
+        }
+        xs.flatten_from(1)
+    }
+}
+
+/// A DANN on a digit network: parameters under `features.*`, `label.*`, `domain.*`.
+pub type DigitDann = Dann<ConvFeatures, Mlp, Mlp>;
+/// The MNIST DANN.
+pub type MnistDann = DigitDann;
+/// The SVHN DANN.
+pub type SvhnDann = DigitDann;
+
+fn head(dims: &[usize], cfg: &DigitNetConfig, vb: VarBuilder) -> Result<Mlp> {
+    Mlp::new(&MlpConfig { batch_norm: cfg.batch_norm, dropout: cfg.dropout, ..MlpConfig::head(dims) }, vb)
+}
+
+/// The MNIST feature extractor alone (input `3 x 28 x 28`, 2352 features).
+pub fn mnist_features(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<MnistFeatures> {
+    let specs = [BlockSpec { out_ch: 32, pool: Some((2, 2)) }, BlockSpec { out_ch: 48, pool: Some((2, 2)) }];
+    ConvFeatures::new((3, 28, 28), &specs, cfg, vb)
+}
+
+/// The SVHN feature extractor alone (input `3 x 32 x 32`, 6272 features).
+pub fn svhn_features(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<SvhnFeatures> {
+    let specs = [
+        BlockSpec { out_ch: 64, pool: Some((3, 2)) },
+        BlockSpec { out_ch: 64, pool: Some((3, 2)) },
+        BlockSpec { out_ch: 128, pool: None },
+    ];
+    ConvFeatures::new((3, 32, 32), &specs, cfg, vb)
+}
+
+/// The paper's MNIST DANN: label predictor fc 100-100-10, domain classifier fc 100-2.
+pub fn mnist_dann(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<MnistDann> {
+    let features = mnist_features(cfg, vb.pp("features"))?;
+    let f = features.feature_dim();
+    let label = head(&[f, 100, 100, 10], cfg, vb.pp("label"))?;
+    let domain = head(&[f, 100, 2], cfg, vb.pp("domain"))?;
+    Ok(Dann::new(features, label, domain))
+}
+
+/// The paper's SVHN DANN: label predictor fc 3072-2048-10, domain classifier fc 1024-1024-2.
+pub fn svhn_dann(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<SvhnDann> {
+    let features = svhn_features(cfg, vb.pp("features"))?;
+    let f = features.feature_dim();
+    let label = head(&[f, 3072, 2048, 10], cfg, vb.pp("label"))?;
+    let domain = head(&[f, 1024, 1024, 2], cfg, vb.pp("domain"))?;
+    Ok(Dann::new(features, label, domain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn names(vm: &VarMap) -> Vec<String> {
+        let mut n: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn mnist_shapes_and_parameters() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let model = mnist_dann(&DigitNetConfig::default(), vb)?;
+        assert_eq!(model.feature_extractor.feature_dim(), 48 * 7 * 7);
+        let x = Tensor::randn(0f32, 1.0, (6, 3, 28, 28), &Device::Cpu)?;
+        let out = model.forward_mixed(&x, 4, 0.5, true)?;
+        assert_eq!(out.features.dims(), &[6, 2352]);
+        assert_eq!(out.class_logits.dims(), &[4, 10]);
+        assert_eq!(out.domain_logits.dims(), &[6, 2]);
+        let n = names(&vm);
+        assert!(n.contains(&"features.conv0.weight".to_string()));
+        assert!(n.contains(&"features.conv1.bias".to_string()));
+        assert!(!n.iter().any(|s| s.contains("bn")));
+        let data = vm.data().lock().unwrap();
+        assert_eq!(data["features.conv0.weight"].dims(), &[32, 3, 5, 5]);
+        assert_eq!(data["features.conv1.weight"].dims(), &[48, 32, 5, 5]);
+        assert_eq!(data["label.fc0.weight"].dims(), &[100, 2352]);
+        assert_eq!(data["label.fc2.weight"].dims(), &[10, 100]);
+        assert_eq!(data["domain.fc1.weight"].dims(), &[2, 100]);
+        // Wrong input size is an error, not a silent reshape.
+        assert!(model.classify(&Tensor::zeros((1, 3, 32, 32), DType::F32, &Device::Cpu)?).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn svhn_shapes_with_batch_norm_and_dropout() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let cfg = DigitNetConfig { batch_norm: true, dropout: 0.5, ..Default::default() };
+        let model = svhn_dann(&cfg, vb)?;
+        assert_eq!(model.feature_extractor.feature_dim(), 128 * 7 * 7);
+        let x = Tensor::randn(0f32, 1.0, (4, 3, 32, 32), &Device::Cpu)?;
+        let out = model.forward_mixed(&x, 2, 0.5, true)?;
+        assert_eq!(out.features.dims(), &[4, 6272]);
+        assert_eq!(out.class_logits.dims(), &[2, 10]);
+        assert_eq!(out.domain_logits.dims(), &[4, 2]);
+        assert_eq!(model.classify(&x)?.dims(), &[4, 10]);
+        let n = names(&vm);
+        for s in ["features.bn2.running_mean", "label.bn1.weight", "domain.bn1.bias", "features.conv2.weight"] {
+            assert!(n.contains(&s.to_string()), "{s} missing from {n:?}");
+        }
+        let data = vm.data().lock().unwrap();
+        assert_eq!(data["features.conv2.weight"].dims(), &[128, 64, 5, 5]);
+        assert_eq!(data["label.fc0.weight"].dims(), &[3072, 6272]);
+        assert_eq!(data["label.fc1.weight"].dims(), &[2048, 3072]);
+        assert_eq!(data["domain.fc1.weight"].dims(), &[1024, 1024]);
+        Ok(())
+    }
+
+    #[test]
+    fn fast_and_candle_backends_agree_on_a_training_step() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let fast = mnist_dann(&DigitNetConfig::default(), vb.clone())?;
+        // Same variables (same VarMap), candle's kernels.
+        let slow = mnist_dann(&DigitNetConfig { backend: Backend::Candle, ..Default::default() }, vb)?;
+        let x = Tensor::randn(0f32, 1.0, (4, 3, 28, 28), &Device::Cpu)?;
+        let grads = |m: &MnistDann| -> Result<(Vec<f32>, Vec<f32>)> {
+            let out = m.forward_mixed(&x, 2, 0.5, true)?;
+            let loss = (out.class_logits.sqr()?.sum_all()? + out.domain_logits.sum_all()?)?;
+            let g = loss.backward()?;
+            let data = vm.data().lock().unwrap();
+            let w0 = g.get(data["features.conv0.weight"].as_tensor()).unwrap().flatten_all()?.to_vec1()?;
+            let f = out.features.flatten_all()?.to_vec1()?;
+            Ok((f, w0))
+        };
+        let (ff, fw) = grads(&fast)?;
+        let (sf, sw) = grads(&slow)?;
+        let close = |a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+            a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * scale)
+        };
+        assert!(close(&ff, &sf), "features differ");
+        assert!(close(&fw, &sw), "conv0 weight gradients differ");
+        Ok(())
+    }
+
+    #[test]
+    fn config_deserialises_with_defaults() {
+        use serde::de::IntoDeserializer;
+        use serde::de::value::StrDeserializer;
+        use serde::de::value::{Error, MapDeserializer};
+        // The backend is kebab-case; missing fields take their defaults.
+        let d: StrDeserializer<'_, Error> = "candle".into_deserializer();
+        assert_eq!(Backend::deserialize(d).unwrap(), Backend::Candle);
+        let empty: MapDeserializer<'_, _, Error> = MapDeserializer::new(Vec::<(&str, bool)>::new().into_iter());
+        assert_eq!(DigitNetConfig::deserialize(empty).unwrap(), DigitNetConfig::default());
+    }
+}

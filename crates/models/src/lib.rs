@@ -1,0 +1,23 @@
+//! Domain-adaptation models on candle.
+//!
+//! * [`dann`]: the DANN composition — feature extractor, label predictor, and a domain classifier
+//!   behind the gradient reversal layer — generic over the three parts.
+//! * [`mlp`]: fully connected stacks (the heads, and the toy feature extractor).
+//! * [`ops`]: CPU kernels (im2col + GEMM convolution, max-pool with argmax) as candle custom ops.
+//! * [`digits`]: the paper's MNIST and SVHN networks.
+//! * [`toy`]: the DANN authors' 2D-toy network.
+//! * [`params`]: seeded, named parameters with atomic safetensors save/load.
+//! * [`init`]: explicit, PyTorch-matching initialisation (candle-nn's default is larger, and the
+//!   SVHN net diverged with it).
+pub mod conv;
+pub mod dann;
+pub mod digits;
+pub mod init;
+pub mod mlp;
+pub mod ops;
+pub mod params;
+pub mod toy;
+
+pub use dann::{Dann, DannOutput};
+pub use mlp::{Activation, Mlp, MlpConfig};
+pub use params::ParamStore;

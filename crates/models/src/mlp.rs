@@ -1,0 +1,141 @@
+//! Fully connected stacks: `Linear -> [BatchNorm] -> activation -> [Dropout]`, repeated.
+use crate::init;
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::{BatchNorm, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// The non-linearity between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    #[default]
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+impl Activation {
+    pub fn apply(self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => xs.relu(),
+            Activation::Sigmoid => candle_nn::ops::sigmoid(xs),
+            Activation::Tanh => xs.tanh(),
+        }
+    }
+}
+
+/// Shape and regularisation of an [`Mlp`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlpConfig {
+    /// Layer widths including input and output, e.g. `[2, 15]` or `[100, 100, 10]`.
+    pub dims: Vec<usize>,
+    pub activation: Activation,
+    /// Apply the activation (and BN/dropout) after the last layer too: true for feature
+    /// extractors, false for heads that produce logits.
+    pub activate_last: bool,
+    pub batch_norm: bool,
+    /// Dropout probability after each activated layer (0 disables it).
+    pub dropout: f32,
+}
+
+impl MlpConfig {
+    /// A head producing logits: no activation after the last layer.
+    pub fn head(dims: &[usize]) -> Self {
+        Self {
+            dims: dims.to_vec(),
+            activation: Activation::Relu,
+            activate_last: false,
+            batch_norm: false,
+            dropout: 0.0,
+        }
+    }
+
+    /// A feature extractor: activation after every layer.
+    pub fn features(dims: &[usize]) -> Self {
+        Self { activate_last: true, ..Self::head(dims) }
+    }
+}
+
+struct Layer {
+    linear: Linear,
+    batch_norm: Option<BatchNorm>,
+    activated: bool,
+}
+
+/// A multi-layer perceptron built from an [`MlpConfig`].
+pub struct Mlp {
+    layers: Vec<Layer>,
+    activation: Activation,
+    dropout: f32,
+}
+
+impl Mlp {
+    /// Parameters live under `vb` as `fc{i}.weight`, `fc{i}.bias` (and `bn{i}.*`).
+    pub fn new(cfg: &MlpConfig, vb: VarBuilder) -> Result<Self> {
+        if cfg.dims.len() < 2 {
+            candle_core::bail!("an MLP needs at least an input and an output width, got {:?}", cfg.dims);
+        }
+        let n = cfg.dims.len() - 1;
+        let mut layers = Vec::with_capacity(n);
+        for i in 0..n {
+            let activated = i + 1 < n || cfg.activate_last;
+            let linear = init::linear(cfg.dims[i], cfg.dims[i + 1], vb.pp(format!("fc{i}")))?;
+            let batch_norm = if cfg.batch_norm && activated {
+                Some(candle_nn::batch_norm(cfg.dims[i + 1], 1e-5, vb.pp(format!("bn{i}")))?)
+            } else {
+                None
+            };
+            layers.push(Layer { linear, batch_norm, activated });
+        }
+        Ok(Self { layers, activation: cfg.activation, dropout: cfg.dropout })
+    }
+}
+
+impl ModuleT for Mlp {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let mut xs = xs.clone();
+        for layer in &self.layers {
+            xs = xs.apply(&layer.linear)?;
+            if let Some(bn) = &layer.batch_norm {
+                xs = xs.apply_t(bn, train)?;
+            }
+            if layer.activated {
+                xs = self.activation.apply(&xs)?;
+                if train && self.dropout > 0.0 {
+                    xs = candle_nn::ops::dropout(&xs, self.dropout)?;
+                }
+            }
+        }
+        Ok(xs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn shapes_and_parameter_names() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let mlp = Mlp::new(&MlpConfig { batch_norm: true, ..MlpConfig::head(&[5, 7, 3]) }, vb.pp("head"))?;
+        let y = mlp.forward_t(&Tensor::zeros((4, 5), DType::F32, &Device::Cpu)?, true)?;
+        assert_eq!(y.dims(), &[4, 3]);
+        let mut names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+        names.sort();
+        assert!(names.contains(&"head.fc0.weight".to_string()));
+        assert!(names.contains(&"head.bn0.running_mean".to_string()));
+        // No batch norm after the logits layer.
+        assert!(!names.iter().any(|n| n.starts_with("head.bn1")));
+        Ok(())
+    }
+
+    #[test]
+    fn too_few_dims_is_an_error() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        assert!(Mlp::new(&MlpConfig::head(&[5]), vb).is_err());
+    }
+}

@@ -1,0 +1,610 @@
+//! im2col + GEMM convolution on the CPU, forward and backward, as candle custom ops.
+//!
+//! Work is split into chunks of whole images; rayon runs the chunks in parallel and each chunk
+//! calls a single-threaded GEMM on its own scratch buffers:
+//!
+//! * forward: `cols[K, nb*P] = im2col(x)`, `tmp[O, nb*P] = W[O, K] * cols`, then the copy of
+//!   `tmp` into the NCHW output adds the bias and applies the ReLU;
+//! * backward: the incoming gradient of the chunk is gathered into `g[O, nb*P]` (times the ReLU
+//!   mask), `dcols[K, nb*P] = W^T * g` is scattered back with col2im into the input gradient,
+//!   `dW[O, K] += g * im2col(x)^T` and `db[O] += rowsum(g)` go into one accumulator per rayon
+//!   worker, summed at the end.
+//!
+//! `K = C*KH*KW`, `P = OH*OW` and `nb` is the number of images in a chunk (chosen so that the
+//! scratch buffers stay around a megabyte, and there are enough chunks to balance the threads).
+use super::Conv2dParams;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Everything about one convolution's shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl Geom {
+    fn new(x: &Shape, w: &Shape, stride: usize, pad: usize) -> Result<Self> {
+        let (n, c, h, wd) = x.dims4()?;
+        let (o, c_k, kh, kw) = w.dims4()?;
+        if c != c_k {
+            candle_core::bail!("conv2d: input has {c} channels, kernel expects {c_k}");
+        }
+        let oh = (h + 2 * pad - kh) / stride + 1;
+        let ow = (wd + 2 * pad - kw) / stride + 1;
+        Ok(Self { n, c, h, w: wd, o, kh, kw, stride, pad, oh, ow })
+    }
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// Images per chunk: scratch of about `TARGET` floats, and at least 3 chunks per thread.
+    fn chunk_images(&self) -> usize {
+        const TARGET: usize = 1 << 18;
+        let per_image = (self.k() + self.o) * self.p();
+        let by_size = (TARGET / per_image.max(1)).max(1);
+        let threads = rayon::current_num_threads().max(1);
+        let by_balance = self.n.div_ceil(3 * threads).max(1);
+        by_size.min(by_balance).min(self.n.max(1))
+    }
+}
+
+/// A contiguous f32 slice of a CPU storage.
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{what}: expected f32, got {:?}", candle_core::backend::BackendStorage::dtype(s))
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+/// Runs `f` on a contiguous f32 tensor's CPU data.
+pub(crate) fn with_cpu_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => f(f32_slice(s, layout, what)?),
+        _ => candle_core::bail!("{what}: expected a CPU tensor"),
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch: im2col columns, GEMM output / gathered gradient, dcols.
+    static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// Raw pointer that may cross threads; users write disjoint ranges only.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Output positions `ox` in `[lo, hi)` read input column `ox*s + kj - pad` inside `[0, w)`.
+#[inline]
+fn valid_range(out: usize, inp: usize, stride: usize, k_off: usize, pad: usize) -> (usize, usize) {
+    // ix = ox*s + k_off - pad >= 0  <=>  ox >= ceil((pad - k_off)/s)
+    let lo = if pad > k_off { (pad - k_off).div_ceil(stride) } else { 0 };
+    // ix < inp  <=>  ox*s < inp + pad - k_off  <=>  ox < ceil((inp + pad - k_off)/s)
+    let hi = if inp + pad > k_off { (inp + pad - k_off).div_ceil(stride) } else { 0 };
+    let lo = lo.min(out);
+    (lo, hi.clamp(lo, out))
+}
+
+/// `cols[K, nb*P]` (row stride `nb*P`) for the images `i0..i0+nb` of `x`.
+fn im2col(g: &Geom, x: &[f32], i0: usize, nb: usize, cols: &mut [f32]) {
+    let (p, ld, hw) = (g.p(), nb * g.p(), g.h * g.w);
+    let mut row = 0;
+    for c in 0..g.c {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let dst_row = &mut cols[row * ld..(row + 1) * ld];
+                row += 1;
+                let (lo, hi) = valid_range(g.ow, g.w, g.stride, kj, g.pad);
+                for b in 0..nb {
+                    let plane = &x[((i0 + b) * g.c + c) * hw..][..hw];
+                    let dst = &mut dst_row[b * p..(b + 1) * p];
+                    for oy in 0..g.oh {
+                        let d = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                        let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            d.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * g.w..][..g.w];
+                        d[..lo].fill(0.0);
+                        d[hi..].fill(0.0);
+                        if hi > lo {
+                            let ix0 = lo * g.stride + kj - g.pad;
+                            if g.stride == 1 {
+                                d[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
+                            } else {
+                                for (j, v) in d[lo..hi].iter_mut().enumerate() {
+                                    *v = src[ix0 + j * g.stride];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `dcols[K, nb*P]` back into `dx` (the `nb` images of the chunk, NCHW).
+fn col2im(g: &Geom, dcols: &[f32], nb: usize, dx: &mut [f32]) {
+    let (p, ld, hw) = (g.p(), nb * g.p(), g.h * g.w);
+    let mut row = 0;
+    for c in 0..g.c {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let src_row = &dcols[row * ld..(row + 1) * ld];
+                row += 1;
+                let (lo, hi) = valid_range(g.ow, g.w, g.stride, kj, g.pad);
+                if hi <= lo {
+                    continue;
+                }
+                for b in 0..nb {
+                    let plane = &mut dx[(b * g.c + c) * hw..][..hw];
+                    let src = &src_row[b * p..(b + 1) * p];
+                    for oy in 0..g.oh {
+                        let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        let d = &mut plane[iy as usize * g.w..][..g.w];
+                        let s = &src[oy * g.ow..(oy + 1) * g.ow];
+                        let ix0 = lo * g.stride + kj - g.pad;
+                        if g.stride == 1 {
+                            for (dv, sv) in d[ix0..ix0 + (hi - lo)].iter_mut().zip(&s[lo..hi]) {
+                                *dv += sv;
+                            }
+                        } else {
+                            for (j, sv) in s[lo..hi].iter().enumerate() {
+                                d[ix0 + j * g.stride] += sv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[m, n] = (accumulate ? dst : 0) + lhs[m, k] * rhs[k, n]`, single-threaded, with explicit
+/// row and column strides.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst.len() > (m - 1) * dst_rs + (n - 1));
+    if k > 0 {
+        assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+        assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    } else {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // SAFETY: the asserts above keep every access inside the three slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Max-pooling fused into a convolution: `kernel`, `stride`, pooled output size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FusedPool {
+    pub kernel: usize,
+    pub stride: usize,
+    pub ph: usize,
+    pub pw: usize,
+}
+
+/// Forward pass: `y = act(conv(x, w) + b)`, NCHW, then the max-pool if `pool` is given (the
+/// argmax of every pooled output, relative to its `OH x OW` plane, comes back with it). Pooling
+/// before the bias and the ReLU gives the same values (both are monotonic) and the same gradients
+/// (a window whose maximum the ReLU clamps passes no gradient either way).
+pub(crate) fn forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    pool: Option<FusedPool>,
+) -> (Vec<f32>, Option<Vec<u32>>) {
+    let (k, p, o) = (g.k(), g.p(), g.o);
+    let q = pool.map_or(p, |pl| pl.ph * pl.pw);
+    let nb = g.chunk_images();
+    let mut out = vec![0f32; g.n * o * q];
+    let mut arg = pool.map(|_| vec![0u32; g.n * o * q]);
+    let arg_ptr = SendPtr(arg.as_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr().cast()));
+    out.par_chunks_mut(nb * o * q).enumerate().for_each(|(ci, out_chunk)| {
+        let arg_ptr = arg_ptr;
+        let i0 = ci * nb;
+        let nbc = out_chunk.len() / (o * q);
+        let ld = nbc * p;
+        SCRATCH.with_borrow_mut(|[cols, tmp, _]| {
+            let cols = grow(cols, k * ld);
+            let tmp = grow(tmp, o * ld);
+            im2col(g, x, i0, nbc, cols);
+            sgemm(o, ld, k, tmp, ld, false, w, (k, 1), cols, (ld, 1));
+            let act = |v: f32| if relu { v.max(0.0) } else { v };
+            for b in 0..nbc {
+                for oc in 0..o {
+                    let src = &tmp[oc * ld + b * p..][..p];
+                    let dst = &mut out_chunk[(b * o + oc) * q..][..q];
+                    let bv = bias.map_or(0.0, |bs| bs[oc]);
+                    match pool {
+                        None => {
+                            for (d, s) in dst.iter_mut().zip(src) {
+                                *d = act(s + bv);
+                            }
+                        }
+                        Some(pl) => {
+                            // SAFETY: chunk `ci` owns the same range of the argmax as of the output.
+                            let am = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    arg_ptr.0.cast::<u32>().add((i0 + b) * o * q + oc * q),
+                                    q,
+                                )
+                            };
+                            super::pool::pool_plane(src, g.oh, g.ow, pl.kernel, pl.stride, dst, am);
+                            for d in dst.iter_mut() {
+                                *d = act(*d + bv);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    });
+    (out, arg)
+}
+
+/// Gradients of one convolution. Each is computed only when asked for.
+pub(crate) struct Grads {
+    pub dx: Option<Vec<f32>>,
+    pub dw: Option<Vec<f32>>,
+    pub db: Option<Vec<f32>>,
+}
+
+/// Which gradients to compute.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Need {
+    pub dx: bool,
+    pub dw: bool,
+    pub db: bool,
+}
+
+/// Backward pass. `grad_y` is the gradient of the (pooled, if `pool_arg`) output; `y` the output
+/// itself when the ReLU was fused (the gradient is masked by `y > 0`); `pool_arg` the argmax of
+/// the fused max-pool, each gradient goes to that position of its conv output plane.
+pub(crate) fn backward(
+    g: &Geom,
+    (x, w): (&[f32], &[f32]),
+    grad_y: &[f32],
+    y: Option<&[f32]>,
+    pool_arg: Option<&[u32]>,
+    need: Need,
+) -> Grads {
+    let (k, p, o) = (g.k(), g.p(), g.o);
+    let q = grad_y.len() / (g.n * o).max(1);
+    let nb = g.chunk_images();
+    let n_chunks = g.n.div_ceil(nb);
+    let mut dx = if need.dx { Some(vec![0f32; g.n * g.c * g.h * g.w]) } else { None };
+    let dx_ptr = SendPtr(dx.as_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr()));
+    let threads = rayon::current_num_threads().max(1);
+    // One (dW, db) accumulator per rayon worker, allocated on first use.
+    let accs: Vec<Mutex<Option<(Vec<f32>, Vec<f32>)>>> = (0..threads).map(|_| Mutex::new(None)).collect();
+    let chw = g.c * g.h * g.w;
+
+    (0..n_chunks).into_par_iter().for_each(|ci| {
+        let dx_ptr = dx_ptr;
+        let i0 = ci * nb;
+        let nbc = nb.min(g.n - i0);
+        let ld = nbc * p;
+        SCRATCH.with_borrow_mut(|[cols, gbuf, dcols]| {
+            // Gather the chunk's gradient as [O, nb*P]: masked by the ReLU, routed through the
+            // pooling argmax.
+            let gbuf = grow(gbuf, o * ld);
+            for b in 0..nbc {
+                for oc in 0..o {
+                    let off = ((i0 + b) * o + oc) * q;
+                    let src = &grad_y[off..off + q];
+                    let dst = &mut gbuf[oc * ld + b * p..][..p];
+                    match (pool_arg, y) {
+                        (Some(arg), y) => {
+                            dst.fill(0.0);
+                            let arg = &arg[off..off + q];
+                            match y {
+                                Some(y) => {
+                                    for ((s, &a), yv) in src.iter().zip(arg).zip(&y[off..off + q]) {
+                                        if *yv > 0.0 {
+                                            dst[a as usize] += s;
+                                        }
+                                    }
+                                }
+                                None => {
+                                    for (s, &a) in src.iter().zip(arg) {
+                                        dst[a as usize] += s;
+                                    }
+                                }
+                            }
+                        }
+                        (None, Some(y)) => {
+                            for ((d, s), yv) in dst.iter_mut().zip(src).zip(&y[off..off + q]) {
+                                *d = if *yv > 0.0 { *s } else { 0.0 };
+                            }
+                        }
+                        (None, None) => dst.copy_from_slice(src),
+                    }
+                }
+            }
+            if need.dx {
+                let dcols = grow(dcols, k * ld);
+                // dcols[K, ld] = W^T[K, O] * g[O, ld]; W is [O, K] row-major.
+                sgemm(k, ld, o, dcols, ld, false, w, (1, k), gbuf, (ld, 1));
+                // SAFETY: chunk `ci` owns images i0..i0+nbc of dx, disjoint from other chunks.
+                let dx_chunk = unsafe { std::slice::from_raw_parts_mut(dx_ptr.0.add(i0 * chw), nbc * chw) };
+                col2im(g, dcols, nbc, dx_chunk);
+            }
+            if need.dw || need.db {
+                let t = rayon::current_thread_index().unwrap_or(0) % threads;
+                let mut guard = accs[t].lock().unwrap_or_else(|e| e.into_inner());
+                let (dw, db) =
+                    guard.get_or_insert_with(|| (vec![0f32; if need.dw { o * k } else { 0 }], vec![0f32; o]));
+                if need.db {
+                    for (oc, dbv) in db.iter_mut().enumerate() {
+                        *dbv += gbuf[oc * ld..(oc + 1) * ld].iter().sum::<f32>();
+                    }
+                }
+                if need.dw {
+                    let cols = grow(cols, k * ld);
+                    im2col(g, x, i0, nbc, cols);
+                    // dW[O, K] += g[O, ld] * cols^T[ld, K].
+                    sgemm(o, k, ld, dw, k, true, gbuf, (ld, 1), cols, (1, ld));
+                }
+            }
+        });
+    });
+
+    let mut dw_sum = need.dw.then(|| vec![0f32; o * k]);
+    let mut db_sum = need.db.then(|| vec![0f32; o]);
+    for acc in accs {
+        if let Some((dw, db)) = acc.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(s) = dw_sum.as_mut() {
+                s.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
+            }
+            if let Some(s) = db_sum.as_mut() {
+                s.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+    Grads { dx, dw: dw_sum, db: db_sum }
+}
+
+/// The forward op: `(x, w, b) -> [max-pool](act(conv(x, w) + b))`.
+struct Conv2dOp {
+    params: Conv2dParams,
+    /// `(kernel, stride)` of a fused max-pool.
+    pool: Option<(usize, usize)>,
+    /// The argmax of the fused max-pool, filled by the forward pass.
+    argmax: Arc<OnceLock<Vec<u32>>>,
+}
+
+impl Conv2dOp {
+    fn fused_pool(&self, g: &Geom) -> Option<FusedPool> {
+        self.pool.map(|(kernel, stride)| FusedPool {
+            kernel,
+            stride,
+            ph: super::pool_out(g.oh, kernel, stride),
+            pw: super::pool_out(g.ow, kernel, stride),
+        })
+    }
+}
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        if self.pool.is_some() { "adapt-conv2d-max-pool2d" } else { "adapt-conv2d" }
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(lx.shape(), lw.shape(), self.params.stride, self.params.padding)?;
+        let x = f32_slice(sx, lx, "conv2d input")?;
+        let w = f32_slice(sw, lw, "conv2d weight")?;
+        let b = f32_slice(sb, lb, "conv2d bias")?;
+        let pool = self.fused_pool(&g);
+        let (y, arg) = super::profile::timed(super::profile::Kernel::ConvForward, || {
+            forward(&g, x, w, Some(b), self.params.relu, pool)
+        });
+        if let Some(arg) = arg {
+            // A second forward of the same op (apply_op3 never does one) would give the same argmax.
+            let _ = self.argmax.set(arg);
+        }
+        let shape = match pool {
+            Some(pl) => Shape::from((g.n, g.o, pl.ph, pl.pw)),
+            None => Shape::from((g.n, g.o, g.oh, g.ow)),
+        };
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need = Need { dx: x.track_op(), dw: w.track_op(), db: b.track_op() };
+        if !(need.dx || need.dw || need.db) {
+            return Ok((None, None, None));
+        }
+        let grad_res = grad_res.contiguous()?;
+        let op = Conv2dBackward {
+            params: self.params,
+            res: self.params.relu.then(|| res.clone()),
+            pool: self.pool.map(|_| self.argmax.clone()),
+            need,
+        };
+        // One fused pass returns [dx | dw | db] flattened (missing parts have length 0).
+        let packed = x.apply_op3_no_bwd(w, &grad_res, &op)?;
+        let dx_len = if need.dx { x.elem_count() } else { 0 };
+        let dw_len = if need.dw { w.elem_count() } else { 0 };
+        let dx = need.dx.then(|| packed.narrow(0, 0, dx_len)?.reshape(x.shape())).transpose()?;
+        let dw = need.dw.then(|| packed.narrow(0, dx_len, dw_len)?.reshape(w.shape())).transpose()?;
+        let db = need.db.then(|| packed.narrow(0, dx_len + dw_len, b.elem_count())).transpose()?;
+        Ok((dx, dw, db))
+    }
+}
+
+/// The backward op: `(x, w, grad_y) -> [dx | dw | db]` (flattened, only the parts in `need`).
+struct Conv2dBackward {
+    params: Conv2dParams,
+    /// The forward output, when the ReLU was fused: its gradient is masked by `y > 0`.
+    res: Option<Tensor>,
+    /// The argmax of a fused max-pool.
+    pool: Option<Arc<OnceLock<Vec<u32>>>>,
+    need: Need,
+}
+
+impl CustomOp3 for Conv2dBackward {
+    fn name(&self) -> &'static str {
+        "adapt-conv2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sg: &CpuStorage,
+        lg: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(lx.shape(), lw.shape(), self.params.stride, self.params.padding)?;
+        let x = f32_slice(sx, lx, "conv2d backward input")?;
+        let w = f32_slice(sw, lw, "conv2d backward weight")?;
+        let gy = f32_slice(sg, lg, "conv2d backward gradient")?;
+        let arg = match &self.pool {
+            Some(a) => match a.get() {
+                Some(a) => Some(a.as_slice()),
+                None => candle_core::bail!("conv2d backward: the forward pass recorded no pooling argmax"),
+            },
+            None => None,
+        };
+        let expected = arg.map_or(g.n * g.o * g.p(), <[u32]>::len);
+        if gy.len() != expected || (arg.is_none() && gy.len() != g.n * g.o * g.p()) {
+            candle_core::bail!("conv2d backward: gradient has {} elements, expected {expected}", gy.len());
+        }
+        let run = |y: Option<&[f32]>| -> Result<Grads> {
+            if let Some(y) = y
+                && y.len() != gy.len()
+            {
+                candle_core::bail!("conv2d backward: output has {} elements, gradient {}", y.len(), gy.len());
+            }
+            Ok(super::profile::timed(super::profile::Kernel::ConvBackward, || {
+                backward(&g, (x, w), gy, y, arg, self.need)
+            }))
+        };
+        let grads = match &self.res {
+            Some(res) => {
+                let res = res.contiguous()?;
+                with_cpu_f32(&res, "conv2d backward output", |y| run(Some(y)))?
+            }
+            None => run(None)?,
+        };
+        let parts = [grads.dx, grads.dw, grads.db];
+        let total: usize = parts.iter().flatten().map(Vec::len).sum();
+        let mut parts = parts.into_iter().flatten();
+        // Reuse the first (largest) buffer.
+        let mut packed = parts.next().unwrap_or_default();
+        packed.reserve_exact(total - packed.len());
+        for p in parts {
+            packed.extend_from_slice(&p);
+        }
+        let len = packed.len();
+        Ok((CpuStorage::F32(packed), Shape::from(len)))
+    }
+}
+
+/// The fast convolution; shapes were checked by the caller.
+pub(crate) fn conv2d_fast(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    pool: Option<(usize, usize)>,
+) -> Result<Tensor> {
+    let xs = xs.contiguous()?;
+    let w = w.contiguous()?;
+    let b = match bias {
+        Some(b) => b.contiguous()?,
+        None => Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?,
+    };
+    xs.apply_op3(&w, &b, Conv2dOp { params: p, pool, argmax: Arc::new(OnceLock::new()) })
+}

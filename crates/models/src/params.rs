@@ -1,0 +1,257 @@
+//! Named, seeded model parameters.
+//!
+//! candle's CPU random generator cannot be seeded, so a model built through candle-nn's `VarMap`
+//! gets different initial weights on every run. [`ParamStore`] is a `VarBuilder` backend that
+//! draws each parameter from its own generator, seeded from the store's seed and the parameter's
+//! name: the same seed gives bit-identical weights whatever the construction order, on any
+//! device. It also saves and restores the parameters as safetensors.
+use candle_core::{DType, Device, Result, Shape, Tensor, Var};
+use candle_nn::init::{FanInOut, NormalOrUniform};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal, Uniform};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Suffixes of non-trainable buffers (BatchNorm running statistics).
+const BUFFER_SUFFIXES: [&str; 2] = ["running_mean", "running_var"];
+
+/// A seeded store of named variables; clones share the same variables.
+#[derive(Clone)]
+pub struct ParamStore {
+    vars: Arc<Mutex<BTreeMap<String, Var>>>,
+    seed: u64,
+}
+
+/// FNV-1a: a stable hash of the parameter name (std's hasher is not stable across releases).
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn sample(init: Init, shape: &Shape, rng: &mut StdRng) -> Result<Vec<f32>> {
+    let n = shape.elem_count();
+    let uniform = |lo: f64, up: f64, rng: &mut StdRng| -> Result<Vec<f32>> {
+        if lo == up {
+            return Ok(vec![lo as f32; n]);
+        }
+        let d = Uniform::new(lo, up).map_err(|e| candle_core::Error::msg(format!("uniform({lo}, {up}): {e}")))?;
+        Ok((0..n).map(|_| d.sample(rng) as f32).collect())
+    };
+    let normal = |mean: f64, std: f64, rng: &mut StdRng| -> Result<Vec<f32>> {
+        let d = Normal::new(mean, std).map_err(|e| candle_core::Error::msg(format!("normal({mean}, {std}): {e}")))?;
+        Ok((0..n).map(|_| d.sample(rng) as f32).collect())
+    };
+    match init {
+        Init::Const(c) => Ok(vec![c as f32; n]),
+        Init::Uniform { lo, up } => uniform(lo, up, rng),
+        Init::Randn { mean, stdev } => normal(mean, stdev, rng),
+        Init::Kaiming { dist, fan, non_linearity } => {
+            let fan = match fan {
+                FanInOut::FanIn | FanInOut::FanOut => fan.for_shape(shape),
+            };
+            let std = non_linearity.gain() / (fan.max(1) as f64).sqrt();
+            match dist {
+                NormalOrUniform::Uniform => uniform(-(3f64.sqrt()) * std, 3f64.sqrt() * std, rng),
+                NormalOrUniform::Normal => normal(0.0, std, rng),
+            }
+        }
+    }
+}
+
+impl ParamStore {
+    pub fn new(seed: u64) -> Self {
+        Self { vars: Arc::new(Mutex::new(BTreeMap::new())), seed }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// A `VarBuilder` that creates missing parameters in this store.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Var>> {
+        // A panic elsewhere while holding the lock leaves the map itself consistent.
+        self.vars.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// All variables, sorted by name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Trainable variables (everything but BatchNorm running statistics) whose name starts with
+    /// `prefix` (empty for all), sorted by name.
+    pub fn trainable_vars(&self, prefix: &str) -> Vec<Var> {
+        self.lock()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && !BUFFER_SUFFIXES.iter().any(|s| k.ends_with(s)))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Var> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Number of scalar parameters (buffers included).
+    pub fn elem_count(&self) -> usize {
+        self.lock().values().map(|v| v.elem_count()).sum()
+    }
+
+    /// The current values, detached, keyed by name.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.lock().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
+    }
+
+    /// Overwrites every variable with the tensor of the same name. Every variable must be present
+    /// with its shape; extra tensors are ignored (a checkpoint also holds optimizer state).
+    pub fn assign(&self, tensors: &HashMap<String, Tensor>, origin: &str) -> Result<()> {
+        for (name, var) in self.lock().iter() {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| candle_core::Error::msg(format!("{origin}: parameter '{name}' is missing")))?;
+            if t.shape() != var.shape() {
+                candle_core::bail!(
+                    "{origin}: parameter '{name}' has shape {:?}, the model needs {:?}",
+                    t.shape(),
+                    var.shape()
+                );
+            }
+            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the parameters as safetensors, atomically (see [`save_safetensors_atomic`]).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        save_safetensors_atomic(&self.tensors(), path)
+    }
+
+    /// Loads parameters saved by [`ParamStore::save`] (or any safetensors file with the same names).
+    pub fn load(&self, path: &Path) -> Result<()> {
+        let device = self.lock().values().next().map(|v| v.device().clone()).unwrap_or(Device::Cpu);
+        let tensors = load_safetensors(path, &device)?;
+        self.assign(&tensors, &path.display().to_string())
+    }
+}
+
+/// Writes `tensors` to `path` through a temporary file and a rename, so a crash never leaves a
+/// half-written file under the final name.
+pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let file_name =
+        path.file_name().ok_or_else(|| candle_core::Error::msg(format!("{}: not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
+    candle_core::safetensors::save(tensors, &tmp)
+        .map_err(|e| candle_core::Error::msg(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| candle_core::Error::msg(format!("{}: {e}", path.display())))
+}
+
+/// Reads a safetensors file, naming the file in every error.
+pub fn load_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load(path, device)
+        .map_err(|e| candle_core::Error::msg(format!("{}: {e}", path.display())))
+}
+
+impl SimpleBackend for ParamStore {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let mut vars = self.lock();
+        if let Some(v) = vars.get(name) {
+            if v.shape() != &s {
+                candle_core::bail!("parameter '{name}' exists with shape {:?}, requested {:?}", v.shape(), s);
+            }
+            return Ok(v.as_tensor().clone());
+        }
+        let mut rng = StdRng::seed_from_u64(self.seed ^ name_hash(name));
+        let values = sample(h, &s, &mut rng)?;
+        let t = Tensor::from_vec(values, s, dev)?.to_dtype(dtype)?;
+        let var = Var::from_tensor(&t)?;
+        let out = var.as_tensor().clone();
+        vars.insert(name.to_string(), var);
+        Ok(out)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
+        match self.lock().get(name) {
+            Some(v) => v.as_tensor().to_dtype(dtype)?.to_device(dev),
+            None => candle_core::bail!("parameter '{name}' does not exist"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_weights_regardless_of_order() -> Result<()> {
+        let build = |seed: u64, reverse: bool| -> Result<HashMap<String, Tensor>> {
+            let store = ParamStore::new(seed);
+            let vb = store.var_builder(DType::F32, &Device::Cpu);
+            let init = Init::Uniform { lo: -1.0, up: 1.0 };
+            let names = if reverse { ["b", "a"] } else { ["a", "b"] };
+            for n in names {
+                vb.get_with_hints((3, 4), n, init)?;
+            }
+            Ok(store.tensors())
+        };
+        let x = build(7, false)?;
+        let y = build(7, true)?;
+        let z = build(8, false)?;
+        for k in ["a", "b"] {
+            assert_eq!(x[k].to_vec2::<f32>()?, y[k].to_vec2::<f32>()?);
+            assert_ne!(x[k].to_vec2::<f32>()?, z[k].to_vec2::<f32>()?);
+        }
+        // Different names draw different values.
+        assert_ne!(x["a"].to_vec2::<f32>()?, x["b"].to_vec2::<f32>()?);
+        Ok(())
+    }
+
+    #[test]
+    fn save_load_round_trip_and_errors_name_the_file() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("adapt-params-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = ParamStore::new(1);
+        let vb = store.var_builder(DType::F32, &Device::Cpu);
+        vb.get_with_hints((2, 3), "w", Init::Randn { mean: 0.0, stdev: 1.0 })?;
+        let path = dir.join("p.safetensors");
+        store.save(&path)?;
+        assert!(!dir.join(".p.safetensors.tmp").exists());
+        let other = ParamStore::new(2);
+        other.var_builder(DType::F32, &Device::Cpu).get_with_hints((2, 3), "w", Init::Const(0.0))?;
+        other.load(&path)?;
+        assert_eq!(other.tensors()["w"].to_vec2::<f32>()?, store.tensors()["w"].to_vec2::<f32>()?);
+
+        // Wrong shape and garbage files are errors that name the file.
+        let wrong = ParamStore::new(3);
+        wrong.var_builder(DType::F32, &Device::Cpu).get_with_hints((3, 3), "w", Init::Const(0.0))?;
+        let e = wrong.load(&path).unwrap_err().to_string();
+        assert!(e.contains("p.safetensors") && e.contains("shape"), "{e}");
+        std::fs::write(dir.join("bad.safetensors"), b"not a safetensors file").unwrap();
+        let e = other.load(&dir.join("bad.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("bad.safetensors"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+
+    #[test]
+    fn trainable_vars_skip_batch_norm_statistics() -> Result<()> {
+        let store = ParamStore::new(0);
+        let vb = store.var_builder(DType::F32, &Device::Cpu);
+        candle_nn::batch_norm(4, 1e-5, vb.pp("f.bn"))?;
+        let names: Vec<String> = store.named_vars().into_iter().map(|(k, _)| k).collect();
+        assert!(names.iter().any(|n| n.ends_with("running_mean")));
+        assert_eq!(store.trainable_vars("f.").len(), 2); // weight and bias
+        assert_eq!(store.trainable_vars("g.").len(), 0);
+        Ok(())
+    }
+}

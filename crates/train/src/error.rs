@@ -1,0 +1,32 @@
+//! Errors of the training crate.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Dataset(#[from] adapt_datasets::DatasetError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The loss stopped being a number: the run is stopped rather than left producing garbage.
+    #[error(
+        "loss is not finite at step {step} (label loss {label_loss}, domain loss {domain_loss}); \
+         stopping the run. Lower the learning rate or check the input data for NaN/inf values"
+    )]
+    NonFiniteLoss { step: usize, label_loss: f32, domain_loss: f32 },
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+impl TrainError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TrainError::Io { path: path.into(), source }
+    }
+}

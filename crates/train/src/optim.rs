@@ -1,0 +1,228 @@
+//! Optimisers and learning-rate schedules.
+//!
+//! candle-nn's `SGD` has no momentum, and the DANN paper trains with momentum 0.9, so
+//! [`MomentumSgd`] implements PyTorch's `torch.optim.SGD` update. The GTA recipe uses Adam, which
+//! candle-nn's [`candle_nn::AdamW`] provides; [`AdamSettings`] holds the paper's values.
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor, Var};
+use candle_nn::{Optimizer, ParamsAdamW};
+use serde::{Deserialize, Serialize};
+
+/// Settings of [`MomentumSgd`], with PyTorch's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SgdSettings {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+}
+
+impl Default for SgdSettings {
+    /// The DANN paper: lr 0.01 (before the schedule), momentum 0.9.
+    fn default() -> Self {
+        Self { lr: 0.01, momentum: 0.9, weight_decay: 0.0, nesterov: false }
+    }
+}
+
+/// Stochastic gradient descent with (optionally Nesterov) momentum and L2 weight decay:
+///
+/// ```text
+/// g = grad + weight_decay * p
+/// v = momentum * v + g            (v = g on the first step)
+/// p = p - lr * (nesterov ? g + momentum * v : v)
+/// ```
+///
+/// Velocity buffers are stored detached: gradients returned by candle's `backward()` still hold
+/// the forward graph, and keeping one would keep every step's graph alive.
+pub struct MomentumSgd {
+    vars: Vec<Var>,
+    velocity: Vec<Option<Tensor>>,
+    settings: SgdSettings,
+}
+
+impl MomentumSgd {
+    pub fn settings(&self) -> SgdSettings {
+        self.settings
+    }
+
+    /// The velocity buffers, in the order of the variables (None before a variable's first step).
+    pub fn velocity(&self) -> &[Option<Tensor>] {
+        &self.velocity
+    }
+
+    /// Restores velocity buffers (e.g. from a checkpoint); must match the variables' shapes.
+    pub fn set_velocity(&mut self, velocity: Vec<Option<Tensor>>) -> Result<()> {
+        if velocity.len() != self.vars.len() {
+            candle_core::bail!("{} velocity buffers for {} variables", velocity.len(), self.vars.len());
+        }
+        for (v, var) in velocity.iter().zip(&self.vars) {
+            if let Some(v) = v
+                && v.shape() != var.shape()
+            {
+                candle_core::bail!("velocity shape {:?} does not match variable shape {:?}", v.shape(), var.shape());
+            }
+        }
+        self.velocity = velocity.into_iter().map(|v| v.map(|t| t.detach())).collect();
+        Ok(())
+    }
+
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+}
+
+impl Optimizer for MomentumSgd {
+    type Config = SgdSettings;
+
+    fn new(vars: Vec<Var>, settings: SgdSettings) -> Result<Self> {
+        if !(settings.lr.is_finite() && settings.lr >= 0.0) {
+            candle_core::bail!("learning rate must be finite and >= 0, got {}", settings.lr);
+        }
+        if !(0.0..1.0).contains(&settings.momentum) {
+            candle_core::bail!("momentum must be in [0, 1), got {}", settings.momentum);
+        }
+        // Only floating-point variables are trainable; integer buffers never get gradients.
+        let vars: Vec<Var> = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
+        let velocity = vec![None; vars.len()];
+        Ok(Self { vars, velocity, settings })
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let s = self.settings;
+        for (var, vel) in self.vars.iter().zip(self.velocity.iter_mut()) {
+            let Some(grad) = grads.get(var) else { continue };
+            let mut g = grad.detach();
+            if s.weight_decay != 0.0 {
+                g = (g + (var.as_tensor().detach() * s.weight_decay)?)?;
+            }
+            let update = if s.momentum == 0.0 {
+                g
+            } else {
+                let v = match vel.take() {
+                    Some(v) => ((v * s.momentum)? + &g)?,
+                    None => g.clone(),
+                };
+                let update = if s.nesterov { (&g + (&v * s.momentum)?)? } else { v.clone() };
+                *vel = Some(v.detach());
+                update
+            };
+            var.set(&(var.as_tensor().detach() - (update * s.lr)?)?)?;
+        }
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.settings.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.settings.lr = lr;
+    }
+}
+
+/// The DANN paper's annealing: `mu_p = mu_0 / (1 + alpha p)^beta`, with `p` the training progress
+/// in [0, 1]. The paper uses `mu_0 = 0.01, alpha = 10, beta = 0.75`.
+pub fn lr_schedule(p: f64, mu_0: f64, alpha: f64, beta: f64) -> f64 {
+    mu_0 / (1.0 + alpha * p.clamp(0.0, 1.0)).powf(beta)
+}
+
+/// [`lr_schedule`] with the paper's `alpha = 10, beta = 0.75`.
+pub fn paper_lr_schedule(p: f64, mu_0: f64) -> f64 {
+    lr_schedule(p, mu_0, 10.0, 0.75)
+}
+
+/// Adam settings; `weight_decay` is AdamW's decoupled decay (0 gives plain Adam).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamSettings {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl AdamSettings {
+    /// Generate To Adapt (Sankaranarayanan et al., 2018): Adam, lr 5e-4, beta1 0.8.
+    pub fn gta() -> Self {
+        Self { lr: 5e-4, beta1: 0.8, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+impl Default for AdamSettings {
+    fn default() -> Self {
+        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+impl From<AdamSettings> for ParamsAdamW {
+    fn from(s: AdamSettings) -> Self {
+        ParamsAdamW { lr: s.lr, beta1: s.beta1, beta2: s.beta2, eps: s.eps, weight_decay: s.weight_decay }
+    }
+}
+
+/// GTA's decay `lr / (1 + 1e-4 * iteration)`, applied to D, F and C.
+pub fn inverse_decay(lr: f64, iteration: usize, rate: f64) -> f64 {
+    lr / (1.0 + rate * iteration as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Two steps on a quadratic, compared with PyTorch's update written out by hand.
+    #[test]
+    fn momentum_sgd_matches_the_pytorch_update() -> Result<()> {
+        let dev = Device::Cpu;
+        for nesterov in [false, true] {
+            let x = Var::new(&[1.0f64, -2.0], &dev)?;
+            let s = SgdSettings { lr: 0.1, momentum: 0.9, weight_decay: 0.01, nesterov };
+            let mut opt = MomentumSgd::new(vec![x.clone()], s)?;
+            let (mut p, mut v) = ([1.0f64, -2.0], [0.0f64; 2]);
+            for step in 0..3 {
+                // loss = sum(3 * x^2) -> grad 6x
+                opt.backward_step(&(x.as_tensor().sqr()? * 3.0)?.sum_all()?)?;
+                for i in 0..2 {
+                    let g = 6.0 * p[i] + 0.01 * p[i];
+                    v[i] = if step == 0 { g } else { 0.9 * v[i] + g };
+                    p[i] -= 0.1 * if nesterov { g + 0.9 * v[i] } else { v[i] };
+                }
+                let got = x.as_tensor().to_vec1::<f64>()?;
+                for i in 0..2 {
+                    assert!((got[i] - p[i]).abs() < 1e-12, "step {step} nesterov {nesterov}: {got:?} vs {p:?}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn velocity_is_detached_from_the_graph() -> Result<()> {
+        let x = Var::new(&[1.0f32, 2.0], &Device::Cpu)?;
+        let mut opt = MomentumSgd::new(vec![x.clone()], SgdSettings::default())?;
+        opt.backward_step(&x.as_tensor().sqr()?.sum_all()?)?;
+        let v = opt.velocity()[0].as_ref().unwrap();
+        assert!(!v.track_op(), "velocity buffer keeps a graph alive");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_settings_are_rejected() {
+        let x = Var::new(&[1.0f32], &Device::Cpu).unwrap();
+        assert!(MomentumSgd::new(vec![x.clone()], SgdSettings { lr: f64::NAN, ..Default::default() }).is_err());
+        assert!(MomentumSgd::new(vec![x], SgdSettings { momentum: 1.0, ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn paper_schedule_values() {
+        assert_eq!(paper_lr_schedule(0.0, 0.01), 0.01);
+        assert!((paper_lr_schedule(1.0, 0.01) - 0.01 / 11f64.powf(0.75)).abs() < 1e-15);
+        let mut prev = f64::INFINITY;
+        for i in 0..=100 {
+            let v = paper_lr_schedule(i as f64 / 100.0, 0.01);
+            assert!(v < prev);
+            prev = v;
+        }
+        assert!((inverse_decay(5e-4, 10_000, 1e-4) - 2.5e-4).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,90 @@
+//! The command line of `cargo xtask`.
+use crate::bench::BenchArgs;
+use crate::data::DataCommand;
+use crate::train::{RunSummary, TrainArgs};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "adapt: unsupervised domain adaptation on candle", version)]
+pub struct Cli {
+    /// End stdout with one JSON object holding the command's figures.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a method (default: source-only vs DANN on the rotated-moons toy).
+    Train(TrainArgs),
+    /// Time full training steps on random data (images/s, peak RSS).
+    Bench(BenchArgs),
+    /// List, verify, preview and generate datasets.
+    Data(DataArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DataArgs {
+    /// Folder with one sub-folder per dataset (mnist/, mnist_m/, svhn/, usps/, syn_digits/, bsds500/).
+    #[arg(long, env = "ADAPT_DATA_DIR", global = true)]
+    pub data_dir: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub command: DataCommand,
+}
+
+/// Prints the human-readable table of runs.
+pub fn print_runs(runs: &[RunSummary]) {
+    println!(
+        "{:<12} {:<8} {:<14} {:>10} {:>10} {:>10} {:>8}",
+        "method", "source", "target", "source acc", "target acc", "domain acc", "seconds"
+    );
+    for r in runs {
+        println!(
+            "{:<12} {:<8} {:<14} {:>9.1}% {:>9.1}% {:>9.1}% {:>8.1}",
+            r.method,
+            r.source,
+            r.target,
+            100.0 * r.source_acc,
+            100.0 * r.target_acc,
+            100.0 * r.domain_acc,
+            r.seconds
+        );
+    }
+    if let Some(r) = runs.first() {
+        let dir = std::path::Path::new(&r.run_dir);
+        let top = if runs.len() > 1 { dir.parent().unwrap_or(dir) } else { dir };
+        println!("report: {}", top.join("report.md").display());
+    }
+}
+
+/// Runs the parsed command line; returns the JSON object to print last when `--json` is given
+/// (`None` for commands that print their own).
+pub fn run(cli: Cli) -> Result<Option<serde_json::Value>> {
+    let command = cli.command.unwrap_or_else(|| Command::Train(TrainArgs::parse_default()));
+    match command {
+        Command::Train(args) => {
+            let runs = crate::train::run(&args)?;
+            print_runs(&runs);
+            Ok(Some(serde_json::json!({ "runs": runs })))
+        }
+        Command::Bench(args) => crate::bench::run(&args).map(Some),
+        Command::Data(args) => {
+            crate::data::run(&args.command, args.data_dir.as_deref(), cli.json)?;
+            Ok(None)
+        }
+    }
+}
+
+impl TrainArgs {
+    /// The arguments of a bare `train`.
+    pub fn parse_default() -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: TrainArgs,
+        }
+        Wrapper::parse_from(["train"]).args
+    }
+}
