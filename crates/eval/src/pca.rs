@@ -21,7 +21,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 impl Pca {
     /// Fits `k` components to `n` rows of `dim` values (`data.len() == n * dim`).
     pub fn fit(data: &[f32], dim: usize, k: usize) -> Result<Self> {
-        if dim == 0 || data.is_empty() || data.len() % dim != 0 {
+        if dim == 0 || data.is_empty() || !data.len().is_multiple_of(dim) {
             return Err(EvalError::Invalid(format!("PCA: {} values are not rows of {dim}", data.len())));
         }
         let n = data.len() / dim;

@@ -159,6 +159,9 @@ fn correct(logits: &Tensor, labels: &Tensor) -> Result<f64> {
 /// `on_record` sees every metrics record (it is also appended to `metrics` when given). A loss
 /// that is NaN or infinite stops the run with [`TrainError::NonFiniteLoss`] before the bad
 /// update is applied, so the parameters stay those of the last good step.
+// The arguments are the run's independent parts (model, its parameters, data, device, recipe,
+// and three reporting sinks); bundling them would only move the list into a struct literal.
+#[allow(clippy::too_many_arguments)]
 pub fn train_dann<F: ModuleT, L: ModuleT, Dm: ModuleT>(
     model: &Dann<F, L, Dm>,
     params: &ParamStore,
@@ -235,7 +238,7 @@ pub fn train_dann<F: ModuleT, L: ModuleT, Dm: ModuleT>(
             last = Some(record);
         }
     }
-    if let Some(m) = metrics.as_deref_mut() {
+    if let Some(m) = metrics {
         m.flush()?;
     }
     progress.finish();

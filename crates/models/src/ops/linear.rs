@@ -81,6 +81,8 @@ pub(crate) fn forward(x: &[f32], w: &[f32], b: &[f32], (bs, inp, out): (usize, u
     }
     let yp = SendPtr(y.as_mut_ptr());
     blocks(out, bs * inp * out).into_par_iter().for_each(|(o0, o1)| {
+        // Rebind so the closure captures the whole `SendPtr` (which is Send), not its raw field.
+        #[allow(clippy::redundant_locals)]
         let yp = yp;
         // y^T[o-block, B] = W[o-block, :] x^T; element (o, r) of the block sits at y[r*out + o].
         // SAFETY: block (o0, o1) addresses rows o0..o1 of W and columns o0..o1 of y only.

@@ -25,6 +25,9 @@ mod conv;
 mod linear;
 mod pool;
 pub mod profile;
+mod sgd;
+
+pub use sgd::{SgdStep, sgd_momentum_update};
 
 #[cfg(test)]
 mod tests;

@@ -91,7 +91,7 @@ impl CustomOp1 for MaxPoolOp {
         let mut out = vec![0f32; n * c * ohw];
         let mut arg = vec![0u32; n * c * ohw];
         let ppt = planes_per_task(hw);
-        let _t = super::profile::timed(super::profile::Kernel::PoolForward, || {
+        super::profile::timed(super::profile::Kernel::PoolForward, || {
             out.par_chunks_mut(ppt * ohw).zip(arg.par_chunks_mut(ppt * ohw)).enumerate().for_each(|(t, (out, arg))| {
                 for (j, (out, arg)) in out.chunks_mut(ohw).zip(arg.chunks_mut(ohw)).enumerate() {
                     pool_plane(&x[(t * ppt + j) * hw..][..hw], h, w, k, st, out, arg);

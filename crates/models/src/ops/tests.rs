@@ -350,7 +350,8 @@ fn max_pool_on_a_conv_output_and_bad_arguments() -> Result<()> {
 #[test]
 fn fused_conv_pool_matches_conv_then_pool() {
     // (n, c, h, w, o, k, pad, relu, bias, pool kernel, pool stride, integer-valued inputs for ties)
-    let cases: &[(usize, usize, usize, usize, usize, usize, usize, bool, bool, usize, usize, bool)] = &[
+    type Case = (usize, usize, usize, usize, usize, usize, usize, bool, bool, usize, usize, bool);
+    let cases: &[Case] = &[
         (3, 3, 12, 12, 5, 5, 2, true, true, 2, 2, false),
         (1, 2, 9, 11, 4, 3, 1, true, true, 3, 2, false),
         (2, 4, 15, 15, 6, 5, 2, true, true, 3, 2, false),
@@ -442,4 +443,49 @@ fn linear_matches_candle_values_and_gradients() {
     // Rank 3 goes through candle.
     let y = linear(&tensor(&[2, 2, 3], 4), &tensor(&[4, 3], 5), None).unwrap();
     assert_eq!(y.dims(), &[2, 2, 4]);
+}
+
+#[test]
+fn in_place_sgd_matches_the_pytorch_update() -> Result<()> {
+    for (nesterov, wd, momentum) in [(false, 0.0, 0.9), (true, 0.01, 0.9), (false, 0.01, 0.0)] {
+        let n = 100_003; // several parallel chunks and a ragged tail
+        let p0 = values(n, 1);
+        let s = SgdStep { lr: 0.1, momentum, weight_decay: wd, nesterov };
+        let fast = Var::from_vec(p0.clone(), n, &cpu())?;
+        let slow = Var::from_vec(p0.iter().map(|&v| v as f64).collect::<Vec<_>>(), n, &cpu())?; // f64: the tensor-op path
+        let (mut vf, mut vs) = (None, None);
+        let (mut p, mut v) = (p0.iter().map(|&x| x as f64).collect::<Vec<_>>(), vec![0f64; n]);
+        for step in 0..3 {
+            let g = values(n, 10 + step);
+            sgd_momentum_update(&fast, &mut vf, &Tensor::from_vec(g.clone(), n, &cpu())?, s)?;
+            let g64: Vec<f64> = g.iter().map(|&x| x as f64).collect();
+            sgd_momentum_update(&slow, &mut vs, &Tensor::from_vec(g64.clone(), n, &cpu())?, s)?;
+            for i in 0..n {
+                let gi = g64[i] + wd * p[i];
+                v[i] = if step == 0 || momentum == 0.0 { gi } else { momentum * v[i] + gi };
+                p[i] -= 0.1 * if nesterov { gi + momentum * v[i] } else { v[i] };
+            }
+            let pf: Vec<f32> = flat(fast.as_tensor());
+            let ps: Vec<f32> = flat(slow.as_tensor());
+            let pr: Vec<f32> = p.iter().map(|&x| x as f32).collect();
+            assert_close(&pf, &pr, 1e-5, &format!("fast step {step} nesterov {nesterov}"));
+            assert_close(&ps, &pr, 1e-5, &format!("tensor-op step {step} nesterov {nesterov}"));
+            assert_eq!(vf.is_some(), momentum != 0.0);
+            if let Some(vf) = &vf {
+                assert!(!vf.track_op());
+            }
+        }
+    }
+    let x = Var::from_vec(vec![1f32, 2.0], 2, &cpu())?;
+    let mut v = None;
+    assert!(
+        sgd_momentum_update(
+            &x,
+            &mut v,
+            &Tensor::zeros(3, DType::F32, &cpu())?,
+            SgdStep { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false }
+        )
+        .is_err()
+    );
+    Ok(())
 }
