@@ -3,6 +3,7 @@
 //! candle-nn's `SGD` has no momentum, and the DANN paper trains with momentum 0.9, so
 //! [`MomentumSgd`] implements PyTorch's `torch.optim.SGD` update. The GTA recipe uses Adam, which
 //! candle-nn's [`candle_nn::AdamW`] provides; [`AdamSettings`] holds the paper's values.
+use adapt_models::ops::{SgdStep, sgd_momentum_update};
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW};
@@ -33,7 +34,8 @@ impl Default for SgdSettings {
 /// ```
 ///
 /// Velocity buffers are stored detached: gradients returned by candle's `backward()` still hold
-/// the forward graph, and keeping one would keep every step's graph alive.
+/// the forward graph, and keeping one would keep every step's graph alive. The update itself is
+/// [`adapt_models::ops::sgd_momentum_update`]: in place and parallel for f32 on the CPU.
 pub struct MomentumSgd {
     vars: Vec<Var>,
     velocity: Vec<Option<Tensor>>,
@@ -89,24 +91,11 @@ impl Optimizer for MomentumSgd {
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         let s = self.settings;
+        let step = SgdStep { lr: s.lr, momentum: s.momentum, weight_decay: s.weight_decay, nesterov: s.nesterov };
         for (var, vel) in self.vars.iter().zip(self.velocity.iter_mut()) {
-            let Some(grad) = grads.get(var) else { continue };
-            let mut g = grad.detach();
-            if s.weight_decay != 0.0 {
-                g = (g + (var.as_tensor().detach() * s.weight_decay)?)?;
+            if let Some(grad) = grads.get(var) {
+                sgd_momentum_update(var, vel, grad, step)?;
             }
-            let update = if s.momentum == 0.0 {
-                g
-            } else {
-                let v = match vel.take() {
-                    Some(v) => ((v * s.momentum)? + &g)?,
-                    None => g.clone(),
-                };
-                let update = if s.nesterov { (&g + (&v * s.momentum)?)? } else { v.clone() };
-                *vel = Some(v.detach());
-                update
-            };
-            var.set(&(var.as_tensor().detach() - (update * s.lr)?)?)?;
         }
         Ok(())
     }
