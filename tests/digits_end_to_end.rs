@@ -36,8 +36,116 @@ fn source_only_mnist_to_mnist_m_shows_the_domain_gap() {
     assert!(s > 0.75, "source accuracy after 300 steps: {s}");
     assert!(t < s - 0.2, "MNIST-M accuracy {t} should be far below MNIST's {s}");
     assert!(t > 0.1, "MNIST-M accuracy {t} at or below chance: the pipeline is broken");
-    for f in ["report.md", "features_pca.png", "curves.png", "config.toml", "model.safetensors", "metrics.jsonl"] {
+    for f in [
+        "report.md",
+        "features_pca.png",
+        "features_tsne.png",
+        "curves.png",
+        "config.toml",
+        "args.json",
+        "model.safetensors",
+        "best.safetensors",
+        "checkpoint.safetensors",
+        "selection.json",
+        "metrics.jsonl",
+        "summary.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
+    }
+    for k in ["seed", "domain_acc", "a_distance", "seconds"] {
+        assert!(r.get(k).is_some(), "{k} missing from {r}");
+    }
+    let a = r["a_distance"].as_f64().unwrap();
+    assert!((0.0..=2.0).contains(&a), "A-distance {a}");
+    // Source-only features keep the domains apart: a linear classifier tells them apart easily.
+    assert!(a > 1.0, "source-only A-distance {a}");
+    // The last step is a checkpoint too, so the reported weights have a source validation score.
+    let val = r["source_val_acc"].as_f64().expect("source validation accuracy of the last step");
+    assert!((val - s).abs() < 0.1, "source validation {val} vs source test {s}");
+
+    // `eval` rebuilds the model from config.toml and the saved weights: same figures.
+    let eval = run(Cli::parse_from(["xtask", "--json", "eval", out.to_str().unwrap(), "--data-dir", &data]))
+        .expect("eval")
+        .expect("figures");
+    let e = &eval["runs"][0];
+    assert_eq!(e["target_acc"], r["target_acc"], "eval disagrees with training: {e} vs {r}");
+    assert_eq!(e["source_acc"], r["source_acc"]);
+    assert_eq!(e["a_distance"], r["a_distance"]);
+    // The source validation choice loads best.safetensors.
+    let best = run(Cli::parse_from([
+        "xtask",
+        "--json",
+        "eval",
+        out.to_str().unwrap(),
+        "--weights",
+        "source-val",
+        "--data-dir",
+        &data,
+    ]))
+    .expect("eval of the best checkpoint")
+    .expect("figures");
+    assert_eq!(best["runs"][0]["weights"], "best.safetensors");
+
+    // `report` finds the run's summary.
+    let report_md = out.join("all.md");
+    let rep = run(Cli::parse_from([
+        "xtask",
+        "--json",
+        "report",
+        out.to_str().unwrap(),
+        "--out",
+        report_md.to_str().unwrap(),
+    ]))
+    .expect("report")
+    .expect("figures");
+    assert_eq!(rep["runs"].as_array().unwrap().len(), 1);
+    assert!(std::fs::read_to_string(&report_md).unwrap().contains("mnist-m"));
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn gta_trains_on_real_digits_and_writes_its_report() {
+    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
+        eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
+        return;
+    };
+    let out = std::env::temp_dir().join(format!("adapt-e2e-gta-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let cli = Cli::parse_from([
+        "xtask",
+        "--json",
+        "train",
+        "--quiet",
+        "--method",
+        "gta",
+        "--source",
+        "mnist",
+        "--target",
+        "mnist-m",
+        "--steps",
+        "12",
+        "--batch-size",
+        "16",
+        "--data-dir",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let value = run(cli).expect("GTA run").expect("figures");
+    let r = &value["runs"][0];
+    assert_eq!(r["method"], "gta-full");
+    assert_eq!(r["steps"], 12);
+    for k in ["source_acc", "target_acc", "domain_acc", "a_distance"] {
+        let v = r[k].as_f64().unwrap_or_else(|| panic!("{k} missing from {r}"));
+        assert!(v.is_finite() && v >= 0.0, "{k} = {v}");
+    }
+    for f in ["report.md", "generated.png", "features_tsne.png", "curves.png", "config.toml", "model.safetensors"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    for k in ["d_loss", "g_loss", "c_loss", "f_loss"] {
+        assert!(last[k].as_f64().is_some_and(f64::is_finite), "{k} in {last}");
     }
     std::fs::remove_dir_all(&out).ok();
 }

@@ -23,6 +23,13 @@ pub enum Command {
     Bench(BenchArgs),
     /// List, verify, preview and generate datasets.
     Data(DataArgs),
+    /// Re-evaluate the saved weights of a run folder.
+    Eval(crate::evaluate::EvalArgs),
+    /// Gather the runs under some folders into one Markdown table.
+    Report(crate::report::ReportArgs),
+    /// Train many runs and print one table (the digit matrix, the GTA ablation).
+    #[command(subcommand)]
+    Ablation(crate::ablation::AblationCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +77,10 @@ pub fn run(cli: Cli) -> Result<Option<serde_json::Value>> {
             Ok(Some(serde_json::json!({ "runs": runs })))
         }
         Command::Bench(args) => crate::bench::run(&args).map(Some),
+        Command::Eval(args) => crate::evaluate::run(&args).map(Some),
+        Command::Report(args) => crate::report::run(&args).map(Some),
+        Command::Ablation(crate::ablation::AblationCommand::Matrix(args)) => crate::ablation::matrix(&args).map(Some),
+        Command::Ablation(crate::ablation::AblationCommand::Gta(args)) => crate::gta::ablation(&args).map(Some),
         Command::Data(args) => {
             crate::data::run(&args.command, args.data_dir.as_deref(), cli.json)?;
             Ok(None)

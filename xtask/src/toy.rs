@@ -1,6 +1,6 @@
 //! The 2D-toy experiment (rotated moons): source-only and DANN on the same data and seed, with
 //! decision boundaries and feature PCA side by side.
-use crate::experiment::{DomainData, train_and_evaluate};
+use crate::experiment::{DomainData, RunOptions, train_and_evaluate};
 use crate::run_dir;
 use crate::train::{MethodChoice, RunSummary, TOY_SOURCE, TOY_TARGET, TrainArgs};
 use adapt_datasets::toy::{Points2d, RotatedMoons, RotatedMoonsConfig};
@@ -11,7 +11,7 @@ use adapt_models::ParamStore;
 use adapt_models::toy::{ToyConfig, ToyDann, toy_dann};
 use adapt_train::optim::SgdSettings;
 use adapt_train::{Method, StepMetrics, TrainConfig};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -59,11 +59,17 @@ struct TrainedToy {
     curve: Vec<StepMetrics>,
 }
 
-fn train_one(cfg: &ToyRunConfig, data: &DomainData, dir: &Path, device: &Device, quiet: bool) -> Result<TrainedToy> {
+fn train_one(
+    cfg: &ToyRunConfig,
+    data: &DomainData,
+    dir: &Path,
+    device: &Device,
+    opts: &RunOptions,
+) -> Result<TrainedToy> {
     let params = ParamStore::new(cfg.train.seed);
     let model = toy_dann(&cfg.model, params.var_builder(DType::F32, device))?;
     let (summary, curve) =
-        train_and_evaluate(&model, &params, &cfg.train, &toml::to_string_pretty(cfg)?, data, dir, device, quiet)?;
+        train_and_evaluate(&model, &params, &cfg.train, &toml::to_string_pretty(cfg)?, data, dir, device, opts)?;
     Ok(TrainedToy { method: cfg.train.method, model, summary, curve })
 }
 
@@ -96,14 +102,18 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<Vec<RunSummary>> {
         MethodChoice::Compare => vec![Method::SourceOnly, Method::Dann],
         MethodChoice::SourceOnly => vec![Method::SourceOnly],
         MethodChoice::Dann => vec![Method::Dann],
+        MethodChoice::Gta => bail!("--method gta is dispatched before the DANN experiments"),
     };
     let label = if methods.len() > 1 { "compare" } else { methods[0].as_str() };
     let dir = run_dir::create(args.out.as_deref(), label, TOY_SOURCE, TOY_TARGET)?;
+    args.save(&dir)?;
     let data = RotatedMoons::generate(&preset(args, Method::Dann).data)?;
     let domains = DomainData {
         source_name: TOY_SOURCE.into(),
         target_name: TOY_TARGET.into(),
         source_train: Arc::new(data.source_train.clone()),
+        // 150 source points: too few to hold any out; the toy reports its last step.
+        source_val: None,
         target_train: Arc::new(data.target_train.clone()),
         source_test: Arc::new(data.source_test.clone()),
         target_test: Arc::new(data.target_test.clone()),
@@ -112,7 +122,7 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<Vec<RunSummary>> {
     for &method in &methods {
         let cfg = preset(args, method);
         let sub = if methods.len() > 1 { dir.join(method.as_str()) } else { dir.clone() };
-        trained.push(train_one(&cfg, &domains, &sub, device, args.quiet)?);
+        trained.push(train_one(&cfg, &domains, &sub, device, &args.run_options())?);
     }
 
     let mut all_points = raw_points(&data.source_test, false);

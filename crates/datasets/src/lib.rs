@@ -44,7 +44,7 @@ pub use batches::{BatchIter, BatchState};
 pub use error::{DatasetError, Result};
 pub use preprocess::Preprocess;
 pub use registry::{DatasetId, Origin};
-pub use rows::Rows;
+pub use rows::{Rows, Subset, validation_split};
 
 use std::fmt;
 use std::path::Path;

@@ -13,6 +13,7 @@
 //! [`crate::ops`]: the fast CPU kernels with the ReLU fused in when there is no BatchNorm.
 use crate::conv::{Conv2d, MaxPool2d};
 use crate::dann::Dann;
+use crate::init::InitScheme;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::ops::{Backend, Conv2dParams};
 use candle_core::{Module, ModuleT, Result, Tensor};
@@ -29,11 +30,14 @@ pub struct DigitNetConfig {
     pub dropout: f32,
     /// Convolution / pooling implementation ([`Backend::Auto`]: fast kernels on the CPU).
     pub backend: Backend,
+    /// Starting weights; applied by [`crate::init::reinitialize`] after the net is built (the
+    /// constructors create PyTorch-initialised parameters).
+    pub init: InitScheme,
 }
 
 impl Default for DigitNetConfig {
     fn default() -> Self {
-        Self { batch_norm: false, dropout: 0.0, backend: Backend::Auto }
+        Self { batch_norm: false, dropout: 0.0, backend: Backend::Auto, init: InitScheme::Pytorch }
     }
 }
 

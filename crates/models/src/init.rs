@@ -4,8 +4,60 @@
 //! `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, and biases with the same bound. candle-nn's `linear`
 //! uses a larger weight range; published DANN recipes were tuned with PyTorch's (or TF's Glorot)
 //! scale, and the deep SVHN net diverges with the larger one.
+use crate::ParamStore;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+/// How weights and biases start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitScheme {
+    /// PyTorch's defaults (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases).
+    #[default]
+    Pytorch,
+    /// TensorFlow's `get_variable` default, which the paper's reference code (seed 002) ran
+    /// with: Glorot-uniform weights `U(-sqrt(6/(fan_in+fan_out)), ..)`, zero biases.
+    Glorot,
+}
+
+/// Redraws every `*.weight` (2-D fully connected or 4-D convolution) and `*.bias` under
+/// `prefix` with `scheme`, each from its own generator seeded by the store's seed and the
+/// name, so the result does not depend on creation order. BatchNorm parameters are left alone.
+pub fn reinitialize(params: &ParamStore, prefix: &str, scheme: InitScheme) -> Result<()> {
+    if scheme == InitScheme::Pytorch {
+        return Ok(());
+    }
+    let named = params.trainable_named_vars(prefix);
+    for (name, var) in &named {
+        let dims = var.dims().to_vec();
+        let is_bn = name.rsplit('.').nth(1).is_some_and(|layer| layer.starts_with("bn"));
+        if is_bn {
+            continue;
+        }
+        let (fan_in, fan_out) = match dims.as_slice() {
+            [out, inp] => (*inp, *out),
+            [out, inp, kh, kw] => (inp * kh * kw, out * kh * kw),
+            _ => {
+                if name.ends_with("bias") {
+                    var.set(&var.zeros_like()?)?;
+                }
+                continue;
+            }
+        };
+        let bound = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed() ^ fnv1a(name.as_bytes()));
+        let values: Vec<f32> =
+            (0..var.elem_count()).map(|_| rand::Rng::random_range(&mut rng, -bound..=bound)).collect();
+        var.set(&Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
 
 /// The PyTorch default bound `1/sqrt(fan_in)`.
 pub fn pytorch_bound(fan_in: usize) -> f64 {
@@ -41,6 +93,33 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
+
+    #[test]
+    fn glorot_reinitialisation_redraws_weights_and_zeroes_biases() -> Result<()> {
+        let params = ParamStore::new(3);
+        let vb = params.var_builder(DType::F32, &Device::Cpu);
+        linear_params(400, 30, &vb.pp("fc"))?;
+        conv2d_params(3, 8, 5, &vb.pp("conv"))?;
+        reinitialize(&params, "", InitScheme::Glorot)?;
+        let t = params.tensors();
+        let w = t["fc.weight"].flatten_all()?.to_vec1::<f32>()?;
+        let bound = (6.0f32 / 430.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= bound));
+        let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        assert!((std - bound / 3f32.sqrt()).abs() < 0.1 * bound, "std {std} bound {bound}");
+        assert!(t["fc.bias"].to_vec1::<f32>()?.iter().all(|v| *v == 0.0));
+        let c = t["conv.weight"].flatten_all()?.to_vec1::<f32>()?;
+        let conv_bound = (6.0f32 / (75.0 + 200.0)).sqrt();
+        assert!(c.iter().all(|v| v.abs() <= conv_bound) && c.iter().any(|v| v.abs() > 0.5 * conv_bound));
+        // Same seed, same draw.
+        let again = ParamStore::new(3);
+        let vb = again.var_builder(DType::F32, &Device::Cpu);
+        conv2d_params(3, 8, 5, &vb.pp("conv"))?;
+        linear_params(400, 30, &vb.pp("fc"))?;
+        reinitialize(&again, "", InitScheme::Glorot)?;
+        assert_eq!(again.tensors()["fc.weight"].flatten_all()?.to_vec1::<f32>()?, w);
+        Ok(())
+    }
 
     #[test]
     fn linear_weights_stay_inside_the_pytorch_bound() -> Result<()> {

@@ -6,12 +6,14 @@
 //! * [`ops`]: CPU kernels (im2col + GEMM convolution, max-pool with argmax) as candle custom ops.
 //! * [`digits`]: the paper's MNIST and SVHN networks.
 //! * [`toy`]: the DANN authors' 2D-toy network.
+//! * [`gta`]: Generate To Adapt's embedding, classifier, generator and discriminator.
 //! * [`params`]: seeded, named parameters with atomic safetensors save/load.
 //! * [`init`]: explicit, PyTorch-matching initialisation (candle-nn's default is larger, and the
 //!   SVHN net diverged with it).
 pub mod conv;
 pub mod dann;
 pub mod digits;
+pub mod gta;
 pub mod init;
 pub mod mlp;
 pub mod ops;

@@ -95,7 +95,8 @@ impl ModuleT for Mlp {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let mut xs = xs.clone();
         for layer in &self.layers {
-            xs = xs.apply(&layer.linear)?;
+            // The fast CPU kernel (parallel GEMMs in the final layouts); candle's matmul elsewhere.
+            xs = crate::ops::linear(&xs, layer.linear.weight(), layer.linear.bias())?;
             if let Some(bn) = &layer.batch_norm {
                 xs = xs.apply_t(bn, train)?;
             }

@@ -88,10 +88,15 @@ impl ParamStore {
     /// Trainable variables (everything but BatchNorm running statistics) whose name starts with
     /// `prefix` (empty for all), sorted by name.
     pub fn trainable_vars(&self, prefix: &str) -> Vec<Var> {
+        self.trainable_named_vars(prefix).into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// [`ParamStore::trainable_vars`] with their names, in the same order.
+    pub fn trainable_named_vars(&self, prefix: &str) -> Vec<(String, Var)> {
         self.lock()
             .iter()
             .filter(|(k, _)| k.starts_with(prefix) && !BUFFER_SUFFIXES.iter().any(|s| k.ends_with(s)))
-            .map(|(_, v)| v.clone())
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 

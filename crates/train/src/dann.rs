@@ -10,6 +10,7 @@
 //! gradient, but the domain classifier is still trained, so both methods report how well a
 //! classifier can tell their features apart.
 use crate::batches::MixedSampler;
+use crate::checkpoint::{CheckpointPolicy, Resume};
 use crate::error::{Result, TrainError};
 use crate::log::{MetricsWriter, Progress};
 use crate::optim::{MomentumSgd, SgdSettings, lr_schedule};
@@ -154,23 +155,42 @@ fn correct(logits: &Tensor, labels: &Tensor) -> Result<f64> {
     Ok(logits.argmax(D::Minus1)?.eq(labels)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as f64)
 }
 
+/// Where a run reports and saves, and where it starts from.
+pub struct TrainHooks<'a> {
+    /// Every metrics record is appended here.
+    pub metrics: Option<&'a mut MetricsWriter>,
+    pub progress: &'a Progress,
+    /// Periodic checkpoints (their interval must be a multiple of `log_every`, so a resumed run
+    /// writes the same metrics records as an unbroken one).
+    pub checkpoint: Option<CheckpointPolicy>,
+    /// State from [`crate::checkpoint::load`] (which has already restored the parameters).
+    pub resume: Option<Resume>,
+    /// Sees every metrics record.
+    pub on_record: &'a mut dyn FnMut(&StepMetrics),
+    /// Called after each checkpoint is written, with the step count (e.g. for model selection).
+    pub on_checkpoint: Option<&'a mut dyn FnMut(usize) -> Result<()>>,
+}
+
+impl<'a> TrainHooks<'a> {
+    /// No metrics file, no checkpoints, fresh start.
+    pub fn quiet(progress: &'a Progress, on_record: &'a mut dyn FnMut(&StepMetrics)) -> Self {
+        Self { metrics: None, progress, checkpoint: None, resume: None, on_record, on_checkpoint: None }
+    }
+}
+
 /// Trains `model` (parameters in `params`) for `cfg.steps` steps on batches from `sampler`.
 ///
-/// `on_record` sees every metrics record (it is also appended to `metrics` when given). A loss
-/// that is NaN or infinite stops the run with [`TrainError::NonFiniteLoss`] before the bad
-/// update is applied, so the parameters stay those of the last good step.
-// The arguments are the run's independent parts (model, its parameters, data, device, recipe,
-// and three reporting sinks); bundling them would only move the list into a struct literal.
-#[allow(clippy::too_many_arguments)]
+/// A loss that is NaN or infinite stops the run with [`TrainError::NonFiniteLoss`] before the bad
+/// update is applied; the last checkpoint on disk stays the last good one. With `hooks.resume`
+/// the loop continues from the saved step with the saved sampler position and momentum buffers,
+/// and on the CPU ends with the same weights as an unbroken run.
 pub fn train_dann<F: ModuleT, L: ModuleT, Dm: ModuleT>(
     model: &Dann<F, L, Dm>,
     params: &ParamStore,
     sampler: &mut MixedSampler,
     device: &Device,
     cfg: &TrainConfig,
-    mut metrics: Option<&mut MetricsWriter>,
-    progress: &Progress,
-    on_record: &mut dyn FnMut(&StepMetrics),
+    hooks: TrainHooks<'_>,
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
     if sampler.per_domain() != cfg.batch_size {
@@ -180,13 +200,35 @@ pub fn train_dann<F: ModuleT, L: ModuleT, Dm: ModuleT>(
             cfg.batch_size
         )));
     }
+    let TrainHooks { mut metrics, progress, checkpoint, resume, on_record, mut on_checkpoint } = hooks;
+    if let Some(c) = &checkpoint
+        && (c.every == 0 || c.every % cfg.log_every != 0)
+    {
+        return Err(TrainError::Config(format!(
+            "checkpoint interval {} must be a positive multiple of the log interval {}",
+            c.every, cfg.log_every
+        )));
+    }
     let mut opt = MomentumSgd::new(params.trainable_vars(""), cfg.sgd)?;
+    let mut first_step = 0;
+    if let Some(r) = &resume {
+        if r.steps != cfg.steps {
+            return Err(TrainError::Config(format!(
+                "the checkpoint belongs to a run of {} steps, the configuration says {}",
+                r.steps, cfg.steps
+            )));
+        }
+        let origin = checkpoint.as_ref().map(|c| c.path.clone()).unwrap_or_default();
+        crate::checkpoint::restore_velocity(&origin, params, &mut opt, r)?;
+        sampler.restore(r.sampler);
+        first_step = r.step;
+    }
     let n = cfg.batch_size;
     let domain_labels = Tensor::cat(&[Tensor::zeros(n, DType::U32, device)?, Tensor::ones(n, DType::U32, device)?], 0)?;
     let start = Instant::now();
     let mut window = Window::default();
     let mut last = None;
-    for step in 0..cfg.steps {
+    for step in first_step..cfg.steps {
         let p = step as f64 / cfg.steps as f64;
         let lambda = cfg.lambda_at(p);
         let lr = cfg.lr_at(p);
@@ -199,6 +241,9 @@ pub fn train_dann<F: ModuleT, L: ModuleT, Dm: ModuleT>(
         let (ll, dl) = (label_loss.to_scalar::<f32>()?, domain_loss.to_scalar::<f32>()?);
         if !ll.is_finite() || !dl.is_finite() {
             progress.finish();
+            if let Some(m) = metrics.as_deref_mut() {
+                m.flush()?;
+            }
             return Err(TrainError::NonFiniteLoss { step: step + 1, label_loss: ll, domain_loss: dl });
         }
         let loss = (&label_loss + (domain_loss * cfg.domain_loss_weight)?)?;
@@ -212,10 +257,11 @@ pub fn train_dann<F: ModuleT, L: ModuleT, Dm: ModuleT>(
         window.domain_correct += correct(&out.domain_logits, &domain_labels)?;
         window.domain_total += 2.0 * n as f64;
 
-        if (step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps {
+        let done = step + 1;
+        if done % cfg.log_every == 0 || done == cfg.steps {
             let k = window.steps as f64;
             let record = StepMetrics {
-                step: step + 1,
+                step: done,
                 label_loss: window.label_loss / k,
                 domain_loss: window.domain_loss / k,
                 label_acc: window.label_correct / window.label_total,
@@ -228,7 +274,7 @@ pub fn train_dann<F: ModuleT, L: ModuleT, Dm: ModuleT>(
                 m.write(&record)?;
             }
             progress.update(
-                (step + 1) as u64,
+                done as u64,
                 format!(
                     "loss {:.3}/{:.3} acc {:.3} dom {:.3} lambda {:.3} lr {:.4}",
                     record.label_loss, record.domain_loss, record.label_acc, record.domain_acc, lambda, lr
@@ -237,11 +283,24 @@ pub fn train_dann<F: ModuleT, L: ModuleT, Dm: ModuleT>(
             on_record(&record);
             last = Some(record);
         }
+        if let Some(c) = &checkpoint
+            && (done % c.every == 0 || done == cfg.steps)
+        {
+            // Metrics first: a checkpoint must never be ahead of the records on disk.
+            if let Some(m) = metrics.as_deref_mut() {
+                m.flush()?;
+            }
+            crate::checkpoint::save(&c.path, params, &opt, done, cfg.steps, sampler.state())?;
+            if let Some(f) = on_checkpoint.as_deref_mut() {
+                f(done)?;
+            }
+        }
     }
     if let Some(m) = metrics {
         m.flush()?;
     }
     progress.finish();
-    let last = last.ok_or_else(|| TrainError::Config("no step was run".into()))?;
+    let last =
+        last.ok_or_else(|| TrainError::Config("no step was run: the checkpoint is already at the end".into()))?;
     Ok(TrainOutcome { steps: cfg.steps, seconds: start.elapsed().as_secs_f64(), last })
 }

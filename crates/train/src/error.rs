@@ -19,6 +19,9 @@ pub enum TrainError {
          stopping the run. Lower the learning rate or check the input data for NaN/inf values"
     )]
     NonFiniteLoss { step: usize, label_loss: f32, domain_loss: f32 },
+    /// A checkpoint that cannot be written or used.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
     #[error("invalid training configuration: {0}")]
     Config(String),
 }

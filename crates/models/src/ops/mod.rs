@@ -22,11 +22,13 @@
 //! convolution, and for pooling a stack of strided window views, `argmax` over the window and a
 //! `gather` (so ties route to one element, like the fast kernel).
 mod conv;
+pub mod conv_transpose;
 mod linear;
 mod pool;
 pub mod profile;
 mod sgd;
 
+pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_with};
 pub use sgd::{SgdStep, sgd_momentum_update};
 
 #[cfg(test)]

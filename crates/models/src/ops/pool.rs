@@ -31,7 +31,27 @@ fn planes_per_task(plane_len: usize) -> usize {
 #[inline]
 pub(crate) fn pool_plane(plane: &[f32], h: usize, w: usize, k: usize, st: usize, out: &mut [f32], arg: &mut [u32]) {
     let (oh, ow) = (pool_out(h, k, st), pool_out(w, k, st));
-    debug_assert!(plane.len() >= h * w && out.len() >= oh * ow && arg.len() >= oh * ow);
+    assert!(plane.len() >= h * w && out.len() >= oh * ow && arg.len() >= oh * ow);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is available (checked above); the assert above bounds every access.
+        unsafe { avx512::pool_plane(plane, (h, w), (k, st), (oh, ow), out, arg) };
+        return;
+    }
+    pool_plane_scalar(plane, h, w, k, st, out, arg);
+}
+
+/// The portable [`pool_plane`].
+pub(crate) fn pool_plane_scalar(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    k: usize,
+    st: usize,
+    out: &mut [f32],
+    arg: &mut [u32],
+) {
+    let (oh, ow) = (pool_out(h, k, st), pool_out(w, k, st));
     for oy in 0..oh {
         let (out, arg) = (&mut out[oy * ow..(oy + 1) * ow], &mut arg[oy * ow..(oy + 1) * ow]);
         if k == 2 && st == 2 {
@@ -66,6 +86,65 @@ pub(crate) fn pool_plane(plane: &[f32], h: usize, w: usize, k: usize, st: usize,
             }
             out[ox] = bv;
             arg[ox] = best as u32;
+        }
+    }
+}
+
+/// [`pool_plane`] with AVX-512: 16 windows of an output row at a time, the window elements
+/// gathered in scan order, branch-free selects with the same rule as the scalar loop (`v > best`
+/// or `v` is NaN), so values and argmax are identical. The scalar loop's data-dependent branches
+/// mispredict about half the time on real activations.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512F must be available; `plane` must hold `h * w` values, `out` and `arg` `oh * ow`,
+    /// with `(oh, ow)` the floor-mode output size of a `k x k` window moved by `st`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pool_plane(
+        plane: &[f32],
+        (_h, w): (usize, usize),
+        (k, st): (usize, usize),
+        (oh, ow): (usize, usize),
+        out: &mut [f32],
+        arg: &mut [u32],
+    ) {
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let lane_off = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(st as i32));
+        for oy in 0..oh {
+            let y0 = oy * st;
+            let mut ox0 = 0;
+            while ox0 < ow {
+                let n = (ow - ox0).min(16);
+                let m: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+                // Flat index of each lane's window origin.
+                let origin = _mm512_add_epi32(lane_off, _mm512_set1_epi32((y0 * w + ox0 * st) as i32));
+                // SAFETY (all gathers): masked-off lanes are not read; a live lane reads
+                // (y0 + dy) * w + (ox0 + lane) * st + dx < h * w, inside `plane`.
+                let mut best = unsafe { _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, origin, plane.as_ptr()) };
+                let mut best_i = origin;
+                for dy in 0..k {
+                    for dx in 0..k {
+                        if dy == 0 && dx == 0 {
+                            continue;
+                        }
+                        let idx = _mm512_add_epi32(origin, _mm512_set1_epi32((dy * w + dx) as i32));
+                        // SAFETY: as above.
+                        let v = unsafe { _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, idx, plane.as_ptr()) };
+                        let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                        best = _mm512_mask_mov_ps(best, take, v);
+                        best_i = _mm512_mask_mov_epi32(best_i, take, idx);
+                    }
+                }
+                let o = oy * ow + ox0;
+                // SAFETY: lanes < n write out[o..o + n] and arg[o..o + n], inside the slices.
+                unsafe {
+                    _mm512_mask_storeu_ps(out.as_mut_ptr().add(o), m, best);
+                    _mm512_mask_storeu_epi32(arg.as_mut_ptr().add(o).cast(), m, best_i);
+                }
+                ox0 += 16;
+            }
         }
     }
 }

@@ -58,6 +58,9 @@ const CONV_CASES: &[ConvCase] = &[
     // Digit-net shapes, small batch.
     ConvCase { n: 4, c: 3, h: 28, w: 28, o: 8, k: 5, stride: 1, pad: 2, relu: true, bias: true },
     ConvCase { n: 7, c: 6, h: 15, w: 15, o: 7, k: 5, stride: 1, pad: 2, relu: true, bias: true },
+    // Rows longer than one and two 16-lane vectors (37 and 31 outputs), batch 1 and 9 images.
+    ConvCase { n: 9, c: 2, h: 5, w: 37, o: 3, k: 3, stride: 1, pad: 1, relu: true, bias: true },
+    ConvCase { n: 1, c: 2, h: 4, w: 33, o: 17, k: 3, stride: 1, pad: 0, relu: false, bias: true },
 ];
 
 /// Loop reference: output, and the gradients of `sum(y * r)`, in f64.
@@ -330,6 +333,26 @@ fn max_pool_ties_route_to_the_first_maximum() {
 }
 
 #[test]
+fn vectorised_pool_plane_matches_the_scalar_loop() {
+    // Planes wider than one 16-lane block, odd remainders, ties and NaNs (which win, the last
+    // one of a window over earlier ones).
+    for (h, w, k, s) in [(28, 28, 2, 2), (31, 70, 2, 2), (32, 32, 3, 2), (15, 47, 3, 2), (9, 40, 3, 1), (4, 4, 4, 4)] {
+        let mut v: Vec<f32> = values(h * w, (h * w) as u64).iter().map(|v| (v * 2.0).round()).collect();
+        for i in (3..v.len()).step_by(37) {
+            v[i] = f32::NAN;
+        }
+        let (oh, ow) = (super::pool_out(h, k, s), super::pool_out(w, k, s));
+        let (mut out, mut arg) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
+        let (mut out_s, mut arg_s) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
+        super::pool::pool_plane(&v, h, w, k, s, &mut out, &mut arg);
+        super::pool::pool_plane_scalar(&v, h, w, k, s, &mut out_s, &mut arg_s);
+        assert_eq!(arg, arg_s, "argmax {h}x{w} k{k} s{s}");
+        let same = out.iter().zip(&out_s).all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+        assert!(same, "values {h}x{w} k{k} s{s}");
+    }
+}
+
+#[test]
 fn max_pool_on_a_conv_output_and_bad_arguments() -> Result<()> {
     // Pool after a conv in one graph (the digit-net pattern): gradients reach the conv weights.
     let x = tensor(&[2, 3, 12, 12], 1);
@@ -488,4 +511,30 @@ fn in_place_sgd_matches_the_pytorch_update() -> Result<()> {
         .is_err()
     );
     Ok(())
+}
+
+#[test]
+fn conv_weight_gradients_are_bit_identical_across_repeats() -> Result<()> {
+    // Many small chunks on several threads: with sums in scheduling order this differs between
+    // repeats; a seeded training run must not.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().map_err(candle_core::Error::wrap)?;
+    pool.install(|| -> Result<()> {
+        let x = tensor(&[96, 3, 14, 14], 11);
+        let w0 = tensor(&[16, 3, 5, 5], 12);
+        let b0 = tensor(&[16], 13);
+        let r = tensor(&[96, 16, 14, 14], 14);
+        let params = Conv2dParams { stride: 1, padding: 2, relu: true };
+        let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+        for _ in 0..6 {
+            let (w, b) = (Var::from_tensor(&w0)?, Var::from_tensor(&b0)?);
+            let y = conv2d(&x, w.as_tensor(), Some(b.as_tensor()), params)?;
+            let grads = (y * &r)?.sum_all()?.backward()?;
+            let got = (flat(grads.get(&w).unwrap()), flat(grads.get(&b).unwrap()));
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(f == &got, "weight or bias gradient changed between identical repeats"),
+            }
+        }
+        Ok(())
+    })
 }

@@ -1,0 +1,122 @@
+//! Training checkpoints: one safetensors file holding the parameters, the optimizer's momentum
+//! buffers, and (in the file's metadata) the step and the sampler position, so that a resumed run
+//! continues exactly where the saved one stood.
+//!
+//! Tensor names: parameters keep their own names (the file loads as plain weights too);
+//! momentum buffers are stored as `optim.velocity.<parameter name>`. Metadata keys: `format`
+//! ([`FORMAT`]), `step`, `steps` and `sampler` (JSON of [`SamplerState`]).
+//!
+//! Writes go through a temporary file and a rename: a crash leaves the previous checkpoint intact.
+use crate::batches::SamplerState;
+use crate::error::{Result, TrainError};
+use crate::optim::MomentumSgd;
+use adapt_models::ParamStore;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Identifies files written by this module (and their layout version).
+pub const FORMAT: &str = "adapt-checkpoint-v1";
+/// File name of a run's latest checkpoint inside its run folder.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+const VELOCITY_PREFIX: &str = "optim.velocity.";
+
+/// Where and how often the training loop saves.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    pub path: PathBuf,
+    /// Save after every this many steps (and always after the last one).
+    pub every: usize,
+}
+
+/// What a checkpoint restores besides the parameters.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// Steps already done.
+    pub step: usize,
+    /// The run's total step count when saved (the schedules depend on it).
+    pub steps: usize,
+    pub sampler: SamplerState,
+    /// Momentum buffers by parameter name (absent before a parameter's first update).
+    pub velocity: HashMap<String, Tensor>,
+}
+
+fn corrupt(path: &Path, what: impl std::fmt::Display) -> TrainError {
+    TrainError::Checkpoint { path: path.to_path_buf(), reason: what.to_string() }
+}
+
+/// Saves parameters, momentum buffers, step and sampler position to `path`, atomically.
+pub fn save(
+    path: &Path,
+    params: &ParamStore,
+    opt: &MomentumSgd,
+    step: usize,
+    steps: usize,
+    sampler: SamplerState,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = params.tensors().into_iter().collect();
+    let names: Vec<String> = params.trainable_named_vars("").into_iter().map(|(n, _)| n).collect();
+    if names.len() != opt.velocity().len() {
+        return Err(corrupt(
+            path,
+            format!("optimizer holds {} buffers for {} trainable parameters", opt.velocity().len(), names.len()),
+        ));
+    }
+    for (name, v) in names.iter().zip(opt.velocity()) {
+        if let Some(v) = v {
+            tensors.push((format!("{VELOCITY_PREFIX}{name}"), v.detach()));
+        }
+    }
+    let sampler = serde_json::to_string(&sampler).map_err(|e| corrupt(path, e))?;
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("step".to_string(), step.to_string()),
+        ("steps".to_string(), steps.to_string()),
+        ("sampler".to_string(), sampler),
+    ]);
+    let file_name = path.file_name().ok_or_else(|| corrupt(path, "not a file path"))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
+    safetensors::serialize_to_file(tensors, Some(metadata), &tmp).map_err(|e| corrupt(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
+/// Loads a checkpoint: assigns the parameters in `params` and returns the rest.
+///
+/// Errors name the file: missing, truncated or not safetensors, not written by [`save`], or
+/// holding parameters that do not fit the model.
+pub fn load(path: &Path, params: &ParamStore, device: &Device) -> Result<Resume> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| corrupt(path, format!("not a readable safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let field = |key: &str| meta.get(key).ok_or_else(|| corrupt(path, format!("metadata has no '{key}'")));
+    if field("format")? != FORMAT {
+        return Err(corrupt(path, format!("format '{}' is not {FORMAT}", field("format")?)));
+    }
+    let number = |key: &str| -> Result<usize> {
+        field(key)?.parse().map_err(|e| corrupt(path, format!("metadata '{key}' is not a step count ({e})")))
+    };
+    let (step, steps) = (number("step")?, number("steps")?);
+    if step > steps {
+        return Err(corrupt(path, format!("step {step} is past the run's {steps} steps")));
+    }
+    let sampler: SamplerState = serde_json::from_str(field("sampler")?)
+        .map_err(|e| corrupt(path, format!("metadata 'sampler' is unreadable ({e})")))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| corrupt(path, e))?;
+    params.assign(&tensors, &path.display().to_string())?;
+    let velocity = tensors
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix(VELOCITY_PREFIX).map(|name| (name.to_string(), v)))
+        .collect();
+    Ok(Resume { step, steps, sampler, velocity })
+}
+
+/// Puts the restored momentum buffers into `opt` (whose variables are `params`' trainable ones).
+pub fn restore_velocity(path: &Path, params: &ParamStore, opt: &mut MomentumSgd, resume: &Resume) -> Result<()> {
+    let names: Vec<String> = params.trainable_named_vars("").into_iter().map(|(n, _)| n).collect();
+    if let Some(extra) = resume.velocity.keys().find(|k| !names.contains(k)) {
+        return Err(corrupt(path, format!("momentum buffer for unknown parameter '{extra}'")));
+    }
+    let buffers = names.iter().map(|n| resume.velocity.get(n).cloned()).collect();
+    opt.set_velocity(buffers).map_err(|e| corrupt(path, e))
+}
