@@ -40,7 +40,7 @@ pub(crate) struct Geom {
 }
 
 impl Geom {
-    fn new(x: &Shape, w: &Shape, stride: usize, pad: usize) -> Result<Self> {
+    pub(crate) fn new(x: &Shape, w: &Shape, stride: usize, pad: usize) -> Result<Self> {
         let (n, c, h, wd) = x.dims4()?;
         let (o, c_k, kh, kw) = w.dims4()?;
         if c != c_k {

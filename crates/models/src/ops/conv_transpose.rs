@@ -18,15 +18,15 @@
 //! Chunks of whole images run in parallel on rayon, each with a single-threaded GEMM on its own
 //! scratch buffers; weight gradients go into one accumulator per worker, summed at the end.
 //!
-//! The helpers here repeat the index arithmetic of `conv.rs` for the transposed geometry rather
-//! than sharing it, so the convolution kernels can change without touching this file.
+//! A transposed convolution is the adjoint of a convolution: with `conv` the convolution from
+//! `[N, O, OH, OW]` to `[N, C, H, W]` whose weight is the same `[C, O, K, K]` tensor, the forward
+//! pass is `conv`'s input gradient, the input gradient is `conv`'s forward pass, and the weight
+//! gradient is `conv`'s weight gradient with the roles of input and output gradient swapped. So
+//! the kernels of `conv.rs` serve all three products.
 use super::Backend;
-use super::conv::f32_slice;
+use super::conv::{self, Geom, Need, f32_slice};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
-use std::sync::Mutex;
 
 /// Geometry of a transposed convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,260 +121,39 @@ impl TGeom {
             ow: p.out_size(wd, kw),
         })
     }
-    /// Rows of the column matrix: `O*K*K`.
-    fn kc(&self) -> usize {
-        self.o * self.k * self.k
-    }
-    /// Input pixels per image (columns of the column matrix per image).
-    fn p(&self) -> usize {
-        self.h * self.w
-    }
-    /// Images per chunk: scratch of about a megabyte, and at least 3 chunks per thread.
-    fn chunk_images(&self) -> usize {
-        const TARGET: usize = 1 << 18;
-        let per_image = (self.kc() + self.c) * self.p();
-        let by_size = (TARGET / per_image.max(1)).max(1);
-        let threads = rayon::current_num_threads().max(1);
-        let by_balance = self.n.div_ceil(3 * threads).max(1);
-        by_size.min(by_balance).min(self.n.max(1))
-    }
-}
-
-thread_local! {
-    /// Per-thread scratch: columns, channel-major input (or input gradient), spare.
-    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
-}
-
-fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    &mut v[..len]
-}
-
-/// Input positions `ix` in `[lo, hi)` whose output column `ix*s + kj - pad` lies inside `[0, ow)`.
-#[inline]
-fn valid_range(inp: usize, out: usize, stride: usize, k_off: usize, pad: usize) -> (usize, usize) {
-    let lo = if pad > k_off { (pad - k_off).div_ceil(stride) } else { 0 };
-    let hi = if out + pad > k_off { (out + pad - k_off).div_ceil(stride) } else { 0 };
-    let lo = lo.min(inp);
-    (lo, hi.clamp(lo, inp))
-}
-
-/// `dst[C, nb*P]` (channel-major) from the images `i0..i0+nb` of `src` `[N, C, P]`.
-fn to_channel_major(g: &TGeom, src: &[f32], i0: usize, nb: usize, dst: &mut [f32]) {
-    let (p, ld) = (g.p(), nb * g.p());
-    for b in 0..nb {
-        for c in 0..g.c {
-            dst[c * ld + b * p..][..p].copy_from_slice(&src[((i0 + b) * g.c + c) * p..][..p]);
+    /// The convolution this one is the adjoint of: from `[n, o, oh, ow]` to `[n, c, h, w]`.
+    fn adjoint(&self) -> Result<Geom> {
+        let g = Geom::new(
+            &Shape::from((self.n, self.o, self.oh, self.ow)),
+            &Shape::from((self.c, self.o, self.k, self.k)),
+            self.stride,
+            self.pad,
+        )?;
+        if (g.oh, g.ow) != (self.h, self.w) {
+            candle_core::bail!("conv_transpose2d: internal size mismatch {:?} vs {}x{}", (g.oh, g.ow), self.h, self.w);
         }
+        Ok(g)
     }
 }
 
-/// Adds `dcols[O*K*K, nb*P]` into the chunk's output `out` `[nb, O, OH, OW]`.
-fn col2im(g: &TGeom, dcols: &[f32], nb: usize, out: &mut [f32]) {
-    let (p, ld, ohw) = (g.p(), nb * g.p(), g.oh * g.ow);
-    let mut row = 0;
-    for oc in 0..g.o {
-        for ki in 0..g.k {
-            for kj in 0..g.k {
-                let src_row = &dcols[row * ld..(row + 1) * ld];
-                row += 1;
-                let (lo, hi) = valid_range(g.w, g.ow, g.stride, kj, g.pad);
-                if hi <= lo {
-                    continue;
-                }
-                for b in 0..nb {
-                    let plane = &mut out[(b * g.o + oc) * ohw..][..ohw];
-                    let src = &src_row[b * p..(b + 1) * p];
-                    for iy in 0..g.h {
-                        let oy = (iy * g.stride + ki) as isize - g.pad as isize;
-                        if oy < 0 || oy >= g.oh as isize {
-                            continue;
-                        }
-                        let d = &mut plane[oy as usize * g.ow..][..g.ow];
-                        let s = &src[iy * g.w..(iy + 1) * g.w];
-                        let ox0 = lo * g.stride + kj - g.pad;
-                        if g.stride == 1 {
-                            for (dv, sv) in d[ox0..ox0 + (hi - lo)].iter_mut().zip(&s[lo..hi]) {
-                                *dv += sv;
-                            }
-                        } else {
-                            for (j, sv) in s[lo..hi].iter().enumerate() {
-                                d[ox0 + j * g.stride] += sv;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+/// Forward pass: `y[N, O, OH, OW]`, the adjoint convolution's input gradient for `x`.
+fn forward(g: &TGeom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+    let need = Need { dx: true, dw: false, db: false };
+    let grads = conv::backward(&g.adjoint()?, (&[], w), x, None, None, need);
+    grads.dx.ok_or_else(|| candle_core::Error::msg("conv_transpose2d: no output"))
 }
 
-/// The patch-major columns `cols_t[nb*P, O*K*K]` of the output gradient `dy` `[N, O, OH, OW]`
-/// for the images `i0..i0+nb`: row `(b, iy, ix)` holds every `dy` value input pixel `(iy, ix)`
-/// of image `b` contributed to.
-fn im2col_t(g: &TGeom, dy: &[f32], i0: usize, nb: usize, cols_t: &mut [f32]) {
-    let (kc, ohw) = (g.kc(), g.oh * g.ow);
-    let mut rows = cols_t.chunks_exact_mut(kc);
-    for b in 0..nb {
-        let img = &dy[(i0 + b) * g.o * ohw..][..g.o * ohw];
-        for iy in 0..g.h {
-            for ix in 0..g.w {
-                let row = rows.next().expect("cols_t holds nb*P rows");
-                let ox0 = (ix * g.stride) as isize - g.pad as isize;
-                let inside = ox0 >= 0 && ox0 as usize + g.k <= g.ow;
-                for oc in 0..g.o {
-                    let plane = &img[oc * ohw..][..ohw];
-                    for ki in 0..g.k {
-                        let dst = &mut row[(oc * g.k + ki) * g.k..][..g.k];
-                        let oy = (iy * g.stride + ki) as isize - g.pad as isize;
-                        if oy < 0 || oy >= g.oh as isize {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[oy as usize * g.ow..][..g.ow];
-                        if inside {
-                            dst.copy_from_slice(&src[ox0 as usize..ox0 as usize + g.k]);
-                        } else {
-                            for (kj, d) in dst.iter_mut().enumerate() {
-                                let ox = ox0 + kj as isize;
-                                *d = if ox >= 0 && (ox as usize) < g.ow { src[ox as usize] } else { 0.0 };
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `dst[m, n] = (accumulate ? dst : 0) + lhs[m, k] * rhs[k, n]`, single-threaded, with explicit
-/// row and column strides.
-#[allow(clippy::too_many_arguments)]
-fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(dst.len() > (m - 1) * dst_rs + (n - 1));
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
-    assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    // SAFETY: the asserts above keep every access inside the three slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
-/// Forward pass: `y[N, O, OH, OW]`.
-fn forward(g: &TGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let (kc, p, c) = (g.kc(), g.p(), g.c);
-    let per_out = g.o * g.oh * g.ow;
-    let nb = g.chunk_images();
-    let mut out = vec![0f32; g.n * per_out];
-    out.par_chunks_mut(nb * per_out).enumerate().for_each(|(ci, out_chunk)| {
-        let i0 = ci * nb;
-        let nbc = out_chunk.len() / per_out;
-        let ld = nbc * p;
-        SCRATCH.with_borrow_mut(|[cols, xbuf]| {
-            let xbuf = grow(xbuf, c * ld);
-            to_channel_major(g, x, i0, nbc, xbuf);
-            let dcols = grow(cols, kc * ld);
-            // dcols[KC, ld] = W^T[KC, C] * x[C, ld]; W is [C, KC] row-major.
-            sgemm(kc, ld, c, dcols, ld, false, w, (1, kc), xbuf, (ld, 1));
-            col2im(g, dcols, nbc, out_chunk);
-        });
-    });
-    out
-}
-
-/// Backward pass: `(dx, dw)`, each only when asked for.
-fn backward(g: &TGeom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool, need_dw: bool) -> (Vec<f32>, Vec<f32>) {
-    let (kc, p, c) = (g.kc(), g.p(), g.c);
-    let nb = g.chunk_images();
-    let n_chunks = g.n.div_ceil(nb);
-    let chw = c * p;
-    let mut dx = if need_dx { vec![0f32; g.n * chw] } else { Vec::new() };
-    let threads = rayon::current_num_threads().max(1);
-    // One weight-gradient accumulator per rayon worker, allocated on first use.
-    let accs: Vec<Mutex<Option<Vec<f32>>>> = (0..threads).map(|_| Mutex::new(None)).collect();
-    let work = |ci: usize, dx_chunk: Option<&mut [f32]>| {
-        let i0 = ci * nb;
-        let nbc = nb.min(g.n - i0);
-        let ld = nbc * p;
-        SCRATCH.with_borrow_mut(|[cols, xbuf]| {
-            let cols_t = grow(cols, ld * kc);
-            im2col_t(g, dy, i0, nbc, cols_t);
-            let xbuf = grow(xbuf, c * ld);
-            if let Some(dx_chunk) = dx_chunk {
-                // dx[C, ld] = W[C, KC] * cols_t^T[KC, ld], then back to [nb, C, P].
-                sgemm(c, ld, kc, xbuf, ld, false, w, (kc, 1), cols_t, (1, kc));
-                for b in 0..nbc {
-                    for ch in 0..c {
-                        dx_chunk[(b * c + ch) * p..][..p].copy_from_slice(&xbuf[ch * ld + b * p..][..p]);
-                    }
-                }
-            }
-            if need_dw {
-                to_channel_major(g, x, i0, nbc, xbuf);
-                let t = rayon::current_thread_index().unwrap_or(0) % threads;
-                let mut guard = accs[t].lock().unwrap_or_else(|e| e.into_inner());
-                let dw = guard.get_or_insert_with(|| vec![0f32; c * kc]);
-                // dW[C, KC] += x[C, ld] * cols_t[ld, KC].
-                sgemm(c, kc, ld, dw, kc, true, xbuf, (ld, 1), cols_t, (kc, 1));
-            }
-        });
-    };
-    if need_dx {
-        dx.par_chunks_mut(nb * chw).enumerate().for_each(|(ci, chunk)| work(ci, Some(chunk)));
+/// Backward pass: `(dx, dw)`, each only when asked for (else empty).
+fn backward(g: &TGeom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool, need_dw: bool) -> Result<(Vec<f32>, Vec<f32>)> {
+    let adj = g.adjoint()?;
+    let dx = if need_dx { conv::forward(&adj, dy, w, None, false, None).0 } else { Vec::new() };
+    let dw = if need_dw {
+        let need = Need { dx: false, dw: true, db: false };
+        conv::backward(&adj, (dy, w), x, None, None, need).dw.unwrap_or_default()
     } else {
-        (0..n_chunks).into_par_iter().for_each(|ci| work(ci, None));
-    }
-    let mut dw = if need_dw { vec![0f32; c * kc] } else { Vec::new() };
-    for acc in accs {
-        if let Some(part) = acc.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-        }
-    }
-    (dx, dw)
+        Vec::new()
+    };
+    Ok((dx, dw))
 }
 
 /// The forward op: `(x, w) -> conv_transpose2d(x, w)`.
@@ -391,7 +170,7 @@ impl CustomOp2 for ConvTranspose2dOp {
         let g = self.geom;
         let x = f32_slice(sx, lx, "conv_transpose2d input")?;
         let w = f32_slice(sw, lw, "conv_transpose2d weight")?;
-        let y = forward(&g, x, w);
+        let y = forward(&g, x, w)?;
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
 
@@ -448,7 +227,7 @@ impl CustomOp3 for ConvTranspose2dBackward {
                 g.n * g.o * g.oh * g.ow
             );
         }
-        let (mut dx, dw) = backward(&g, x, w, dy, self.need_dx, self.need_dw);
+        let (mut dx, dw) = backward(&g, x, w, dy, self.need_dx, self.need_dw)?;
         dx.extend_from_slice(&dw);
         let len = dx.len();
         Ok((CpuStorage::F32(dx), Shape::from(len)))
