@@ -8,7 +8,7 @@
 //! read instead of trained again, and an interrupted one is resumed from its checkpoint, so an
 //! ablation can be stopped and started again.
 use crate::report::{SavedRun, mean_std};
-use crate::train::{MethodChoice, TrainArgs};
+use crate::train::{MethodChoice, TrainArgs, read_summary};
 use adapt_datasets::{DatasetId, Split};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -52,15 +52,11 @@ fn available(data_dir: Option<&Path>) -> Vec<DatasetId> {
     DIGITS.into_iter().filter(|id| adapt_datasets::load(id.name(), Split::Test, data_dir).is_ok()).collect()
 }
 
-fn read_summary(dir: &Path) -> Option<SavedRun> {
-    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
 /// Runs (or reads, or resumes) the source-only vs DANN comparison of one pair and seed.
 fn pair_runs(args: &MatrixArgs, source: DatasetId, target: DatasetId, seed: u64) -> Result<Vec<SavedRun>> {
     let dir = args.out.join(format!("{}-{}", source.name(), target.name())).join(format!("seed{seed}"));
-    let finished: Vec<SavedRun> = ["source-only", "dann"].iter().filter_map(|m| read_summary(&dir.join(m))).collect();
+    let finished: Vec<SavedRun> =
+        ["source-only", "dann"].iter().filter_map(|m| read_summary::<SavedRun>(&dir.join(m))).collect();
     if finished.len() == 2 {
         return Ok(finished);
     }
@@ -81,7 +77,9 @@ fn pair_runs(args: &MatrixArgs, source: DatasetId, target: DatasetId, seed: u64)
     crate::train::run(&train).with_context(|| format!("{} -> {} seed {seed}", source.name(), target.name()))?;
     ["source-only", "dann"]
         .iter()
-        .map(|m| read_summary(&dir.join(m)).with_context(|| format!("{} has no summary", dir.join(m).display())))
+        .map(|m| {
+            read_summary::<SavedRun>(&dir.join(m)).with_context(|| format!("{} has no summary", dir.join(m).display()))
+        })
         .collect()
 }
 

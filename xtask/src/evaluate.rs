@@ -4,6 +4,7 @@
 use crate::device::{self, DeviceChoice};
 use crate::digits::{DigitRunConfig, build_model, load_data};
 use crate::experiment::{Selection, feature_a_distance};
+use crate::train::RunSummary;
 use adapt_datasets::DatasetId;
 use adapt_eval::evaluate_dann;
 use adapt_models::ParamStore;
@@ -62,11 +63,7 @@ pub fn method_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn saved_selection(dir: &Path) -> Selection {
-    std::fs::read_to_string(dir.join("summary.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| serde_json::from_value(v["selection"].clone()).ok())
-        .unwrap_or_default()
+    crate::train::read_summary::<RunSummary>(dir).map(|s| s.selection).unwrap_or_default()
 }
 
 fn eval_one(dir: &Path, args: &EvalArgs, device: &candle_core::Device) -> Result<EvalSummary> {

@@ -10,7 +10,7 @@
 //! * `best.safetensors` + `selection.json`: with a source validation split, the weights of the
 //!   checkpoint with the best source validation accuracy;
 //! * `curves.png`, `summary.json`.
-use crate::train::RunSummary;
+use crate::train::{RunSummary, read_summary};
 use adapt_datasets::Rows;
 use adapt_eval::plots::{self, Series};
 use adapt_eval::{evaluate_dann, predict, proxy_a_distance};
@@ -82,7 +82,7 @@ pub struct SelectionRecord {
     pub history: Vec<(usize, f64)>,
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
@@ -259,17 +259,13 @@ pub fn train_and_evaluate<F: ModuleT, L: ModuleT, D: ModuleT>(
         resumed_at: (done_before > 0).then_some(done_before),
         run_dir: dir.display().to_string(),
     };
-    write_atomic(&dir.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
+    summary.write(dir)?;
     Ok((summary, curve))
 }
 
 /// Training seconds of a finished run, from its `summary.json` (0 if unreadable).
 fn previous_seconds(dir: &Path) -> f64 {
-    std::fs::read_to_string(dir.join("summary.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["seconds"].as_f64())
-        .unwrap_or(0.0)
+    read_summary::<RunSummary>(dir).map_or(0.0, |s| s.seconds)
 }
 
 /// Losses; training accuracies and lambda; learning rate; all against the step.

@@ -10,7 +10,7 @@ use crate::digits::load_data;
 use crate::experiment::{ANALYSIS_POINTS, DomainData, Selection};
 use crate::report::mean_std;
 use crate::run_dir;
-use crate::train::{RunSummary, TrainArgs};
+use crate::train::{RunSummary, TrainArgs, read_summary};
 use adapt_datasets::{DatasetId, ImageDataset, Rows, Split};
 use adapt_eval::plots::{self, DomainPoint, ScatterPanel, Series};
 use adapt_eval::report::{Report, percent};
@@ -348,7 +348,7 @@ fn run_variant(
         resumed_at: None,
         run_dir: dir.display().to_string(),
     };
-    std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
+    summary.write(dir)?;
     write_report(dir, &summary, variant, first_epoch.is_some())?;
     Ok(summary)
 }
@@ -405,11 +405,6 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<Vec<RunSummary>> {
     Ok(vec![run_variant(GtaVariant::Full, &data, &mean, steps, batch, args.seed, &dir, device, args.quiet)?])
 }
 
-fn read_summary(dir: &Path) -> Option<RunSummary> {
-    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
 /// `cargo xtask ablation gta`: stream 1 only, + C1, + C1 + C2, over seeds.
 pub fn ablation(args: &GtaAblationArgs) -> Result<serde_json::Value> {
     if args.seeds == 0 {
@@ -426,7 +421,7 @@ pub fn ablation(args: &GtaAblationArgs) -> Result<serde_json::Value> {
                 .join(format!("{}-{}", source.name(), target.name()))
                 .join(format!("seed{seed}"))
                 .join(variant.method_name());
-            let summary = match read_summary(&dir) {
+            let summary = match read_summary::<RunSummary>(&dir) {
                 Some(s) if s.steps == args.steps => s,
                 _ => run_variant(variant, &data, &mean, args.steps, args.batch_size, seed, &dir, &device, args.quiet)?,
             };

@@ -86,6 +86,23 @@ fn cpu() -> DeviceChoice {
     DeviceChoice::Cpu
 }
 
+/// File in a method's run folder with its [`RunSummary`], written when the run has finished.
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// The summary in `dir` read as `T` (a [`RunSummary`] or a subset of its fields); `None` when
+/// the run has not finished or the file is unreadable.
+pub fn read_summary<T: serde::de::DeserializeOwned>(dir: &Path) -> Option<T> {
+    let text = std::fs::read_to_string(dir.join(SUMMARY_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+impl RunSummary {
+    /// Writes `summary.json` into `dir` (temporary file, then rename).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        crate::experiment::write_atomic(&dir.join(SUMMARY_FILE), &serde_json::to_string_pretty(self)?)
+    }
+}
+
 /// File in a run folder that records the command line of the run.
 pub const ARGS_FILE: &str = "args.json";
 
