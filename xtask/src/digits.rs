@@ -10,7 +10,7 @@ use adapt_eval::plots::{self, DomainPoint, ScatterPanel};
 use adapt_eval::report::{Report, percent};
 use adapt_eval::{TsneConfig, predict, principal_scores, tsne};
 use adapt_models::ParamStore;
-use adapt_models::digits::{DigitDann, DigitNetConfig, mnist_dann, svhn_dann};
+use adapt_models::digits::{ConvPadding, DigitDann, DigitNetConfig, mnist_dann, svhn_dann};
 use adapt_models::init::InitScheme;
 use adapt_train::optim::SgdSettings;
 use adapt_train::{Method, TrainConfig};
@@ -36,7 +36,9 @@ pub enum DigitNet {
 pub enum Preset {
     /// The paper's recipe as its reference implementation runs it (seed 002): binarised MNIST,
     /// pixel mean of both training sets subtracted, TensorFlow's default initialisation
-    /// (Glorot-uniform weights, zero biases), no BatchNorm or dropout.
+    /// (Glorot-uniform weights, zero biases), no BatchNorm or dropout; the convolutions unpadded
+    /// as in the paper's own (Caffe) nets, which trained without the loss spikes and occasional
+    /// divergence of seed 002's padded variant.
     #[default]
     Paper,
     /// The paper's recipe with BatchNorm after every convolution and hidden layer (seed 000), on
@@ -52,10 +54,21 @@ impl Preset {
         }
     }
 
-    fn model(self) -> DigitNetConfig {
-        match self {
-            Preset::Paper => DigitNetConfig { init: InitScheme::Glorot, ..DigitNetConfig::default() },
+    /// The nets' settings; `--init` and `--padding` override them.
+    fn model(self, net: DigitNet, args: &TrainArgs) -> DigitNetConfig {
+        let preset = match self {
+            // The SVHN net's third convolution needs the padding: unpadded, 32 pixels shrink to 0.
+            Preset::Paper => DigitNetConfig {
+                init: InitScheme::Glorot,
+                padding: if net == DigitNet::Mnist { ConvPadding::Valid } else { ConvPadding::Same },
+                ..DigitNetConfig::default()
+            },
             Preset::Bn => DigitNetConfig { batch_norm: true, ..DigitNetConfig::default() },
+        };
+        DigitNetConfig {
+            init: args.init.map_or(preset.init, InitScheme::from),
+            padding: args.padding.map_or(preset.padding, ConvPadding::from),
+            ..preset
         }
     }
 }
@@ -75,6 +88,25 @@ impl From<InitChoice> for InitScheme {
         match c {
             InitChoice::Pytorch => InitScheme::Pytorch,
             InitChoice::Glorot => InitScheme::Glorot,
+        }
+    }
+}
+
+/// `--padding`: border handling of the digit nets' 5x5 convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PaddingChoice {
+    /// 2 pixels of zeros, sizes kept (seed 002's TensorFlow net).
+    Same,
+    /// No padding (the paper's Caffe nets).
+    Valid,
+}
+
+impl From<PaddingChoice> for ConvPadding {
+    fn from(c: PaddingChoice) -> Self {
+        match c {
+            PaddingChoice::Same => ConvPadding::Same,
+            PaddingChoice::Valid => ConvPadding::Valid,
         }
     }
 }
@@ -101,9 +133,10 @@ fn net_for(source: DatasetId, target: DatasetId) -> DigitNet {
     if small(source) && small(target) { DigitNet::Mnist } else { DigitNet::Svhn }
 }
 
-/// `/255`, 3 channels at `size x size`: zero padding for smaller MNIST-like digits going to 32
-/// (the usual 28 -> 32), bilinear resizing otherwise (MNIST-M 32 -> 28, USPS 16 -> 28/32).
-fn shape_steps(ds: &ImageDataset, size: usize, binarize: bool) -> Preprocess {
+/// `/255`, 3 channels at `size x size`. MNIST-M's 32x32 images are MNIST digits padded by 2
+/// pixels, so MNIST pads 28 -> 32 and MNIST-M crops 32 -> 28: the digits keep one scale in both
+/// domains. Other sizes (USPS 16 -> 28/32) are resized bilinearly.
+fn shape_steps(id: DatasetId, ds: &ImageDataset, size: usize, binarize: bool) -> Preprocess {
     let mut pre = Preprocess::rgb(size);
     if binarize {
         pre.binarize = Some(MNIST_BINARIZE_THRESHOLD);
@@ -111,6 +144,10 @@ fn shape_steps(ds: &ImageDataset, size: usize, binarize: bool) -> Preprocess {
     if ds.height == 28 && size == 32 {
         pre.resize = None;
         pre.pad_to = Some(32);
+    }
+    if id == DatasetId::MnistM && ds.height == 32 && size == 28 {
+        pre.resize = None;
+        pre.crop_to = Some(28);
     }
     pre
 }
@@ -132,7 +169,7 @@ fn load(
 ) -> Result<ImageDataset> {
     let mut ds =
         adapt_datasets::load(id.name(), split, data_dir).with_context(|| format!("loading {} {split}", id.name()))?;
-    shape_steps(&ds, size, binarize_mnist && id == DatasetId::Mnist).apply(&mut ds)?;
+    shape_steps(id, &ds, size, binarize_mnist && id == DatasetId::Mnist).apply(&mut ds)?;
     if let Some(p) = ds.partial {
         eprintln!("note: {} {split}: {} of {} listed images present; training on those", id.name(), p.loaded, p.listed);
     }
@@ -282,7 +319,7 @@ pub fn run(args: &TrainArgs, source: DatasetId, target: DatasetId, device: &Devi
             net,
             preset: recipe,
             binarize_mnist,
-            model: DigitNetConfig { init: args.init.map_or(recipe.model().init, InitScheme::from), ..recipe.model() },
+            model: recipe.model(net, args),
             image_size: size,
             pixel_mean: mean.clone(),
             train: preset(args, method),
@@ -297,19 +334,32 @@ pub fn run(args: &TrainArgs, source: DatasetId, target: DatasetId, device: &Devi
         summaries.push(summary);
     }
     write_feature_plots(&dir, &views)?;
-    write_report(&dir, &summaries, net, size, args)?;
+    let padding = recipe.model(net, args).padding;
+    write_report(&dir, &summaries, net, size, padding, args)?;
     Ok(summaries)
 }
 
-fn write_report(dir: &Path, summaries: &[RunSummary], net: DigitNet, size: usize, args: &TrainArgs) -> Result<()> {
+fn write_report(
+    dir: &Path,
+    summaries: &[RunSummary],
+    net: DigitNet,
+    size: usize,
+    padding: ConvPadding,
+    args: &TrainArgs,
+) -> Result<()> {
     let (source, target) = (&summaries[0].source, &summaries[0].target);
     let mut report = Report::new(&format!("{source} -> {target}"));
     report.paragraph(&format!(
-        "The paper's {} network on {size}x{size} RGB inputs, preset `{}`{}, pixel mean of both training sets subtracted. \
+        "The paper's {} network ({} convolutions) on {size}x{size} RGB inputs, preset `{}`{}, pixel mean of both \
+         training sets subtracted. \
          Seed {}. One in {VALIDATION_FRACTION} source training images is held out as a source validation split. \
          Target labels are used for the test accuracies below only, never for training or for choosing a model; \
          the reported weights are {}.",
         if net == DigitNet::Mnist { "MNIST" } else { "SVHN" },
+        match padding {
+            ConvPadding::Same => "zero-padded",
+            ConvPadding::Valid => "unpadded",
+        },
         args.preset.as_str(),
         if args.preset == Preset::Paper { " (binarised MNIST, as seed 002)" } else { "" },
         args.seed,

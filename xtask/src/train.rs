@@ -55,6 +55,10 @@ pub struct TrainArgs {
     /// Starting weights of the digit nets, instead of the preset's.
     #[arg(long, value_enum)]
     pub init: Option<crate::digits::InitChoice>,
+    /// Border handling of the digit nets' 5x5 convolutions, instead of the preset's.
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub padding: Option<crate::digits::PaddingChoice>,
     /// Which weights to report: the last step's, or the checkpoint with the best accuracy on a
     /// held-out source validation split (target labels are never used to choose).
     #[arg(long, value_enum, default_value_t = Selection::Last)]

@@ -64,15 +64,18 @@ pub struct MnistMConfig {
     /// Images to generate: image `i` is made from digit `i`.
     pub count: usize,
     pub seed: u64,
-    /// Output side (the official release is 32: MNIST's 28x28 digits are resized bilinearly).
+    /// Output side. The official release is 32: MNIST's 28x28 digits zero-padded by 2 pixels
+    /// (matching its images against MNIST's at the same index puts the digit at offset (2, 2),
+    /// unscaled). Sides from 28 up are padded that way; smaller ones are resized bilinearly.
     pub size: usize,
-    /// Binarise digits (`> 0` becomes 255) first, as some public re-implementations do.
+    /// Binarise digits (`> 0` becomes 255) first. The official images are: every non-zero MNIST
+    /// pixel shows as a fully inverted background pixel.
     pub binarize: bool,
 }
 
 impl Default for MnistMConfig {
     fn default() -> Self {
-        Self { count: 59001, seed: 0, size: 32, binarize: false }
+        Self { count: 59001, seed: 0, size: 32, binarize: true }
     }
 }
 
@@ -107,7 +110,11 @@ pub fn generate(digits: &ImageDataset, photos: &[Photo], cfg: &MnistMConfig) -> 
             *v = if *v > 0.0 { 255.0 } else { 0.0 };
         }
     }
-    preprocess::resize(&mut src, s, s)?;
+    if src.height <= s && src.width <= s {
+        preprocess::pad(&mut src, s, s)?;
+    } else {
+        preprocess::resize(&mut src, s, s)?;
+    }
     let plane = s * s;
     let out: Vec<u8> = (0..cfg.count)
         .into_par_iter()

@@ -1,5 +1,6 @@
 //! Per-experiment preprocessing of an [`ImageDataset`], applied in a fixed order:
-//! binarise -> resize -> pad -> grey to RGB -> scale by 1/255 -> subtract per-channel mean.
+//! binarise -> centre crop -> resize -> pad -> grey to RGB -> scale by 1/255 -> subtract per-channel
+//! mean.
 //!
 //! The order is fixed so that each step sees the values it is defined on: binarisation thresholds
 //! raw `[0, 255]` pixels, and the mean is the mean of the final (scaled, 3-channel) images, which is
@@ -13,7 +14,10 @@ use serde::{Deserialize, Serialize};
 pub struct Preprocess {
     /// MNIST binarisation: raw pixels `>= threshold` become 255, the others 0.
     pub binarize: Option<f32>,
-    /// Bilinear resize to `size x size` (USPS 16 -> 28 or 32, MNIST-M 32 -> 28).
+    /// Centred crop to `size x size`. MNIST-M's 32x32 images are MNIST digits padded by 2 pixels,
+    /// so cropping back to 28 keeps the digits at MNIST's scale where a resize would shrink them.
+    pub crop_to: Option<usize>,
+    /// Bilinear resize to `size x size` (USPS 16 -> 28 or 32).
     pub resize: Option<usize>,
     /// Zero padding, centred, to `size x size` (MNIST 28 -> 32). Must not be smaller than the images.
     pub pad_to: Option<usize>,
@@ -31,7 +35,7 @@ impl Preprocess {
         Self { scale: true, ..Self::default() }
     }
 
-    /// `/255` and 3 channels, bilinearly resized to `size x size` (MNIST-M 32 -> 28, USPS 16 -> 28).
+    /// `/255` and 3 channels, bilinearly resized to `size x size` (USPS 16 -> 28).
     /// For the paper's MNIST 28 -> 32 zero padding instead, add `pad_to: Some(32)`: a pad step to
     /// the same size takes the place of the resize.
     pub fn rgb(size: usize) -> Self {
@@ -50,6 +54,9 @@ impl Preprocess {
             for v in &mut ds.images {
                 *v = if *v >= t { 255.0 } else { 0.0 };
             }
+        }
+        if let Some(size) = self.crop_to {
+            crop(ds, size, size)?;
         }
         if let Some(size) = self.resize {
             // Padding is the paper's way from 28 to 32 for MNIST; when a pad step is also requested
@@ -111,6 +118,33 @@ pub fn resize(ds: &mut ImageDataset, h: usize, w: usize) -> Result<()> {
                 let bot = src[y1 * sw + x0] * (1.0 - fx) + src[y1 * sw + x1] * fx;
                 dst[oy * w + ox] = top * (1.0 - fy) + bot * fy;
             }
+        }
+    }
+    ds.images = out;
+    ds.height = h;
+    ds.width = w;
+    Ok(())
+}
+
+/// Centred crop of every image to `h x w` (an odd extra pixel is dropped from the bottom/right).
+pub fn crop(ds: &mut ImageDataset, h: usize, w: usize) -> Result<()> {
+    if h > ds.height || w > ds.width || h == 0 || w == 0 {
+        return Err(DatasetError::InvalidParameters(format!(
+            "{}: cannot crop {}x{} images to {h}x{w}",
+            ds.name, ds.height, ds.width
+        )));
+    }
+    if (h, w) == (ds.height, ds.width) {
+        return Ok(());
+    }
+    let (sh, sw) = (ds.height, ds.width);
+    let (top, left) = ((sh - h) / 2, (sw - w) / 2);
+    let planes = ds.len() * ds.channels;
+    let mut out = Vec::with_capacity(planes * h * w);
+    for p in 0..planes {
+        for y in top..top + h {
+            let row = p * sh * sw + y * sw + left;
+            out.extend_from_slice(&ds.images[row..row + w]);
         }
     }
     ds.images = out;
@@ -245,6 +279,20 @@ mod tests {
         assert_eq!(img[30 * 32 + 30], 0.0);
         assert_eq!(img.iter().filter(|v| **v == 200.0).count(), 28 * 28);
         assert!(pad(&mut ds, 16, 16).is_err());
+    }
+
+    #[test]
+    fn crop_undoes_pad() {
+        let orig = grey(2, 28, 28, |i, y, x| (i * 7 + y * 3 + x) as u8);
+        let mut ds = orig.clone();
+        pad(&mut ds, 32, 32).unwrap();
+        crop(&mut ds, 28, 28).unwrap();
+        assert_eq!(ds.shape(), orig.shape());
+        assert_eq!(ds.images, orig.images);
+        let mut ds = orig.clone();
+        Preprocess { crop_to: Some(24), ..Default::default() }.apply(&mut ds).unwrap();
+        assert_eq!(ds.image(1)[0], orig.image(1)[2 * 28 + 2]);
+        assert!(crop(&mut ds, 30, 30).is_err(), "a crop cannot grow the image");
     }
 
     #[test]

@@ -48,6 +48,61 @@ fn mnist_m_partial_train_and_full_test() {
     assert_eq!(test.labels[..], mnist.labels[..9001]);
 }
 
+/// MNIST-M's 32x32 images hold MNIST's digits unscaled at offset (2, 2), as masks of every
+/// non-zero pixel: the ink (pixels far from the image's median colour) overlaps MNIST image `i`
+/// placed there best, better than at any shifted offset or bilinearly enlarged to 32. This is
+/// what makes the digit pipeline crop MNIST-M to 28 rather than resize it.
+#[test]
+fn mnist_m_digits_are_mnist_padded_by_two() {
+    let Some(dir) = data_dir() else { return };
+    let mm = load("mnist-m", Split::Test, Some(&dir)).unwrap();
+    let mnist = load("mnist", Split::Test, Some(&dir)).unwrap();
+    let n = 200;
+    let ink: Vec<Vec<bool>> = (0..n)
+        .map(|i| {
+            let img = mm.image(i);
+            let median: Vec<f32> = (0..3)
+                .map(|c| {
+                    let mut v = img[c * 1024..(c + 1) * 1024].to_vec();
+                    v.sort_by(f32::total_cmp);
+                    v[512]
+                })
+                .collect();
+            (0..1024).map(|p| (0..3).map(|c| (img[c * 1024 + p] - median[c]).abs()).sum::<f32>() > 60.0).collect()
+        })
+        .collect();
+    let mean_iou = |digit: &dyn Fn(usize) -> Vec<bool>| {
+        (0..n)
+            .map(|i| {
+                let d = digit(i);
+                let both = d.iter().zip(&ink[i]).filter(|(a, b)| **a && **b).count();
+                let any = d.iter().zip(&ink[i]).filter(|(a, b)| **a || **b).count();
+                both as f64 / any.max(1) as f64
+            })
+            .sum::<f64>()
+            / n as f64
+    };
+    let digits = &mnist;
+    let at = |oy: usize, ox: usize| {
+        move |i: usize| {
+            let mut m = vec![false; 1024];
+            for (p, v) in digits.image(i).iter().enumerate() {
+                m[(p / 28 + oy) * 32 + p % 28 + ox] = *v > 0.0;
+            }
+            m
+        }
+    };
+    let padded = mean_iou(&at(2, 2));
+    for (oy, ox) in [(1, 2), (3, 2), (2, 1), (2, 3), (0, 0), (4, 4)] {
+        let shifted = mean_iou(&at(oy, ox));
+        assert!(padded > shifted + 0.05, "offset (2, 2) IoU {padded:.3} vs ({oy}, {ox}) {shifted:.3}");
+    }
+    let mut enlarged = mnist.clone();
+    preprocess::resize(&mut enlarged, 32, 32).unwrap();
+    let resized = mean_iou(&|i| enlarged.image(i).iter().map(|v| *v > 0.0).collect());
+    assert!(padded > resized + 0.03, "padded IoU {padded:.3} vs resized {resized:.3}");
+}
+
 #[test]
 fn bsds500_has_200_photos_and_generation_works_on_them() {
     let Some(dir) = data_dir() else { return };

@@ -33,11 +33,41 @@ pub struct DigitNetConfig {
     /// Starting weights; applied by [`crate::init::reinitialize`] after the net is built (the
     /// constructors create PyTorch-initialised parameters).
     pub init: InitScheme,
+    /// Zero padding of the 5x5 convolutions.
+    pub padding: ConvPadding,
 }
 
 impl Default for DigitNetConfig {
     fn default() -> Self {
-        Self { batch_norm: false, dropout: 0.0, backend: Backend::Auto, init: InitScheme::Pytorch }
+        Self {
+            batch_norm: false,
+            dropout: 0.0,
+            backend: Backend::Auto,
+            init: InitScheme::Pytorch,
+            padding: ConvPadding::Same,
+        }
+    }
+}
+
+/// How the 5x5 convolutions treat borders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvPadding {
+    /// 2 pixels of zeros: the output keeps the input's size (TensorFlow's `SAME`, as the
+    /// reference implementation of seed 002 builds the MNIST net: 2352 features).
+    #[default]
+    Same,
+    /// No padding: each convolution loses 4 pixels (Caffe's default, the paper's own nets: the
+    /// MNIST net ends at `48 x 4 x 4 = 768` features).
+    Valid,
+}
+
+impl ConvPadding {
+    fn pixels(self) -> usize {
+        match self {
+            ConvPadding::Same => KERNEL / 2,
+            ConvPadding::Valid => 0,
+        }
     }
 }
 
@@ -69,16 +99,16 @@ pub type MnistFeatures = ConvFeatures;
 pub type SvhnFeatures = ConvFeatures;
 
 const KERNEL: usize = 5;
-const PADDING: usize = 2;
 
 impl ConvFeatures {
     /// Parameters under `vb` as `conv{i}.weight`, `conv{i}.bias` (and `bn{i}.*`).
     fn new(input: (usize, usize, usize), specs: &[BlockSpec], cfg: &DigitNetConfig, vb: VarBuilder) -> Result<Self> {
         let (mut ch, mut h, mut w) = input;
+        let pad = cfg.padding.pixels();
         let mut blocks = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
             // The ReLU is fused into the convolution unless a BatchNorm sits in between.
-            let params = Conv2dParams { stride: 1, padding: PADDING, relu: !cfg.batch_norm };
+            let params = Conv2dParams { stride: 1, padding: pad, relu: !cfg.batch_norm };
             let conv =
                 Conv2d::new(ch, spec.out_ch, KERNEL, params, vb.pp(format!("conv{i}")))?.with_backend(cfg.backend);
             let batch_norm = if cfg.batch_norm {
@@ -86,7 +116,10 @@ impl ConvFeatures {
             } else {
                 None
             };
-            (h, w) = (h + 2 * PADDING - KERNEL + 1, w + 2 * PADDING - KERNEL + 1);
+            if h + 2 * pad < KERNEL || w + 2 * pad < KERNEL {
+                candle_core::bail!("conv block {i}: {h}x{w} inputs are smaller than the {KERNEL}x{KERNEL} kernel");
+            }
+            (h, w) = (h + 2 * pad - KERNEL + 1, w + 2 * pad - KERNEL + 1);
             let pool = spec.pool.map(|(k, s)| MaxPool2d { backend: cfg.backend, ..MaxPool2d::new(k, s) });
             if let Some(p) = pool {
                 (h, w) = (p.out_size(h), p.out_size(w));
@@ -197,6 +230,23 @@ mod tests {
     }
 
     #[test]
+    fn unpadded_mnist_net_is_the_papers_768_features() -> Result<()> {
+        let cfg = DigitNetConfig { padding: ConvPadding::Valid, ..DigitNetConfig::default() };
+        let vm = VarMap::new();
+        let model = mnist_dann(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
+        assert_eq!(model.feature_extractor.feature_dim(), 48 * 4 * 4);
+        let x = Tensor::randn(0f32, 1.0, (3, 3, 28, 28), &Device::Cpu)?;
+        let out = model.forward_mixed(&x, 2, 1.0, true)?;
+        assert_eq!(out.features.dims(), &[3, 768]);
+        assert_eq!(vm.data().lock().unwrap()["label.fc0.weight"].dims(), &[100, 768]);
+        // The SVHN net's third convolution has nothing left to convolve without padding.
+        let vm = VarMap::new();
+        let err = svhn_dann(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).err().expect("must fail");
+        assert!(err.to_string().contains("smaller than the 5x5 kernel"), "{err}");
+        Ok(())
+    }
+
+    #[test]
     fn mnist_shapes_and_parameters() -> Result<()> {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
@@ -254,7 +304,11 @@ mod tests {
         let fast = mnist_dann(&DigitNetConfig::default(), vb.clone())?;
         // Same variables (same VarMap), candle's kernels.
         let slow = mnist_dann(&DigitNetConfig { backend: Backend::Candle, ..Default::default() }, vb)?;
-        let x = Tensor::randn(0f32, 1.0, (4, 3, 28, 28), &Device::Cpu)?;
+        // Fixed inputs: random ones occasionally put two pre-activations within rounding of each
+        // other in a pooling window, where the two kernels may legitimately route the gradient
+        // to different inputs.
+        let vals: Vec<f32> = (0..4 * 3 * 28 * 28).map(|i| ((i as f32) * 0.7311).sin() * 1.3).collect();
+        let x = Tensor::from_vec(vals, (4, 3, 28, 28), &Device::Cpu)?;
         let grads = |m: &MnistDann| -> Result<(Vec<f32>, Vec<f32>)> {
             let out = m.forward_mixed(&x, 2, 0.5, true)?;
             let loss = (out.class_logits.sqr()?.sum_all()? + out.domain_logits.sum_all()?)?;
@@ -266,12 +320,13 @@ mod tests {
         };
         let (ff, fw) = grads(&fast)?;
         let (sf, sw) = grads(&slow)?;
-        let close = |a: &[f32], b: &[f32]| {
+        let max_diff = |a: &[f32], b: &[f32]| {
             let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-            a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * scale)
+            a.iter().zip(b).map(|(x, y)| (x - y).abs() / scale).fold(0f32, f32::max)
         };
-        assert!(close(&ff, &sf), "features differ");
-        assert!(close(&fw, &sw), "conv0 weight gradients differ");
+        let (df, dw) = (max_diff(&ff, &sf), max_diff(&fw, &sw));
+        assert!(df <= 1e-4, "features differ by {df} (relative)");
+        assert!(dw <= 1e-4, "conv0 weight gradients differ by {dw} (relative)");
         Ok(())
     }
 
