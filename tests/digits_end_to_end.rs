@@ -110,28 +110,17 @@ fn gta_trains_on_real_digits_and_writes_its_report() {
         return;
     };
     let out = std::env::temp_dir().join(format!("adapt-e2e-gta-{}", std::process::id()));
+    let broken = std::env::temp_dir().join(format!("adapt-e2e-gta-broken-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let cli = Cli::parse_from([
-        "xtask",
-        "--json",
-        "train",
-        "--quiet",
-        "--method",
-        "gta",
-        "--source",
-        "mnist",
-        "--target",
-        "mnist-m",
-        "--steps",
-        "12",
-        "--batch-size",
-        "16",
-        "--data-dir",
-        &data,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let value = run(cli).expect("GTA run").expect("figures");
+    let _ = std::fs::remove_dir_all(&broken);
+    let train = |dir: &std::path::Path, extra: &[&str]| {
+        let mut argv = vec!["xtask", "--json", "train", "--quiet", "--method", "gta", "--source", "mnist"];
+        argv.extend(["--target", "mnist-m", "--steps", "12", "--batch-size", "16", "--checkpoint-every", "6"]);
+        argv.extend(["--data-dir", &data, "--out", dir.to_str().unwrap()]);
+        argv.extend(extra);
+        run(Cli::parse_from(argv))
+    };
+    let value = train(&out, &[]).expect("GTA run").expect("figures");
     let r = &value["runs"][0];
     assert_eq!(r["method"], "gta-full");
     assert_eq!(r["steps"], 12);
@@ -147,5 +136,24 @@ fn gta_trains_on_real_digits_and_writes_its_report() {
     for k in ["d_loss", "g_loss", "c_loss", "f_loss"] {
         assert!(last[k].as_f64().is_some_and(f64::is_finite), "{k} in {last}");
     }
+
+    // Interrupted after its first checkpoint, then resumed: the unbroken run's records and F + C.
+    let err = train(&broken, &["--stop-after", "6"]).unwrap_err();
+    assert!(format!("{err:#}").contains("stopped after iteration 6"), "{err:#}");
+    let resumed = run(Cli::parse_from(["xtask", "--json", "train", "--quiet", "--resume", broken.to_str().unwrap()]))
+        .expect("resumed GTA run")
+        .expect("figures");
+    assert_eq!(resumed["runs"][0]["resumed_at"], 6);
+    assert_eq!(std::fs::read_to_string(broken.join("metrics.jsonl")).unwrap(), metrics);
+    let weights = |d: &std::path::Path| {
+        candle_core::safetensors::load(d.join("model.safetensors"), &candle_core::Device::Cpu).unwrap()
+    };
+    let (a, b) = (weights(&out), weights(&broken));
+    for (name, t) in a.iter().filter(|(n, _)| n.starts_with("F.") || n.starts_with("C.")) {
+        let diff = (t - &b[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{name} differs by {diff} between the unbroken and the resumed run");
+    }
+    assert_eq!(resumed["runs"][0]["target_acc"], r["target_acc"]);
     std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_dir_all(&broken).ok();
 }

@@ -90,15 +90,16 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
 
 /// The records of `path` up to step `up_to`, with their original lines (rewritten verbatim, so
 /// a resumed file is byte-identical to an unbroken run's).
-fn read_metrics(path: &Path, up_to: usize) -> Result<(Vec<StepMetrics>, String)> {
+pub fn read_metrics<T: serde::de::DeserializeOwned>(path: &Path, up_to: usize) -> Result<(Vec<T>, String)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut records = Vec::new();
     let mut kept = String::new();
     for (i, line) in text.lines().enumerate() {
-        let r: StepMetrics = serde_json::from_str(line)
-            .with_context(|| format!("{}: line {} is not a metrics record", path.display(), i + 1))?;
-        if r.step <= up_to {
-            records.push(r);
+        let bad = || format!("{}: line {} is not a metrics record", path.display(), i + 1);
+        let value: serde_json::Value = serde_json::from_str(line).with_context(bad)?;
+        let step = value.get("step").and_then(|s| s.as_u64()).with_context(bad)? as usize;
+        if step <= up_to {
+            records.push(serde_json::from_value(value).with_context(bad)?);
             kept.push_str(line);
             kept.push('\n');
         }

@@ -7,7 +7,7 @@
 //! the first epoch and at the end), `generated.png` (G's images from source and from target
 //! embeddings), `summary.json` and `report.md`.
 use crate::digits::load_data;
-use crate::experiment::{ANALYSIS_POINTS, DomainData, Selection};
+use crate::experiment::{ANALYSIS_POINTS, DomainData, RunOptions, Selection, read_metrics, write_atomic};
 use crate::report::mean_std;
 use crate::run_dir;
 use crate::train::{RunSummary, TrainArgs, read_summary};
@@ -18,8 +18,9 @@ use adapt_eval::{TsneConfig, accuracy, adjusted_rand_index, proxy_a_distance, ts
 use adapt_models::ParamStore;
 use adapt_models::gta::{GtaModel, GtaNetConfig, sample_noise};
 use adapt_train::batches::MixedSampler;
+use adapt_train::checkpoint::{CHECKPOINT_FILE, CheckpointPolicy};
 use adapt_train::log::{MetricsWriter, Progress};
-use adapt_train::{GtaConfig, GtaStepMetrics, GtaVariant, train_gta};
+use adapt_train::{GtaConfig, GtaHooks, GtaStepMetrics, GtaVariant, train_gta};
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor};
 use rand::SeedableRng;
@@ -257,7 +258,7 @@ fn run_variant(
     seed: u64,
     dir: &Path,
     device: &Device,
-    quiet: bool,
+    opts: &RunOptions,
 ) -> Result<RunSummary> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let cfg = GtaRunConfig {
@@ -273,35 +274,76 @@ fn run_variant(
             seed,
             input_mean: mean.to_vec(),
             input_std: vec![INPUT_STD],
-            log_every: 25.min(steps),
+            // Short runs (tests) log, and may checkpoint, every iteration or few.
+            log_every: (steps / 10).clamp(1, 25),
             ..GtaConfig::default()
         },
     };
-    std::fs::write(dir.join("config.toml"), toml::to_string_pretty(&cfg)?)
-        .with_context(|| format!("cannot write {}", dir.join("config.toml").display()))?;
+    let config_toml = toml::to_string_pretty(&cfg)?;
+    let (config_path, ckpt_path, metrics_path) =
+        (dir.join("config.toml"), dir.join(CHECKPOINT_FILE), dir.join("metrics.jsonl"));
     let params = ParamStore::new(seed);
     let model = GtaModel::new(&cfg.model, params.var_builder(DType::F32, device))?;
     let mut sampler = MixedSampler::new(data.source_train.clone(), data.target_train.clone(), batch_size, seed)?;
-    let metrics_path = dir.join("metrics.jsonl");
-    if metrics_path.exists() {
-        std::fs::remove_file(&metrics_path)?;
+    let mut curve: Vec<GtaStepMetrics> = Vec::new();
+    let mut resume = None;
+    if opts.resume && ckpt_path.exists() {
+        let saved = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("cannot read {} to resume", config_path.display()))?;
+        if saved != config_toml {
+            bail!("{} differs from this run's configuration; resume with the same settings", config_path.display());
+        }
+        let r = adapt_train::checkpoint::load(&ckpt_path, &params, device)?;
+        // Records written after the checkpoint belong to iterations that will be run again.
+        let (records, kept) = read_metrics(&metrics_path, r.step)?;
+        curve = records;
+        write_atomic(&metrics_path, &kept)?;
+        resume = Some(r);
+    } else {
+        write_atomic(&config_path, &config_toml)?;
+        for stale in [&metrics_path, &ckpt_path] {
+            if stale.exists() {
+                std::fs::remove_file(stale).with_context(|| format!("cannot replace {}", stale.display()))?;
+            }
+        }
     }
+    let resumed_at = resume.as_ref().map(|r| r.step);
     let mut metrics = MetricsWriter::append(&metrics_path)?;
-    let progress = Progress::new(steps as u64, variant.method_name(), !quiet);
+    let progress = Progress::new(steps as u64, variant.method_name(), !opts.quiet);
     let epoch = data.source_train.len().div_ceil(batch_size).min(steps);
-    let mut curve = Vec::new();
+    let log_every = cfg.train.log_every;
+    let every = if opts.checkpoint_every == 0 { (steps / 10).max(log_every) } else { opts.checkpoint_every };
+    let every = every.div_ceil(log_every) * log_every;
+    // A run resumed past its first epoch no longer has those embeddings: its report shows the end only.
     let mut first_epoch = None;
     let mut first_epoch_err = None;
-    let outcome =
-        train_gta(&model, &params, &mut sampler, device, &cfg.train, Some(&mut metrics), &progress, &mut |r| {
-            curve.push(*r);
-            if first_epoch.is_none() && first_epoch_err.is_none() && r.step >= epoch {
-                match embeddings(&model, data, device) {
-                    Ok(e) => first_epoch = Some((r.step, e)),
-                    Err(e) => first_epoch_err = Some(e),
-                }
+    let mut on_record = |r: &GtaStepMetrics| {
+        curve.push(*r);
+        if first_epoch.is_none() && first_epoch_err.is_none() && r.step >= epoch && resumed_at.is_none_or(|s| s < epoch)
+        {
+            match embeddings(&model, data, device) {
+                Ok(e) => first_epoch = Some((r.step, e)),
+                Err(e) => first_epoch_err = Some(e),
             }
-        })
+        }
+    };
+    let mut on_checkpoint = |step: usize| -> adapt_train::Result<()> {
+        match opts.stop_after {
+            Some(s) if s == step => {
+                Err(adapt_train::TrainError::Config(format!("stopped after iteration {step} as asked (--stop-after)")))
+            }
+            _ => Ok(()),
+        }
+    };
+    let hooks = GtaHooks {
+        metrics: Some(&mut metrics),
+        progress: &progress,
+        checkpoint: Some(CheckpointPolicy { path: ckpt_path.clone(), every }),
+        resume,
+        on_record: &mut on_record,
+        on_checkpoint: Some(&mut on_checkpoint),
+    };
+    let outcome = train_gta(&model, &params, &mut sampler, device, &cfg.train, hooks)
         .with_context(|| format!("training {} (run folder {})", variant.method_name(), dir.display()))?;
     if let Some(e) = first_epoch_err {
         return Err(e.context("embedding the test images after the first epoch"));
@@ -345,7 +387,7 @@ fn run_variant(
         selection: Selection::Last,
         seconds: outcome.seconds,
         steps,
-        resumed_at: None,
+        resumed_at,
         run_dir: dir.display().to_string(),
     };
     summary.write(dir)?;
@@ -400,9 +442,11 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<Vec<RunSummary>> {
     let (source, target) = parse_pair(&args.source, &args.target)?;
     let (data, mean) = load(source, target, args.data_dir.as_deref())?;
     let dir = run_dir::create(args.out.as_deref(), "gta", source.name(), target.name())?;
+    args.save(&dir)?;
     let steps = args.steps.unwrap_or(DEFAULT_STEPS);
     let batch = args.batch_size.unwrap_or(100);
-    Ok(vec![run_variant(GtaVariant::Full, &data, &mean, steps, batch, args.seed, &dir, device, args.quiet)?])
+    let opts = args.run_options();
+    Ok(vec![run_variant(GtaVariant::Full, &data, &mean, steps, batch, args.seed, &dir, device, &opts)?])
 }
 
 /// `cargo xtask ablation gta`: stream 1 only, + C1, + C1 + C2, over seeds.
@@ -413,6 +457,8 @@ pub fn ablation(args: &GtaAblationArgs) -> Result<serde_json::Value> {
     let device = Device::Cpu;
     let (source, target) = parse_pair(&args.source, &args.target)?;
     let (data, mean) = load(source, target, args.data_dir.as_deref())?;
+    let opts =
+        RunOptions { quiet: args.quiet, resume: true, checkpoint_every: 0, stop_after: None, select: Selection::Last };
     let mut runs = Vec::new();
     for seed in 0..args.seeds {
         for variant in GtaVariant::ALL {
@@ -423,7 +469,8 @@ pub fn ablation(args: &GtaAblationArgs) -> Result<serde_json::Value> {
                 .join(variant.method_name());
             let summary = match read_summary::<RunSummary>(&dir) {
                 Some(s) if s.steps == args.steps => s,
-                _ => run_variant(variant, &data, &mean, args.steps, args.batch_size, seed, &dir, &device, args.quiet)?,
+                // An interrupted run continues from its checkpoint.
+                _ => run_variant(variant, &data, &mean, args.steps, args.batch_size, seed, &dir, &device, &opts)?,
             };
             runs.push(summary);
         }

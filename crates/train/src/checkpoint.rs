@@ -3,8 +3,10 @@
 //! continues exactly where the saved one stood.
 //!
 //! Tensor names: parameters keep their own names (the file loads as plain weights too);
-//! momentum buffers are stored as `optim.velocity.<parameter name>`. Metadata keys: `format`
-//! ([`FORMAT`]), `step`, `steps` and `sampler` (JSON of [`SamplerState`]).
+//! optimizer state is stored under `optim.`: momentum buffers as `optim.velocity.<parameter
+//! name>` ([`save`]), other optimizers' state under names of their own ([`save_state`], e.g. GTA's
+//! Adam moments). Metadata keys: `format` ([`FORMAT`]), `step`, `steps` and `sampler` (JSON of
+//! [`SamplerState`]).
 //!
 //! Writes go through a temporary file and a rename: a crash leaves the previous checkpoint intact.
 use crate::batches::SamplerState;
@@ -19,6 +21,8 @@ use std::path::{Path, PathBuf};
 pub const FORMAT: &str = "adapt-checkpoint-v1";
 /// File name of a run's latest checkpoint inside its run folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// Names of optimizer-state tensors start with this.
+pub const OPTIMIZER_PREFIX: &str = "optim.";
 const VELOCITY_PREFIX: &str = "optim.velocity.";
 
 /// Where and how often the training loop saves.
@@ -39,6 +43,8 @@ pub struct Resume {
     pub sampler: SamplerState,
     /// Momentum buffers by parameter name (absent before a parameter's first update).
     pub velocity: HashMap<String, Tensor>,
+    /// Every optimizer-state tensor by its full name (`optim.` included).
+    pub optimizer_state: HashMap<String, Tensor>,
 }
 
 fn corrupt(path: &Path, what: impl std::fmt::Display) -> TrainError {
@@ -54,7 +60,6 @@ pub fn save(
     steps: usize,
     sampler: SamplerState,
 ) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = params.tensors().into_iter().collect();
     let names: Vec<String> = params.trainable_named_vars("").into_iter().map(|(n, _)| n).collect();
     if names.len() != opt.velocity().len() {
         return Err(corrupt(
@@ -62,10 +67,30 @@ pub fn save(
             format!("optimizer holds {} buffers for {} trainable parameters", opt.velocity().len(), names.len()),
         ));
     }
-    for (name, v) in names.iter().zip(opt.velocity()) {
-        if let Some(v) = v {
-            tensors.push((format!("{VELOCITY_PREFIX}{name}"), v.detach()));
+    let velocity = names
+        .iter()
+        .zip(opt.velocity())
+        .filter_map(|(name, v)| v.as_ref().map(|v| (format!("{VELOCITY_PREFIX}{name}"), v.detach())))
+        .collect();
+    save_state(path, params, velocity, step, steps, sampler)
+}
+
+/// Saves parameters, the optimizer state `optimizer` (names starting with
+/// [`OPTIMIZER_PREFIX`]), step and sampler position to `path`, atomically.
+pub fn save_state(
+    path: &Path,
+    params: &ParamStore,
+    optimizer: Vec<(String, Tensor)>,
+    step: usize,
+    steps: usize,
+    sampler: SamplerState,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = params.tensors().into_iter().collect();
+    for (name, t) in optimizer {
+        if !name.starts_with(OPTIMIZER_PREFIX) {
+            return Err(corrupt(path, format!("optimizer state '{name}' must be named {OPTIMIZER_PREFIX}...")));
         }
+        tensors.push((name, t.detach()));
     }
     let sampler = serde_json::to_string(&sampler).map_err(|e| corrupt(path, e))?;
     let metadata = HashMap::from([
@@ -104,11 +129,13 @@ pub fn load(path: &Path, params: &ParamStore, device: &Device) -> Result<Resume>
         .map_err(|e| corrupt(path, format!("metadata 'sampler' is unreadable ({e})")))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| corrupt(path, e))?;
     params.assign(&tensors, &path.display().to_string())?;
-    let velocity = tensors
-        .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix(VELOCITY_PREFIX).map(|name| (name.to_string(), v)))
+    let optimizer_state: HashMap<String, Tensor> =
+        tensors.into_iter().filter(|(k, _)| k.starts_with(OPTIMIZER_PREFIX)).collect();
+    let velocity = optimizer_state
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(VELOCITY_PREFIX).map(|name| (name.to_string(), v.clone())))
         .collect();
-    Ok(Resume { step, steps, sampler, velocity })
+    Ok(Resume { step, steps, sampler, velocity, optimizer_state })
 }
 
 /// Puts the restored momentum buffers into `opt` (whose variables are `params`' trainable ones).

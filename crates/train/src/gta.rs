@@ -30,6 +30,7 @@
 //! only), stream 2 with only the real/fake classifier (no auxiliary-class terms in any loss), and
 //! the full method.
 use crate::batches::MixedSampler;
+use crate::checkpoint::{CheckpointPolicy, Resume};
 use crate::error::{Result, TrainError};
 use crate::log::{MetricsWriter, Progress};
 use crate::optim::{AdamSettings, inverse_decay};
@@ -441,6 +442,33 @@ fn adam_for(params: &ParamStore, prefix: &str, settings: AdamSettings) -> Result
     Ok(Adam::new(vars, settings)?)
 }
 
+/// Names of the Adam state in GTA checkpoints: `optim.adam.D.0.m` and so on.
+const ADAM_STATE_PREFIX: &str = "optim.adam.";
+
+/// Where a GTA run reports and saves, and where it starts from.
+pub struct GtaHooks<'a> {
+    /// Every metrics record is appended here.
+    pub metrics: Option<&'a mut MetricsWriter>,
+    pub progress: &'a Progress,
+    /// Periodic checkpoints (parameters, the four optimizers' state, iteration, sampler
+    /// position); the interval must be a multiple of `log_every`, so a resumed run writes the
+    /// same metrics records as an unbroken one.
+    pub checkpoint: Option<CheckpointPolicy>,
+    /// State from [`crate::checkpoint::load`] (which has already restored the parameters).
+    pub resume: Option<Resume>,
+    /// Sees every metrics record.
+    pub on_record: &'a mut dyn FnMut(&GtaStepMetrics),
+    /// Called after each checkpoint is written, with the iteration count.
+    pub on_checkpoint: Option<&'a mut dyn FnMut(usize) -> Result<()>>,
+}
+
+impl<'a> GtaHooks<'a> {
+    /// No metrics file, no checkpoints, fresh start.
+    pub fn quiet(progress: &'a Progress, on_record: &'a mut dyn FnMut(&GtaStepMetrics)) -> Self {
+        Self { metrics: None, progress, checkpoint: None, resume: None, on_record, on_checkpoint: None }
+    }
+}
+
 /// Runs GTA iterations on a [`GtaModel`].
 pub struct GtaTrainer {
     model: GtaModel,
@@ -501,6 +529,48 @@ impl GtaTrainer {
             ("C.", Some(&mut self.opt_c)),
             ("F.", Some(&mut self.opt_f)),
         ]
+    }
+
+    /// The four optimizers' state, named for [`crate::checkpoint::save_state`].
+    pub fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for (prefix, opt) in self.optimizers() {
+            if let Some(opt) = opt {
+                out.extend(opt.state_tensors(&format!("{ADAM_STATE_PREFIX}{prefix}"))?);
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Continues from a checkpoint written by [`GtaTrainer::train`] (whose parameters
+    /// [`crate::checkpoint::load`] has already restored): optimizer state, iteration and the
+    /// sampler's position. `path` names the file in errors.
+    pub fn restore(&mut self, path: &std::path::Path, resume: &Resume, sampler: &mut MixedSampler) -> Result<()> {
+        let bad = |reason: String| TrainError::Checkpoint { path: path.to_path_buf(), reason };
+        if resume.steps != self.cfg.steps {
+            return Err(bad(format!(
+                "the checkpoint belongs to a run of {} iterations, the configuration says {}",
+                resume.steps, self.cfg.steps
+            )));
+        }
+        let mut known = 0;
+        for (prefix, opt) in self.optimizers_mut() {
+            if let Some(opt) = opt {
+                let prefix = format!("{ADAM_STATE_PREFIX}{prefix}");
+                known += resume.optimizer_state.keys().filter(|k| k.starts_with(&prefix)).count();
+                opt.load_state_tensors(&resume.optimizer_state, &prefix).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        if known != resume.optimizer_state.len() {
+            return Err(bad(format!(
+                "{} optimizer tensors do not belong to this variant's optimizers (a checkpoint of another method?)",
+                resume.optimizer_state.len() - known
+            )));
+        }
+        sampler.restore(resume.sampler);
+        self.set_iteration(resume.step);
+        Ok(())
     }
 
     fn apply_lr_decay(&mut self) {
@@ -666,20 +736,36 @@ impl GtaTrainer {
 
     /// Runs the remaining iterations up to `cfg.steps` on batches from `sampler`, writing a
     /// metrics record every `cfg.log_every` steps (and at the last) to `metrics` and `on_record`.
+    ///
+    /// With `hooks.checkpoint`, saves after every `every` iterations and after the last; with
+    /// `hooks.resume`, continues from that checkpoint (see [`GtaTrainer::restore`]) and on the
+    /// CPU ends with the parameters of an unbroken run.
     pub fn train(
         &mut self,
+        params: &ParamStore,
         sampler: &mut MixedSampler,
         device: &Device,
-        mut metrics: Option<&mut MetricsWriter>,
-        progress: &Progress,
-        on_record: &mut dyn FnMut(&GtaStepMetrics),
+        hooks: GtaHooks<'_>,
     ) -> Result<GtaOutcome> {
+        let GtaHooks { mut metrics, progress, checkpoint, resume, on_record, mut on_checkpoint } = hooks;
         if sampler.per_domain() != self.cfg.batch_size {
             return Err(TrainError::Config(format!(
                 "sampler draws {} rows per domain, the configuration says {}",
                 sampler.per_domain(),
                 self.cfg.batch_size
             )));
+        }
+        if let Some(c) = &checkpoint
+            && (c.every == 0 || c.every % self.cfg.log_every != 0)
+        {
+            return Err(TrainError::Config(format!(
+                "checkpoint interval {} must be a positive multiple of the log interval {}",
+                c.every, self.cfg.log_every
+            )));
+        }
+        if let Some(r) = &resume {
+            let origin = checkpoint.as_ref().map(|c| c.path.clone()).unwrap_or_default();
+            self.restore(&origin, r, sampler)?;
         }
         let start = Instant::now();
         let mut window = Window::default();
@@ -719,12 +805,26 @@ impl GtaTrainer {
                 on_record(&record);
                 last = Some(record);
             }
+            if let Some(c) = &checkpoint
+                && (step.is_multiple_of(c.every) || step == self.cfg.steps)
+            {
+                // Metrics first: a checkpoint must never be ahead of the records on disk.
+                if let Some(m) = metrics.as_deref_mut() {
+                    m.flush()?;
+                }
+                let state = self.optimizer_state()?;
+                crate::checkpoint::save_state(&c.path, params, state, step, self.cfg.steps, sampler.state())?;
+                if let Some(f) = on_checkpoint.as_deref_mut() {
+                    f(step)?;
+                }
+            }
         }
         if let Some(m) = metrics {
             m.flush()?;
         }
         progress.finish();
-        let last = last.ok_or_else(|| TrainError::Config("no step was run".into()))?;
+        let last =
+            last.ok_or_else(|| TrainError::Config("no step was run: the checkpoint is already at the end".into()))?;
         Ok(GtaOutcome { steps: self.cfg.steps, seconds: start.elapsed().as_secs_f64(), last })
     }
 }
@@ -779,21 +879,18 @@ impl Window {
 /// (`cfg.batch_size` source and target images each, `[3, 32, 32]` rows normalised as
 /// `cfg.input_mean` / `cfg.input_std` say).
 ///
-/// `on_record` sees every metrics record (it is also appended to `metrics` when given); it may
-/// read the model (e.g. F's embeddings for a t-SNE at some step) through the caller's own
-/// reference, which shares the parameters.
-#[allow(clippy::too_many_arguments)]
+/// `hooks.on_record` sees every metrics record (it is also appended to `hooks.metrics` when
+/// given); it may read the model (e.g. F's embeddings for a t-SNE at some step) through the
+/// caller's own reference, which shares the parameters.
 pub fn train_gta(
     model: &GtaModel,
     params: &ParamStore,
     sampler: &mut MixedSampler,
     device: &Device,
     cfg: &GtaConfig,
-    metrics: Option<&mut MetricsWriter>,
-    progress: &Progress,
-    on_record: &mut dyn FnMut(&GtaStepMetrics),
+    hooks: GtaHooks<'_>,
 ) -> Result<GtaOutcome> {
-    GtaTrainer::new(model, params, cfg)?.train(sampler, device, metrics, progress, on_record)
+    GtaTrainer::new(model, params, cfg)?.train(params, sampler, device, hooks)
 }
 
 #[cfg(test)]

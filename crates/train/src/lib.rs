@@ -18,4 +18,4 @@ pub mod optim;
 
 pub use dann::{Method, StepMetrics, TrainConfig, TrainHooks, TrainOutcome, train_dann};
 pub use error::{Result, TrainError};
-pub use gta::{GtaConfig, GtaOutcome, GtaStepLosses, GtaStepMetrics, GtaTrainer, GtaVariant, train_gta};
+pub use gta::{GtaConfig, GtaHooks, GtaOutcome, GtaStepLosses, GtaStepMetrics, GtaTrainer, GtaVariant, train_gta};

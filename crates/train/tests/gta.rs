@@ -4,7 +4,7 @@ use adapt_datasets::{ImageDataset, Rows, Split};
 use adapt_models::ParamStore;
 use adapt_models::gta::{GtaModel, GtaNetConfig};
 use adapt_train::batches::MixedSampler;
-use adapt_train::gta::{Adam, GtaConfig, GtaTrainer, GtaVariant, train_gta};
+use adapt_train::gta::{Adam, GtaConfig, GtaHooks, GtaStepMetrics, GtaTrainer, GtaVariant, train_gta};
 use adapt_train::log::{MetricsWriter, Progress};
 use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
@@ -197,24 +197,88 @@ fn resumed_training_matches_an_unbroken_run() -> R {
     for (sx, sy, tx) in &batches[2..] {
         c.step(sx, sy, tx)?;
     }
-    let (ta, tc) = (store_a.tensors(), store_c.tensors());
+    assert_same_parameters(&store_a, &store_c, "after resuming")?;
+    // Not just equal because nothing moved: four steps changed the parameters.
+    let (_, fresh) = setup(7)?;
+    let moved = fresh.classify(&batches[0].0)?.sub(&model_c.classify(&batches[0].0)?)?.abs()?.max_all()?;
+    assert!(moved.to_scalar::<f32>()? > 1e-3);
+    Ok(())
+}
+
+/// Parameters of two stores, compared; D's convolution biases (and the running means they feed)
+/// are left out: a BatchNorm follows them, so their true gradient is 0 and the computed one
+/// rounding noise that Adam scales up to learning-rate-sized steps.
+fn assert_same_parameters(a: &ParamStore, b: &ParamStore, what: &str) -> R {
+    let (ta, tb) = (a.tensors(), b.tensors());
     for (name, t) in &ta {
-        // D's convolution biases feed a BatchNorm, which removes them: their true gradient is 0,
-        // the computed one rounding noise that Adam scales up to learning-rate-sized steps (and
-        // the BatchNorm's running mean carries them along).
         if (name.starts_with("D.conv") && name.ends_with(".bias"))
             || (name.starts_with("D.bn") && name.ends_with("running_mean"))
         {
             continue;
         }
-        let (a, c) = (t.flatten_all()?.to_vec1::<f32>()?, tc[name].flatten_all()?.to_vec1::<f32>()?);
-        let worst = a.iter().zip(&c).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(worst < 1e-5, "{name} differs by {worst} after resuming");
+        let (x, y) = (t.flatten_all()?.to_vec1::<f32>()?, tb[name].flatten_all()?.to_vec1::<f32>()?);
+        let worst = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{name} differs by {worst} {what}");
     }
-    // Not just equal because nothing moved: four steps changed the parameters.
-    let (_, fresh) = setup(7)?;
-    let moved = fresh.classify(&batches[0].0)?.sub(&model_c.classify(&batches[0].0)?)?.abs()?.max_all()?;
-    assert!(moved.to_scalar::<f32>()? > 1e-3);
+    Ok(())
+}
+
+/// A run interrupted after its second checkpoint and resumed from the file ends where an unbroken
+/// run ends, with the same metrics records; a checkpoint of another variant is refused by name.
+#[test]
+fn checkpoint_file_resumes_an_interrupted_run() -> R {
+    let src: Arc<dyn Rows> = Arc::new(domain(48, false, 20));
+    let tgt: Arc<dyn Rows> = Arc::new(domain(48, true, 21));
+    let cfg = GtaConfig { steps: 12, batch_size: 8, log_every: 2, lr_decay: 0.05, ..Default::default() };
+    let dir = std::env::temp_dir().join(format!("adapt-gta-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let progress = Progress::new(cfg.steps as u64, "gta", false);
+    let run = |path: &std::path::Path,
+               store: &ParamStore,
+               model: &GtaModel,
+               resume: Option<adapt_train::checkpoint::Resume>,
+               stop_at: Option<usize>|
+     -> adapt_train::Result<Vec<GtaStepMetrics>> {
+        let mut sampler = MixedSampler::new(src.clone(), tgt.clone(), 8, 4)?;
+        let mut records = Vec::new();
+        let mut on_record = |r: &GtaStepMetrics| records.push(*r);
+        let mut stop = |step: usize| match stop_at {
+            Some(s) if s == step => Err(adapt_train::TrainError::Config(format!("interrupted at {step}"))),
+            _ => Ok(()),
+        };
+        let hooks = GtaHooks {
+            checkpoint: Some(adapt_train::checkpoint::CheckpointPolicy { path: path.to_path_buf(), every: 4 }),
+            resume,
+            on_checkpoint: Some(&mut stop),
+            ..GtaHooks::quiet(&progress, &mut on_record)
+        };
+        train_gta(model, store, &mut sampler, &Device::Cpu, &cfg, hooks)?;
+        Ok(records)
+    };
+    let (store_a, model_a) = setup(5)?;
+    let unbroken = run(&dir.join("a.safetensors"), &store_a, &model_a, None, None)?;
+
+    let path = dir.join("b.safetensors");
+    let (store_b, model_b) = setup(5)?;
+    let err = run(&path, &store_b, &model_b, None, Some(8)).unwrap_err();
+    assert!(err.to_string().contains("interrupted at 8"), "{err}");
+    let (store_c, model_c) = setup(77)?;
+    let resume = adapt_train::checkpoint::load(&path, &store_c, &Device::Cpu)?;
+    assert_eq!(resume.step, 8);
+    assert!(resume.optimizer_state.keys().any(|k| k.starts_with("optim.adam.G.")));
+    let rest = run(&path, &store_c, &model_c, Some(resume), None)?;
+    assert_eq!(rest.iter().map(|r| r.step).collect::<Vec<_>>(), vec![10, 12]);
+    assert_eq!(rest[..], unbroken[4..], "the resumed records are the unbroken run's");
+    assert_same_parameters(&store_a, &store_c, "after resuming from the file")?;
+
+    // Stream 1 has no D or G optimizers: a full-GTA checkpoint does not fit it.
+    let (store_d, model_d) = setup(5)?;
+    let resume = adapt_train::checkpoint::load(&path, &store_d, &Device::Cpu)?;
+    let stream1 = GtaConfig { variant: GtaVariant::Stream1, ..cfg.clone() };
+    let mut sampler = MixedSampler::new(src.clone(), tgt.clone(), 8, 4)?;
+    let err = GtaTrainer::new(&model_d, &store_d, &stream1)?.restore(&path, &resume, &mut sampler).unwrap_err();
+    assert!(err.to_string().contains("b.safetensors") && err.to_string().contains("another method"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
 
@@ -245,10 +309,9 @@ fn short_run_moves_the_classifier() -> R {
     };
     let acc_before = accuracy(&model);
     let mut records = Vec::new();
-    let outcome =
-        train_gta(&model, &store, &mut sampler, &Device::Cpu, &cfg, Some(&mut writer), &progress, &mut |r| {
-            records.push(*r)
-        })?;
+    let mut on_record = |r: &GtaStepMetrics| records.push(*r);
+    let hooks = GtaHooks { metrics: Some(&mut writer), ..GtaHooks::quiet(&progress, &mut on_record) };
+    let outcome = train_gta(&model, &store, &mut sampler, &Device::Cpu, &cfg, hooks)?;
     let acc_after = accuracy(&model);
     assert_eq!(outcome.steps, 40);
     assert_eq!(records.iter().map(|r| r.step).collect::<Vec<_>>(), vec![10, 20, 30, 40]);
