@@ -16,7 +16,7 @@ use adapt_eval::plots::{self, Series};
 use adapt_eval::{evaluate_dann, predict, proxy_a_distance};
 use adapt_models::{Dann, ParamStore};
 use adapt_train::batches::MixedSampler;
-use adapt_train::checkpoint::{self, CHECKPOINT_FILE, CheckpointPolicy};
+use adapt_train::checkpoint::{self, CHECKPOINT_FILE, CheckpointPolicy, Resume};
 use adapt_train::log::{MetricsWriter, Progress};
 use adapt_train::{StepMetrics, TrainConfig, TrainError, TrainHooks, train_dann};
 use anyhow::{Context, Result, bail};
@@ -130,6 +130,43 @@ pub fn feature_a_distance<F: ModuleT, L: ModuleT, D: ModuleT>(
     Ok(proxy_a_distance(&s.features, &t.features, s.feature_dim, seed)?.a_distance)
 }
 
+/// Starts a run folder (`config.toml`, `metrics.jsonl`, the checkpoint) afresh, or continues it.
+///
+/// Afresh: writes `config_toml` and removes what an earlier run left (metrics, checkpoint and
+/// `stale`). With `resume` and a checkpoint present: checks that the saved configuration is this
+/// one, restores the parameters, and cuts the metrics back to the checkpoint's step (the records
+/// after it belong to steps that will run again); returns the checkpoint's state and the kept
+/// records.
+pub fn open_run_folder<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    config_toml: &str,
+    params: &ParamStore,
+    device: &Device,
+    resume: bool,
+    stale: &[&Path],
+) -> Result<(Option<Resume>, Vec<T>)> {
+    let (config_path, metrics_path, ckpt_path) =
+        (dir.join("config.toml"), dir.join("metrics.jsonl"), dir.join(CHECKPOINT_FILE));
+    if resume && ckpt_path.exists() {
+        let saved = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("cannot read {} to resume", config_path.display()))?;
+        if saved != config_toml {
+            bail!("{} differs from this run's configuration; resume with the same settings", config_path.display());
+        }
+        let r = checkpoint::load(&ckpt_path, params, device)?;
+        let (records, kept) = read_metrics(&metrics_path, r.step)?;
+        write_atomic(&metrics_path, &kept)?;
+        return Ok((Some(r), records));
+    }
+    write_atomic(&config_path, config_toml)?;
+    for old in [metrics_path.as_path(), ckpt_path.as_path()].into_iter().chain(stale.iter().copied()) {
+        if old.exists() {
+            std::fs::remove_file(old).with_context(|| format!("cannot replace {}", old.display()))?;
+        }
+    }
+    Ok((None, Vec::new()))
+}
+
 /// Trains `model` with `cfg` in `dir` and evaluates the selected weights.
 #[allow(clippy::too_many_arguments)]
 pub fn train_and_evaluate<F: ModuleT, L: ModuleT, D: ModuleT>(
@@ -144,7 +181,6 @@ pub fn train_and_evaluate<F: ModuleT, L: ModuleT, D: ModuleT>(
 ) -> Result<(RunSummary, Vec<StepMetrics>)> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let method = cfg.method;
-    let config_path = dir.join("config.toml");
     let metrics_path = dir.join("metrics.jsonl");
     let ckpt_path = dir.join(CHECKPOINT_FILE);
     let selection_path = dir.join("selection.json");
@@ -153,34 +189,15 @@ pub fn train_and_evaluate<F: ModuleT, L: ModuleT, D: ModuleT>(
         bail!("--select source-val needs a source validation split, and this experiment has none");
     }
 
-    let mut resume = None;
     let mut selection = SelectionRecord::default();
-    let mut curve = Vec::new();
-    if opts.resume && ckpt_path.exists() {
-        let saved = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("cannot read {} to resume", config_path.display()))?;
-        if saved != config_toml {
-            bail!("{} differs from this run's configuration; resume with the same settings", config_path.display());
-        }
-        let r = checkpoint::load(&ckpt_path, params, device)?;
-        // Records written after the checkpoint belong to steps that will be run again.
-        let (records, kept) = read_metrics(&metrics_path, r.step)?;
-        curve = records;
-        write_atomic(&metrics_path, &kept)?;
-        if selection_path.exists() {
-            let s = std::fs::read_to_string(&selection_path)?;
-            selection =
-                serde_json::from_str(&s).with_context(|| format!("{} is unreadable", selection_path.display()))?;
-            selection.history.retain(|(step, _)| *step <= r.step);
-        }
-        resume = Some(r);
-    } else {
-        write_atomic(&config_path, config_toml)?;
-        for stale in [&metrics_path, &ckpt_path, &selection_path, &best_path] {
-            if stale.exists() {
-                std::fs::remove_file(stale).with_context(|| format!("cannot replace {}", stale.display()))?;
-            }
-        }
+    let (resume, mut curve) =
+        open_run_folder::<StepMetrics>(dir, config_toml, params, device, opts.resume, &[&selection_path, &best_path])?;
+    if let Some(r) = &resume
+        && selection_path.exists()
+    {
+        let s = std::fs::read_to_string(&selection_path)?;
+        selection = serde_json::from_str(&s).with_context(|| format!("{} is unreadable", selection_path.display()))?;
+        selection.history.retain(|(step, _)| *step <= r.step);
     }
     let done_before = resume.as_ref().map_or(0, |r| r.step);
 

@@ -7,7 +7,7 @@
 //! the first epoch and at the end), `generated.png` (G's images from source and from target
 //! embeddings), `summary.json` and `report.md`.
 use crate::digits::load_data;
-use crate::experiment::{ANALYSIS_POINTS, DomainData, RunOptions, Selection, read_metrics, write_atomic};
+use crate::experiment::{ANALYSIS_POINTS, DomainData, RunOptions, Selection, open_run_folder};
 use crate::report::mean_std;
 use crate::run_dir;
 use crate::train::{RunSummary, TrainArgs, read_summary};
@@ -280,33 +280,11 @@ fn run_variant(
         },
     };
     let config_toml = toml::to_string_pretty(&cfg)?;
-    let (config_path, ckpt_path, metrics_path) =
-        (dir.join("config.toml"), dir.join(CHECKPOINT_FILE), dir.join("metrics.jsonl"));
+    let (ckpt_path, metrics_path) = (dir.join(CHECKPOINT_FILE), dir.join("metrics.jsonl"));
     let params = ParamStore::new(seed);
     let model = GtaModel::new(&cfg.model, params.var_builder(DType::F32, device))?;
     let mut sampler = MixedSampler::new(data.source_train.clone(), data.target_train.clone(), batch_size, seed)?;
-    let mut curve: Vec<GtaStepMetrics> = Vec::new();
-    let mut resume = None;
-    if opts.resume && ckpt_path.exists() {
-        let saved = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("cannot read {} to resume", config_path.display()))?;
-        if saved != config_toml {
-            bail!("{} differs from this run's configuration; resume with the same settings", config_path.display());
-        }
-        let r = adapt_train::checkpoint::load(&ckpt_path, &params, device)?;
-        // Records written after the checkpoint belong to iterations that will be run again.
-        let (records, kept) = read_metrics(&metrics_path, r.step)?;
-        curve = records;
-        write_atomic(&metrics_path, &kept)?;
-        resume = Some(r);
-    } else {
-        write_atomic(&config_path, &config_toml)?;
-        for stale in [&metrics_path, &ckpt_path] {
-            if stale.exists() {
-                std::fs::remove_file(stale).with_context(|| format!("cannot replace {}", stale.display()))?;
-            }
-        }
-    }
+    let (resume, mut curve) = open_run_folder::<GtaStepMetrics>(dir, &config_toml, &params, device, opts.resume, &[])?;
     let resumed_at = resume.as_ref().map(|r| r.step);
     let mut metrics = MetricsWriter::append(&metrics_path)?;
     let progress = Progress::new(steps as u64, variant.method_name(), !opts.quiet);
