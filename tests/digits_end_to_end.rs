@@ -154,6 +154,12 @@ fn gta_trains_on_real_digits_and_writes_its_report() {
         assert!(diff < 1e-5, "{name} differs by {diff} between the unbroken and the resumed run");
     }
     assert_eq!(resumed["runs"][0]["target_acc"], r["target_acc"]);
+    // Resuming a finished run re-reports it instead of failing on an empty loop.
+    let again = run(Cli::parse_from(["xtask", "--json", "train", "--quiet", "--resume", broken.to_str().unwrap()]))
+        .expect("resuming a finished GTA run")
+        .expect("figures");
+    assert_eq!(again["runs"][0]["resumed_at"], 12);
+    assert_eq!(again["runs"][0]["target_acc"], r["target_acc"]);
     std::fs::remove_dir_all(&out).ok();
     std::fs::remove_dir_all(&broken).ok();
 }

@@ -70,6 +70,15 @@ pub struct RunOptions {
     pub select: Selection,
 }
 
+impl RunOptions {
+    /// Steps between checkpoints: `checkpoint_every`, or a tenth of the run when it is 0, rounded
+    /// up to a multiple of `log_every` (so a resumed run writes the same metrics records).
+    pub fn checkpoint_interval(&self, steps: usize, log_every: usize) -> usize {
+        let every = if self.checkpoint_every == 0 { (steps / 10).max(log_every) } else { self.checkpoint_every };
+        every.div_ceil(log_every) * log_every
+    }
+}
+
 /// Images per domain for the feature analyses (A-distance, PCA, t-SNE), as in the paper's plots.
 pub const ANALYSIS_POINTS: usize = 500;
 
@@ -205,8 +214,7 @@ pub fn train_and_evaluate<F: ModuleT, L: ModuleT, D: ModuleT>(
         MixedSampler::new(data.source_train.clone(), data.target_train.clone(), cfg.batch_size, cfg.seed)?;
     let mut metrics = MetricsWriter::append(&metrics_path)?;
     let progress = Progress::new(cfg.steps as u64, method.as_str(), !opts.quiet);
-    let every = if opts.checkpoint_every == 0 { (cfg.steps / 10).max(cfg.log_every) } else { opts.checkpoint_every };
-    let every = every.div_ceil(cfg.log_every) * cfg.log_every;
+    let every = opts.checkpoint_interval(cfg.steps, cfg.log_every);
     let mut on_record = |r: &StepMetrics| curve.push(*r);
     let mut on_checkpoint = |step: usize| -> adapt_train::Result<()> {
         if let Some(val) = &data.source_val {
@@ -282,7 +290,7 @@ pub fn train_and_evaluate<F: ModuleT, L: ModuleT, D: ModuleT>(
 }
 
 /// Training seconds of a finished run, from its `summary.json` (0 if unreadable).
-fn previous_seconds(dir: &Path) -> f64 {
+pub fn previous_seconds(dir: &Path) -> f64 {
     read_summary::<RunSummary>(dir).map_or(0.0, |s| s.seconds)
 }
 

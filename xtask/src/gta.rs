@@ -7,7 +7,7 @@
 //! the first epoch and at the end), `generated.png` (G's images from source and from target
 //! embeddings), `summary.json` and `report.md`.
 use crate::digits::load_data;
-use crate::experiment::{ANALYSIS_POINTS, DomainData, RunOptions, Selection, open_run_folder};
+use crate::experiment::{ANALYSIS_POINTS, DomainData, RunOptions, Selection, open_run_folder, previous_seconds};
 use crate::report::mean_std;
 use crate::run_dir;
 use crate::train::{RunSummary, TrainArgs, read_summary};
@@ -289,9 +289,7 @@ fn run_variant(
     let mut metrics = MetricsWriter::append(&metrics_path)?;
     let progress = Progress::new(steps as u64, variant.method_name(), !opts.quiet);
     let epoch = data.source_train.len().div_ceil(batch_size).min(steps);
-    let log_every = cfg.train.log_every;
-    let every = if opts.checkpoint_every == 0 { (steps / 10).max(log_every) } else { opts.checkpoint_every };
-    let every = every.div_ceil(log_every) * log_every;
+    let every = opts.checkpoint_interval(steps, cfg.train.log_every);
     // A run resumed past its first epoch no longer has those embeddings: its report shows the end only.
     let mut first_epoch = None;
     let mut first_epoch_err = None;
@@ -313,16 +311,23 @@ fn run_variant(
             _ => Ok(()),
         }
     };
-    let hooks = GtaHooks {
-        metrics: Some(&mut metrics),
-        progress: &progress,
-        checkpoint: Some(CheckpointPolicy { path: ckpt_path.clone(), every }),
-        resume,
-        on_record: &mut on_record,
-        on_checkpoint: Some(&mut on_checkpoint),
+    let seconds = if resumed_at == Some(steps) {
+        // A finished run asked to resume (e.g. stopped before its summary was written): nothing
+        // left to train, report it again.
+        previous_seconds(dir)
+    } else {
+        let hooks = GtaHooks {
+            metrics: Some(&mut metrics),
+            progress: &progress,
+            checkpoint: Some(CheckpointPolicy { path: ckpt_path.clone(), every }),
+            resume,
+            on_record: &mut on_record,
+            on_checkpoint: Some(&mut on_checkpoint),
+        };
+        train_gta(&model, &params, &mut sampler, device, &cfg.train, hooks)
+            .with_context(|| format!("training {} (run folder {})", variant.method_name(), dir.display()))?
+            .seconds
     };
-    let outcome = train_gta(&model, &params, &mut sampler, device, &cfg.train, hooks)
-        .with_context(|| format!("training {} (run folder {})", variant.method_name(), dir.display()))?;
     if let Some(e) = first_epoch_err {
         return Err(e.context("embedding the test images after the first epoch"));
     }
@@ -363,7 +368,7 @@ fn run_variant(
         source_val_acc: None,
         selected_step: steps,
         selection: Selection::Last,
-        seconds: outcome.seconds,
+        seconds,
         steps,
         resumed_at,
         run_dir: dir.display().to_string(),
