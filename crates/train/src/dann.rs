@@ -85,12 +85,7 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 || self.batch_size == 0 || self.log_every == 0 {
-            return Err(TrainError::Config(format!(
-                "steps ({}), batch size ({}) and log interval ({}) must be at least 1",
-                self.steps, self.batch_size, self.log_every
-            )));
-        }
+        TrainError::check_loop_sizes(self.steps, self.batch_size, self.log_every)?;
         for (name, v) in
             [("gamma", self.gamma), ("lambda_max", self.lambda_max), ("domain_loss_weight", self.domain_loss_weight)]
         {

@@ -29,6 +29,16 @@ pub enum TrainError {
 pub type Result<T> = std::result::Result<T, TrainError>;
 
 impl TrainError {
+    /// The loop sizes every training configuration has: each must be at least 1.
+    pub(crate) fn check_loop_sizes(steps: usize, batch_size: usize, log_every: usize) -> Result<()> {
+        if steps == 0 || batch_size == 0 || log_every == 0 {
+            return Err(TrainError::Config(format!(
+                "steps ({steps}), batch size ({batch_size}) and log interval ({log_every}) must be at least 1"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         TrainError::Io { path: path.into(), source }
     }

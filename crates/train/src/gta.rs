@@ -138,12 +138,7 @@ impl Default for GtaConfig {
 
 impl GtaConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 || self.batch_size == 0 || self.log_every == 0 {
-            return Err(TrainError::Config(format!(
-                "steps ({}), batch size ({}) and log interval ({}) must be at least 1",
-                self.steps, self.batch_size, self.log_every
-            )));
-        }
+        TrainError::check_loop_sizes(self.steps, self.batch_size, self.log_every)?;
         for (name, v) in
             [("lr", self.adam.lr), ("adv_weight", self.adv_weight), ("alpha", self.alpha), ("lr_decay", self.lr_decay)]
         {
