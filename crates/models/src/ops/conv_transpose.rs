@@ -237,22 +237,8 @@ impl CustomOp3 for ConvTranspose2dBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::tests::{tensor, values};
     use candle_core::{DType, Device, Var};
-
-    /// Deterministic pseudo-random values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
-            })
-            .collect()
-    }
-
-    fn tensor(dims: &[usize], seed: u64) -> Tensor {
-        Tensor::from_vec(values(dims.iter().product(), seed), dims, &Device::Cpu).unwrap()
-    }
 
     fn flat(t: &Tensor) -> Vec<f32> {
         t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()

@@ -8,7 +8,7 @@ fn cpu() -> Device {
 }
 
 /// Deterministic pseudo-random values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
+pub(super) fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
@@ -18,7 +18,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn tensor(dims: &[usize], seed: u64) -> Tensor {
+pub(super) fn tensor(dims: &[usize], seed: u64) -> Tensor {
     let n = dims.iter().product();
     Tensor::from_vec(values(n, seed), dims, &cpu()).unwrap()
 }
