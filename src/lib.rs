@@ -4,6 +4,7 @@
 //! (`adapt-grl` alone is enough to add gradient reversal to your own model).
 pub use adapt_datasets as datasets;
 pub use adapt_eval as eval;
+pub use adapt_experiment as experiment;
 pub use adapt_grl as grl;
 pub use adapt_models as models;
 pub use adapt_train as train;

@@ -42,7 +42,7 @@ fn source_only_mnist_to_mnist_m_shows_the_domain_gap() {
         "features_tsne.png",
         "curves.png",
         "config.toml",
-        "args.json",
+        "recipe.json",
         "model.safetensors",
         "best.safetensors",
         "checkpoint.safetensors",
@@ -85,6 +85,25 @@ fn source_only_mnist_to_mnist_m_shows_the_domain_gap() {
     .expect("eval of the best checkpoint")
     .expect("figures");
     assert_eq!(best["runs"][0]["weights"], "best.safetensors");
+
+    // The weights describe themselves: copied alone into an empty folder, they evaluate to the
+    // run's own figures.
+    let bare = std::env::temp_dir().join(format!("adapt-e2e-bare-{}", std::process::id()));
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::copy(out.join("model.safetensors"), bare.join("weights.safetensors")).unwrap();
+    let alone = run(Cli::parse_from([
+        "xtask",
+        "--json",
+        "eval",
+        bare.join("weights.safetensors").to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]))
+    .expect("eval of a bare weights file")
+    .expect("figures");
+    assert_eq!(alone["runs"][0]["target_acc"], r["target_acc"], "{alone}");
+    assert_eq!(alone["runs"][0]["method"], r["method"]);
+    std::fs::remove_dir_all(&bare).ok();
 
     // `report` finds the run's summary.
     let report_md = out.join("all.md");
@@ -162,4 +181,58 @@ fn gta_trains_on_real_digits_and_writes_its_report() {
     assert_eq!(again["runs"][0]["target_acc"], r["target_acc"]);
     std::fs::remove_dir_all(&out).ok();
     std::fs::remove_dir_all(&broken).ok();
+}
+
+/// FNV-1a over every tensor's name and raw bytes, in name order.
+fn weights_fingerprint(path: &std::path::Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = tensors.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for name in names {
+        let t = tensors.tensor(&name).unwrap();
+        for b in name.as_bytes().iter().chain(t.data()) {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Pins the weights of a short paper-preset DANN run (MNIST -> USPS, seed 0, 200 steps) to the
+/// fingerprint the runner produced before its library logic moved into `adapt-experiment`: the
+/// move (and any later refactoring) must not change what is learned.
+#[test]
+fn paper_preset_digit_run_is_bit_identical_to_the_pinned_weights() {
+    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
+        eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
+        return;
+    };
+    let out = std::env::temp_dir().join(format!("adapt-e2e-pinned-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let argv = [
+        "xtask",
+        "--json",
+        "train",
+        "--quiet",
+        "--method",
+        "dann",
+        "--source",
+        "mnist",
+        "--target",
+        "usps",
+        "--steps",
+        "200",
+        "--select",
+        "source-val",
+        "--checkpoint-every",
+        "50",
+        "--data-dir",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    run(Cli::parse_from(argv)).expect("pinned run").expect("figures");
+    assert_eq!(weights_fingerprint(&out.join("model.safetensors")), 0x9509_7832_2006_b86b);
+    std::fs::remove_dir_all(&out).ok();
 }

@@ -60,6 +60,6 @@ fn resuming_a_folder_that_is_not_a_run_names_it() {
     std::fs::create_dir_all(&dir).unwrap();
     let err = run(Cli::parse_from(["xtask", "train", "--resume", dir.to_str().unwrap()])).unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("args.json") && msg.contains(dir.to_str().unwrap()), "{msg}");
+    assert!(msg.contains("recipe.json") && msg.contains(dir.to_str().unwrap()), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -99,3 +99,16 @@ fn bad_flags_are_clap_errors() {
     assert!(Cli::try_parse_from(["xtask", "train", "--method", "magic"]).is_err());
     assert!(Cli::try_parse_from(["xtask", "train", "--device", "tpu"]).is_err());
 }
+
+#[test]
+fn a_flag_the_toy_does_not_use_is_an_error_naming_it() {
+    for flag in [["--padding", "same"], ["--init", "glorot"], ["--preset", "bn"], ["--select", "source-val"]] {
+        let err = run(Cli::parse_from(["xtask", "train", flag[0], flag[1]])).unwrap_err();
+        assert!(format!("{err:#}").contains(flag[0]), "{err:#}");
+    }
+    let err = run(Cli::parse_from([
+        "xtask", "train", "--method", "gta", "--source", "usps", "--target", "mnist", "--lr", "0.1",
+    ]))
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("--lr"), "{err:#}");
+}

@@ -1,7 +1,8 @@
 //! The command line of `cargo xtask`.
 use crate::bench::BenchArgs;
 use crate::data::DataCommand;
-use crate::train::{RunSummary, TrainArgs};
+use crate::train::TrainArgs;
+use adapt_experiment::RunSummary;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -23,7 +24,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// List, verify, preview and generate datasets.
     Data(DataArgs),
-    /// Re-evaluate the saved weights of a run folder.
+    /// Re-evaluate the saved weights of a run folder, or a bare weights file.
     Eval(crate::evaluate::EvalArgs),
     /// Gather the runs under some folders into one Markdown table.
     Report(crate::report::ReportArgs),
@@ -72,15 +73,14 @@ pub fn run(cli: Cli) -> Result<Option<serde_json::Value>> {
     let command = cli.command.unwrap_or_else(|| Command::Train(TrainArgs::parse_default()));
     match command {
         Command::Train(args) => {
-            let runs = crate::train::run(&args)?;
+            let runs = crate::train::run(&args)?.runs;
             print_runs(&runs);
             Ok(Some(serde_json::json!({ "runs": runs })))
         }
         Command::Bench(args) => crate::bench::run(&args).map(Some),
-        Command::Eval(args) => crate::evaluate::run(&args).map(Some),
+        Command::Eval(args) => Ok(Some(serde_json::json!({ "runs": crate::evaluate::run(&args)? }))),
         Command::Report(args) => crate::report::run(&args).map(Some),
-        Command::Ablation(crate::ablation::AblationCommand::Matrix(args)) => crate::ablation::matrix(&args).map(Some),
-        Command::Ablation(crate::ablation::AblationCommand::Gta(args)) => crate::gta::ablation(&args).map(Some),
+        Command::Ablation(command) => crate::ablation::run(&command).map(Some),
         Command::Data(args) => {
             crate::data::run(&args.command, args.data_dir.as_deref(), cli.json)?;
             Ok(None)

@@ -2,8 +2,7 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceChoice {
     Cpu,
     Cuda,

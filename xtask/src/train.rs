@@ -1,17 +1,16 @@
-//! `cargo xtask train`: one method or the source-only vs DANN comparison on a source -> target pair.
+//! `cargo xtask train`: the command line turned into a recipe; a flag the chosen experiment does
+//! not use is an error that names it.
 use crate::device::{self, DeviceChoice};
-use crate::experiment::{RunOptions, Selection};
-use crate::toy;
-use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use adapt_experiment::recipe::{DigitRecipe, GtaRecipe, Preset, Recipe, RunOptions, ToyRecipe};
+use adapt_experiment::toy::{TOY_SOURCE, TOY_TARGET};
+use adapt_experiment::{Outcome, Selection};
+use adapt_models::digits::ConvPadding;
+use adapt_models::init::InitScheme;
+use adapt_train::{GtaVariant, Method};
+use anyhow::{Result, bail};
+use std::path::PathBuf;
 
-/// The datasets `train` knows, for error messages and `--help`.
-pub const TOY_SOURCE: &str = "moons";
-pub const TOY_TARGET: &str = "moons-rotated";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MethodChoice {
     /// Train on source labels only.
     SourceOnly,
@@ -23,155 +22,111 @@ pub enum MethodChoice {
     Gta,
 }
 
-/// The run's command line; saved as `args.json` in the run folder so `--resume` can rebuild it.
-#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PresetChoice {
+    /// The DANN paper's recipe as its reference code runs it (no BatchNorm, Glorot init,
+    /// binarised MNIST, unpadded MNIST net).
+    Paper,
+    /// BatchNorm after every convolution and hidden layer, PyTorch init, MNIST not binarised.
+    Bn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitChoice {
+    /// PyTorch's default initialisation.
+    Pytorch,
+    /// Glorot-uniform weights and zero biases (TensorFlow's default, the reference code's).
+    Glorot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PaddingChoice {
+    /// 2 pixels of zeros, sizes kept (seed 002's TensorFlow net).
+    Same,
+    /// No padding (the paper's Caffe nets).
+    Valid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SelectChoice {
+    /// The weights after the last step (the paper's protocol).
+    Last,
+    /// The checkpoint with the best accuracy on a held-out source validation split.
+    SourceVal,
+}
+
+impl From<SelectChoice> for Selection {
+    fn from(c: SelectChoice) -> Self {
+        match c {
+            SelectChoice::Last => Selection::Last,
+            SelectChoice::SourceVal => Selection::SourceVal,
+        }
+    }
+}
+
+/// The run's command line. Flags without a value take the recipe's default.
+#[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// Method to train; without it, both source-only and DANN are trained and compared.
-    #[arg(long, value_enum, default_value_t = MethodChoice::Compare)]
-    pub method: MethodChoice,
-    /// Labelled source dataset.
-    #[arg(long, default_value = TOY_SOURCE)]
-    pub source: String,
-    /// Unlabelled target dataset.
-    #[arg(long, default_value = TOY_TARGET)]
-    pub target: String,
+    /// Method to train (default: source-only and DANN side by side).
+    #[arg(long, value_enum)]
+    pub method: Option<MethodChoice>,
+    /// Labelled source dataset (default moons).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Unlabelled target dataset (default moons-rotated).
+    #[arg(long)]
+    pub target: Option<String>,
     /// Folder with one sub-folder per dataset (else ADAPT_DATA_DIR, else the Hugging Face cache).
     #[arg(long, env = "ADAPT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Training steps (default: the experiment's preset).
+    /// Training steps.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Examples per domain in each batch (default: the experiment's preset).
+    /// Examples per domain in each batch.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Base learning rate before annealing (default: the experiment's preset).
-    #[arg(long)]
+    /// Base learning rate before annealing (DANN and source-only).
+    #[arg(long, allow_hyphen_values = true)]
     pub lr: Option<f64>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Recipe for digit pairs (the 2D toy has its own).
-    #[arg(long, value_enum, default_value_t = crate::digits::Preset::Paper)]
-    pub preset: crate::digits::Preset,
+    #[arg(long, allow_hyphen_values = true)]
+    pub seed: Option<u64>,
+    /// Recipe for digit pairs (default paper).
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetChoice>,
     /// Starting weights of the digit nets, instead of the preset's.
     #[arg(long, value_enum)]
-    pub init: Option<crate::digits::InitChoice>,
+    pub init: Option<InitChoice>,
     /// Border handling of the digit nets' 5x5 convolutions, instead of the preset's.
     #[arg(long, value_enum)]
-    #[serde(default)]
-    pub padding: Option<crate::digits::PaddingChoice>,
-    /// Which weights to report: the last step's, or the checkpoint with the best accuracy on a
-    /// held-out source validation split (target labels are never used to choose).
-    #[arg(long, value_enum, default_value_t = Selection::Last)]
-    pub select: Selection,
+    pub padding: Option<PaddingChoice>,
+    /// Which weights to report (digit DANN runs; default last). Target labels are never used to choose.
+    #[arg(long, value_enum)]
+    pub select: Option<SelectChoice>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-    #[serde(skip, default = "cpu")]
     pub device: DeviceChoice,
     /// Run folder (default runs/<timestamp>-<method>-<source>-<target>).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the interrupted run in this folder from its checkpoints, with its saved settings.
     #[arg(long, conflicts_with = "out")]
-    #[serde(skip)]
     pub resume: Option<PathBuf>,
     /// Steps between checkpoints (default: a tenth of the run, rounded to the log interval).
-    #[arg(long, default_value_t = 0)]
-    pub checkpoint_every: usize,
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
     /// Stop right after the checkpoint at this step, as if interrupted (for testing --resume).
     #[arg(long, hide = true)]
-    #[serde(skip)]
     pub stop_after: Option<usize>,
     /// Hide the progress bar.
     #[arg(long)]
-    #[serde(skip)]
     pub quiet: bool,
 }
 
-fn cpu() -> DeviceChoice {
-    DeviceChoice::Cpu
-}
-
-/// File in a method's run folder with its [`RunSummary`], written when the run has finished.
-pub const SUMMARY_FILE: &str = "summary.json";
-
-/// The summary in `dir` read as `T` (a [`RunSummary`] or a subset of its fields); `None` when
-/// the run has not finished or the file is unreadable.
-pub fn read_summary<T: serde::de::DeserializeOwned>(dir: &Path) -> Option<T> {
-    let text = std::fs::read_to_string(dir.join(SUMMARY_FILE)).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-impl RunSummary {
-    /// Writes `summary.json` into `dir` (temporary file, then rename).
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        crate::experiment::write_atomic(&dir.join(SUMMARY_FILE), &serde_json::to_string_pretty(self)?)
-    }
-}
-
-/// File in a run folder that records the command line of the run.
-pub const ARGS_FILE: &str = "args.json";
-
-impl TrainArgs {
-    /// How each method's training is carried out.
-    pub fn run_options(&self) -> RunOptions {
-        RunOptions {
-            quiet: self.quiet,
-            resume: self.resume.is_some(),
-            checkpoint_every: self.checkpoint_every,
-            stop_after: self.stop_after,
-            select: self.select,
-        }
-    }
-
-    /// The arguments saved in `dir` by an earlier run, set up to continue it there.
-    fn resumed(&self, dir: &Path) -> Result<Self> {
-        let path = dir.join(ARGS_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot resume {}: {} is missing or unreadable", dir.display(), path.display()))?;
-        let mut saved: TrainArgs =
-            serde_json::from_str(&text).with_context(|| format!("{} is not a saved run", path.display()))?;
-        saved.out = Some(dir.to_path_buf());
-        saved.resume = Some(dir.to_path_buf());
-        saved.device = self.device;
-        saved.quiet = self.quiet;
-        saved.stop_after = self.stop_after;
-        if self.data_dir.is_some() {
-            saved.data_dir = self.data_dir.clone();
-        }
-        Ok(saved)
-    }
-
-    /// Records the arguments in the run folder (the data folder is kept: it says what was read).
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(ARGS_FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(self)?)
-            .with_context(|| format!("cannot write {}", path.display()))
-    }
-}
-
-/// One trained and evaluated run, as printed in the `--json` line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSummary {
-    pub method: String,
-    pub source: String,
-    pub target: String,
-    pub seed: u64,
-    pub source_acc: f64,
-    pub target_acc: f64,
-    pub domain_acc: f64,
-    /// Proxy A-distance of the features (500 test images per domain).
-    pub a_distance: f64,
-    pub target_ari: f64,
-    /// Source validation accuracy of the reported weights (when a split was held out).
-    pub source_val_acc: Option<f64>,
-    /// Step of the reported weights.
-    pub selected_step: usize,
-    pub selection: Selection,
-    /// Training seconds in the process that finished the run (a resumed run: since the resume).
-    pub seconds: f64,
-    pub steps: usize,
-    /// The step a resumed run continued from.
-    pub resumed_at: Option<usize>,
-    pub run_dir: String,
+/// The experiment family a command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Toy,
+    Digits,
+    Gta,
 }
 
 fn canonical_toy(name: &str) -> Option<&'static str> {
@@ -182,42 +137,174 @@ fn canonical_toy(name: &str) -> Option<&'static str> {
     }
 }
 
-fn known_names() -> String {
-    format!("{TOY_SOURCE}, {TOY_TARGET} (2D toy); mnist, mnist-m, svhn, usps, syn-digits (digits)")
-}
-
-/// Runs `train` and returns the summaries of its runs.
-pub fn run(args: &TrainArgs) -> Result<Vec<RunSummary>> {
-    if let Some(dir) = &args.resume {
-        let saved = args.resumed(dir)?;
-        return run_resolved(&saved);
+/// Fails naming every given flag in `flags` (`(name, given)`) that `what` does not use.
+fn reject(flags: &[(&str, bool)], what: &str) -> Result<()> {
+    let unused: Vec<&str> = flags.iter().filter(|(_, given)| *given).map(|(name, _)| *name).collect();
+    if !unused.is_empty() {
+        bail!("{} {} not used by {what}", unused.join(", "), if unused.len() == 1 { "is" } else { "are" });
     }
-    run_resolved(args)
+    Ok(())
 }
 
-fn run_resolved(args: &TrainArgs) -> Result<Vec<RunSummary>> {
-    let device = device::select(args.device)?;
-    match (canonical_toy(&args.source), canonical_toy(&args.target)) {
-        (Some(_), Some(_)) if args.method == MethodChoice::Gta => {
-            bail!("Generate To Adapt runs on digit pairs (32x32 RGB), not on the 2D toy")
+impl TrainArgs {
+    fn family(&self) -> Result<Family> {
+        let source = self.source.as_deref().unwrap_or(TOY_SOURCE);
+        let target = self.target.as_deref().unwrap_or(TOY_TARGET);
+        let gta = self.method == Some(MethodChoice::Gta);
+        match (canonical_toy(source), canonical_toy(target)) {
+            (Some(_), Some(_)) if gta => bail!("Generate To Adapt runs on digit pairs (32x32 RGB), not on the 2D toy"),
+            (Some(TOY_SOURCE), Some(TOY_TARGET)) => Ok(Family::Toy),
+            (Some(_), Some(_)) => bail!("the toy experiment adapts from '{TOY_SOURCE}' to '{TOY_TARGET}'"),
+            _ => Ok(if gta { Family::Gta } else { Family::Digits }),
         }
-        (Some(TOY_SOURCE), Some(TOY_TARGET)) => toy::run(args, &device),
-        (Some(_), Some(_)) => bail!("the toy experiment adapts from '{TOY_SOURCE}' to '{TOY_TARGET}'"),
-        _ => {
-            let mut ids = Vec::new();
-            for name in [&args.source, &args.target] {
-                match adapt_datasets::DatasetId::parse(name) {
-                    Ok(id) => ids.push(id),
-                    Err(_) => bail!("unknown dataset '{name}'; known datasets: {}", known_names()),
+    }
+
+    fn methods(&self) -> Vec<Method> {
+        match self.method.unwrap_or(MethodChoice::Compare) {
+            MethodChoice::SourceOnly => vec![Method::SourceOnly],
+            MethodChoice::Dann => vec![Method::Dann],
+            MethodChoice::Compare | MethodChoice::Gta => vec![Method::SourceOnly, Method::Dann],
+        }
+    }
+
+    /// Values that are wrong whatever the experiment, checked before any data is read.
+    fn check_values(&self) -> Result<()> {
+        if let Some(lr) = self.lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            bail!("--lr must be a positive finite number, got {lr}");
+        }
+        for (flag, v) in [("--steps", self.steps), ("--batch-size", self.batch_size)] {
+            if v == Some(0) {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    /// The recipe this command line asks for.
+    pub fn recipe(&self) -> Result<Recipe> {
+        self.check_values()?;
+        let seed = self.seed.unwrap_or(0);
+        match self.family()? {
+            Family::Toy => {
+                reject(
+                    &[
+                        ("--preset", self.preset.is_some()),
+                        ("--init", self.init.is_some()),
+                        ("--padding", self.padding.is_some()),
+                        ("--select", self.select.is_some()),
+                    ],
+                    "the 2D toy (it has its own net and reports its last step)",
+                )?;
+                let mut r = ToyRecipe::new(self.methods(), seed);
+                r.steps = self.steps.unwrap_or(r.steps);
+                r.batch_size = self.batch_size.unwrap_or(r.batch_size);
+                r.lr = self.lr.unwrap_or(r.lr);
+                Ok(Recipe::Toy(r))
+            }
+            Family::Gta => {
+                reject(
+                    &[
+                        ("--lr", self.lr.is_some()),
+                        ("--preset", self.preset.is_some()),
+                        ("--init", self.init.is_some()),
+                        ("--padding", self.padding.is_some()),
+                        ("--select", self.select.is_some()),
+                    ],
+                    "--method gta (the authors' Adam settings, nets and last-iteration protocol)",
+                )?;
+                let (source, target) = self.pair()?;
+                let mut r = GtaRecipe::new(source, target, GtaVariant::Full, seed);
+                r.steps = self.steps.unwrap_or(r.steps);
+                r.batch_size = self.batch_size.unwrap_or(r.batch_size);
+                Ok(Recipe::Gta(r))
+            }
+            Family::Digits => {
+                let (source, target) = self.pair()?;
+                let preset = match self.preset.unwrap_or(PresetChoice::Paper) {
+                    PresetChoice::Paper => Preset::Paper,
+                    PresetChoice::Bn => Preset::Bn,
+                };
+                let mut r = DigitRecipe::new(source, target, self.methods(), preset, seed);
+                if let Some(init) = self.init {
+                    r.model.init = match init {
+                        InitChoice::Pytorch => InitScheme::Pytorch,
+                        InitChoice::Glorot => InitScheme::Glorot,
+                    };
                 }
+                if let Some(padding) = self.padding {
+                    r.model.padding = match padding {
+                        PaddingChoice::Same => ConvPadding::Same,
+                        PaddingChoice::Valid => ConvPadding::Valid,
+                    };
+                }
+                r.steps = self.steps.unwrap_or(r.steps);
+                r.batch_size = self.batch_size.unwrap_or(r.batch_size);
+                r.lr = self.lr.unwrap_or(r.lr);
+                r.select = self.select.map_or(Selection::Last, Selection::from);
+                Ok(Recipe::Digits(r))
             }
-            if ids[0] == ids[1] {
-                bail!("source and target are both '{}': adaptation needs two domains", ids[0].name());
-            }
-            if args.method == MethodChoice::Gta {
-                return crate::gta::train(args, &device);
-            }
-            crate::digits::run(args, ids[0], ids[1], &device)
         }
     }
+
+    fn pair(&self) -> Result<(adapt_datasets::DatasetId, adapt_datasets::DatasetId)> {
+        let (source, target) =
+            (self.source.as_deref().unwrap_or(TOY_SOURCE), self.target.as_deref().unwrap_or(TOY_TARGET));
+        for name in [source, target] {
+            if adapt_datasets::DatasetId::parse(name).is_err() {
+                bail!(
+                    "unknown dataset '{name}'; known datasets: {TOY_SOURCE}, {TOY_TARGET} (2D toy); \
+                     mnist, mnist-m, svhn, usps, syn-digits (digits)"
+                );
+            }
+        }
+        Ok(adapt_experiment::recipe::parse_pair(source, target)?)
+    }
+
+    /// How the run is carried out.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            out: self.out.clone(),
+            data_dir: self.data_dir.clone(),
+            quiet: self.quiet,
+            resume: false,
+            checkpoint_every: self.checkpoint_every.unwrap_or(0),
+            stop_after: self.stop_after,
+        }
+    }
+}
+
+/// Runs `train`: a fresh recipe, or `--resume` of a run folder with its saved recipe.
+pub fn run(args: &TrainArgs) -> Result<Outcome> {
+    let device = device::select(args.device)?;
+    let outcome = match &args.resume {
+        Some(dir) => {
+            // The saved recipe decides what is trained: a flag that would change it is refused
+            // rather than silently ignored.
+            reject(
+                &[
+                    ("--method", args.method.is_some()),
+                    ("--source", args.source.is_some()),
+                    ("--target", args.target.is_some()),
+                    ("--steps", args.steps.is_some()),
+                    ("--batch-size", args.batch_size.is_some()),
+                    ("--lr", args.lr.is_some()),
+                    ("--seed", args.seed.is_some()),
+                    ("--preset", args.preset.is_some()),
+                    ("--init", args.init.is_some()),
+                    ("--padding", args.padding.is_some()),
+                    ("--select", args.select.is_some()),
+                    ("--checkpoint-every", args.checkpoint_every.is_some()),
+                ],
+                "--resume (it continues the run with its saved recipe)",
+            )?;
+            adapt_experiment::resume(dir, &args.options(), &device)?
+        }
+        None => adapt_experiment::run(&args.recipe()?, &args.options(), &device)?,
+    };
+    for note in &outcome.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(outcome)
 }

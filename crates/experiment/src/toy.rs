@@ -1,8 +1,12 @@
 //! The 2D-toy experiment (rotated moons): source-only and DANN on the same data and seed, with
 //! decision boundaries and feature PCA side by side.
-use crate::experiment::{DomainData, RunOptions, train_and_evaluate};
-use crate::run_dir;
-use crate::train::{MethodChoice, RunSummary, TOY_SOURCE, TOY_TARGET, TrainArgs};
+use crate::dann_run::{MethodRun, train_and_evaluate};
+use crate::error::Result;
+use crate::files::{RECIPE_FILE, REPORT_FILE, RunLock, create_dir, run_folder_path, write_json};
+use crate::pair::DomainData;
+use crate::recipe::{Recipe, RunOptions, RunRecord, ToyRecipe};
+use crate::summary::{RunKind, RunSummary, Selection};
+use crate::weights::{RunConfig, WeightsInfo};
 use adapt_datasets::toy::{Points2d, RotatedMoons, RotatedMoonsConfig};
 use adapt_eval::plots::{self, BoundaryPanel, DomainPoint, ScatterPanel};
 use adapt_eval::report::{Report, percent};
@@ -11,35 +15,67 @@ use adapt_models::ParamStore;
 use adapt_models::toy::{ToyConfig, ToyDann, toy_dann};
 use adapt_train::optim::SgdSettings;
 use adapt_train::{Method, StepMetrics, TrainConfig};
-use anyhow::{Result, bail};
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
+pub const TOY_SOURCE: &str = "moons";
+pub const TOY_TARGET: &str = "moons-rotated";
+
 /// Everything that defines one toy run; written to `config.toml` so it can be re-run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToyRunConfig {
     pub data: RotatedMoonsConfig,
     pub model: ToyConfig,
     pub train: TrainConfig,
 }
 
-/// The toy preset: batches of 64 source + 64 target points (of 150 each), 3000 steps, lr 0.05
-/// annealed as in the paper, the paper's lambda schedule.
-pub fn preset(args: &TrainArgs, method: Method) -> ToyRunConfig {
-    ToyRunConfig {
-        data: RotatedMoonsConfig { seed: args.seed, ..Default::default() },
-        model: ToyConfig::default(),
-        train: TrainConfig {
-            method,
-            steps: args.steps.unwrap_or(3000),
-            batch_size: args.batch_size.unwrap_or(64),
-            seed: args.seed,
-            sgd: SgdSettings { lr: args.lr.unwrap_or(0.05), ..SgdSettings::default() },
-            log_every: 25,
-            ..TrainConfig::default()
-        },
+impl ToyRunConfig {
+    pub fn new(recipe: &ToyRecipe, method: Method) -> Self {
+        Self {
+            data: RotatedMoonsConfig { seed: recipe.seed, ..Default::default() },
+            model: ToyConfig::default(),
+            train: TrainConfig {
+                method,
+                steps: recipe.steps,
+                batch_size: recipe.batch_size,
+                seed: recipe.seed,
+                sgd: SgdSettings { lr: recipe.lr, ..SgdSettings::default() },
+                log_every: 25,
+                ..TrainConfig::default()
+            },
+        }
+    }
+
+    /// The toy net with this run's seeded starting weights.
+    pub fn build_model(&self, params: &ParamStore, device: &Device) -> Result<ToyDann> {
+        Ok(toy_dann(&self.model, params.var_builder(DType::F32, device))?)
+    }
+
+    /// The generated moons as the runs see them.
+    pub fn data(&self) -> Result<(RotatedMoons, DomainData)> {
+        let data = RotatedMoons::generate(&self.data)?;
+        let domains = DomainData {
+            source_name: TOY_SOURCE.into(),
+            target_name: TOY_TARGET.into(),
+            source_train: Arc::new(data.source_train.clone()),
+            // 150 source points: too few to hold any out; the toy reports its last step.
+            source_val: None,
+            target_train: Arc::new(data.target_train.clone()),
+            source_test: Arc::new(data.source_test.clone()),
+            target_test: Arc::new(data.target_test.clone()),
+        };
+        Ok((data, domains))
+    }
+
+    /// What a weights file of this run says about its input.
+    pub fn input_description(&self) -> serde_json::Value {
+        serde_json::json!({
+            "input": "[N, 2] f32 points, no preprocessing",
+            "source": format!("two interleaving moons, generator seed {}", self.data.seed),
+            "target": format!("the same generator, rotated by {} degrees", self.data.angle_degrees),
+        })
     }
 }
 
@@ -57,20 +93,6 @@ struct TrainedToy {
     model: ToyDann,
     summary: RunSummary,
     curve: Vec<StepMetrics>,
-}
-
-fn train_one(
-    cfg: &ToyRunConfig,
-    data: &DomainData,
-    dir: &Path,
-    device: &Device,
-    opts: &RunOptions,
-) -> Result<TrainedToy> {
-    let params = ParamStore::new(cfg.train.seed);
-    let model = toy_dann(&cfg.model, params.var_builder(DType::F32, device))?;
-    let (summary, curve) =
-        train_and_evaluate(&model, &params, &cfg.train, &toml::to_string_pretty(cfg)?, data, dir, device, opts)?;
-    Ok(TrainedToy { method: cfg.train.method, model, summary, curve })
 }
 
 /// Class-1 probabilities of `model` on a grid, for the boundary plot.
@@ -97,41 +119,53 @@ fn feature_pca(model: &ToyDann, data: &RotatedMoons, device: &Device) -> Result<
     Ok(pts)
 }
 
-pub fn run(args: &TrainArgs, device: &Device) -> Result<Vec<RunSummary>> {
-    let methods = match args.method {
-        MethodChoice::Compare => vec![Method::SourceOnly, Method::Dann],
-        MethodChoice::SourceOnly => vec![Method::SourceOnly],
-        MethodChoice::Dann => vec![Method::Dann],
-        MethodChoice::Gta => bail!("--method gta is dispatched before the DANN experiments"),
-    };
+/// Trains the recipe's methods in one run folder and writes its report.
+pub fn run(recipe: &ToyRecipe, opts: &RunOptions, device: &Device) -> Result<Vec<RunSummary>> {
+    recipe.validate()?;
+    let methods = &recipe.methods;
+    let data_cfg = ToyRunConfig::new(recipe, Method::Dann);
+    let (data, domains) = data_cfg.data()?;
+    domains.check_batch(recipe.batch_size)?;
     let label = if methods.len() > 1 { "compare" } else { methods[0].as_str() };
-    let dir = run_dir::create(args.out.as_deref(), label, TOY_SOURCE, TOY_TARGET)?;
-    args.save(&dir)?;
-    let data = RotatedMoons::generate(&preset(args, Method::Dann).data)?;
-    let domains = DomainData {
-        source_name: TOY_SOURCE.into(),
-        target_name: TOY_TARGET.into(),
-        source_train: Arc::new(data.source_train.clone()),
-        // 150 source points: too few to hold any out; the toy reports its last step.
-        source_val: None,
-        target_train: Arc::new(data.target_train.clone()),
-        source_test: Arc::new(data.source_test.clone()),
-        target_test: Arc::new(data.target_test.clone()),
-    };
+    let dir = run_folder_path(opts.out.as_deref(), label, TOY_SOURCE, TOY_TARGET);
+    create_dir(&dir)?;
+    let _lock = RunLock::acquire(&dir)?;
+    write_json(&dir.join(RECIPE_FILE), &RunRecord::new(Recipe::Toy(recipe.clone()), opts))?;
     let mut trained = Vec::new();
-    for &method in &methods {
-        let cfg = preset(args, method);
+    for &method in methods {
+        let cfg = ToyRunConfig::new(recipe, method);
         let sub = if methods.len() > 1 { dir.join(method.as_str()) } else { dir.clone() };
-        trained.push(train_one(&cfg, &domains, &sub, device, &args.run_options())?);
+        let params = ParamStore::new(cfg.train.seed);
+        let model = cfg.build_model(&params, device)?;
+        let info = WeightsInfo { input: cfg.input_description(), config: RunConfig::Toy(cfg.clone()) };
+        let run = MethodRun {
+            kind: RunKind::Toy,
+            train: &cfg.train,
+            select: Selection::Last,
+            config: &info.config,
+            info: &info,
+        };
+        let (summary, curve) = train_and_evaluate(&run, &model, &params, &domains, &sub, device, opts)?;
+        trained.push(TrainedToy { method, model, summary, curve });
     }
+    write_report(&dir, &data, &data_cfg, &trained, device)?;
+    Ok(trained.into_iter().map(|t| t.summary).collect())
+}
 
+fn write_report(
+    dir: &Path,
+    data: &RotatedMoons,
+    cfg: &ToyRunConfig,
+    trained: &[TrainedToy],
+    device: &Device,
+) -> Result<()> {
     let mut all_points = raw_points(&data.source_test, false);
     all_points.extend(raw_points(&data.target_test, true));
     let extent = plots::extent_of(&all_points, 0.5);
     let resolution = 120;
     let mut boundary_panels = Vec::new();
     let mut pca_panels = Vec::new();
-    for t in &trained {
+    for t in trained {
         let s = &t.summary;
         boundary_panels.push(BoundaryPanel {
             title: format!("{}: target acc {}", s.method, percent(s.target_acc)),
@@ -142,7 +176,7 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<Vec<RunSummary>> {
         });
         pca_panels.push(ScatterPanel {
             title: format!("{}: feature PCA, domain acc {}", s.method, percent(s.domain_acc)),
-            points: feature_pca(&t.model, &data, device)?,
+            points: feature_pca(&t.model, data, device)?,
             by_domain: true,
         });
     }
@@ -155,9 +189,9 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<Vec<RunSummary>> {
          Seed {}. Accuracies on held-out test sets of {} points each; the domain accuracy is the model's own domain classifier \
          on source test + target test (50 % means it cannot tell the domains apart). Target labels are used for this evaluation only.",
         data.source_train.len(),
-        preset(args, Method::Dann).data.noise,
-        preset(args, Method::Dann).data.angle_degrees,
-        args.seed,
+        cfg.data.noise,
+        cfg.data.angle_degrees,
+        cfg.train.seed,
         data.source_test.len(),
     ));
     report.table(
@@ -185,7 +219,7 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<Vec<RunSummary>> {
     report.paragraph("PCA (2 components) of the feature layer over source and target test points, coloured by domain.");
     report.image("feature PCA", "features_pca.png");
     report.heading("Training curves");
-    for t in &trained {
+    for t in trained {
         let rel = if trained.len() > 1 { format!("{}/curves.png", t.method.as_str()) } else { "curves.png".into() };
         let last = t.curve.last().copied();
         report.paragraph(&format!(
@@ -197,6 +231,6 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<Vec<RunSummary>> {
         ));
         report.image(&format!("{} curves", t.method.as_str()), &rel);
     }
-    report.write(&dir.join("report.md"))?;
-    Ok(trained.into_iter().map(|t| t.summary).collect())
+    report.write(&dir.join(REPORT_FILE))?;
+    Ok(())
 }

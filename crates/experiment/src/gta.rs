@@ -6,12 +6,18 @@
 //! `metrics.jsonl`, `model.safetensors`, `curves.png`, `features_tsne.png` (F's embeddings after
 //! the first epoch and at the end), `generated.png` (G's images from source and from target
 //! embeddings), `summary.json` and `report.md`.
-use crate::digits::load_data;
-use crate::experiment::{ANALYSIS_POINTS, DomainData, RunOptions, Selection, open_run_folder, previous_seconds};
-use crate::report::mean_std;
-use crate::run_dir;
-use crate::train::{RunSummary, TrainArgs, read_summary};
-use adapt_datasets::{DatasetId, ImageDataset, Rows, Split};
+use crate::dann_run::{ANALYSIS_POINTS, previous_seconds};
+use crate::digits::{describe_input, load_pair};
+use crate::error::{Context, ExperimentError, Result, ensure};
+use crate::files::{
+    METRICS_FILE, MODEL_FILE, RECIPE_FILE, REPORT_FILE, RunLock, create_dir, open_run_folder, run_folder_path,
+    write_json,
+};
+use crate::pair::DomainData;
+use crate::recipe::{GtaRecipe, Recipe, RunOptions, RunRecord};
+use crate::summary::{RunKind, RunSummary, Selection};
+use crate::weights::{RunConfig, WeightsInfo, WeightsStep, save_weights};
+use adapt_datasets::{ImageDataset, Rows, Split};
 use adapt_eval::plots::{self, DomainPoint, ScatterPanel, Series};
 use adapt_eval::report::{Report, percent};
 use adapt_eval::{TsneConfig, accuracy, adjusted_rand_index, proxy_a_distance, tsne};
@@ -21,15 +27,14 @@ use adapt_train::batches::MixedSampler;
 use adapt_train::checkpoint::{CHECKPOINT_FILE, CheckpointPolicy};
 use adapt_train::log::{MetricsWriter, Progress};
 use adapt_train::{GtaConfig, GtaHooks, GtaStepMetrics, GtaVariant, train_gta};
-use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Everything that defines one GTA run; written to `config.toml`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GtaRunConfig {
     pub source: String,
     pub target: String,
@@ -38,43 +43,6 @@ pub struct GtaRunConfig {
     pub pixel_mean: Vec<f32>,
     pub model: GtaNetConfig,
     pub train: GtaConfig,
-}
-
-/// Default length: the ablation's runs must fit a CPU session; the authors train for 100 epochs.
-pub const DEFAULT_STEPS: usize = 2000;
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct GtaAblationArgs {
-    #[arg(long, default_value = "mnist")]
-    pub source: String,
-    #[arg(long, default_value = "mnist-m")]
-    pub target: String,
-    /// Seeds per row (0, 1, ...).
-    #[arg(long, default_value_t = 3)]
-    pub seeds: u64,
-    /// Iterations per run.
-    #[arg(long, default_value_t = DEFAULT_STEPS)]
-    pub steps: usize,
-    /// Images per domain in each iteration (the authors: 100).
-    #[arg(long, default_value_t = 100)]
-    pub batch_size: usize,
-    /// Folder for the runs and `ablation.md`.
-    #[arg(long, default_value = "runs/ablation-gta")]
-    pub out: PathBuf,
-    /// Folder with one sub-folder per dataset (else ADAPT_DATA_DIR, else the Hugging Face cache).
-    #[arg(long, env = "ADAPT_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-fn parse_pair(source: &str, target: &str) -> Result<(DatasetId, DatasetId)> {
-    let s = DatasetId::parse(source).map_err(anyhow::Error::from)?;
-    let t = DatasetId::parse(target).map_err(anyhow::Error::from)?;
-    if s == t {
-        bail!("source and target are both '{}': adaptation needs two domains", s.name());
-    }
-    Ok((s, t))
 }
 
 /// The authors' input normalisation `(p - 0.5) / 0.5`: pixels in `[-1, 1]`, the range D sees too.
@@ -109,9 +77,12 @@ impl Rows for Scaled {
     }
 }
 
-/// 32x32 RGB in `[-1, 1]` ([`INPUT_MEAN`], [`INPUT_STD`]); returns the mean for the config.
-fn load(source: DatasetId, target: DatasetId, data_dir: Option<&Path>) -> Result<(DomainData, Vec<f32>)> {
-    let (d, mean) = load_data(source, target, 32, false, Some(vec![INPUT_MEAN]), data_dir)?;
+/// 32x32 RGB in `[-1, 1]` ([`INPUT_MEAN`], [`INPUT_STD`]), with the mean for the config and the
+/// loaders' notes.
+pub fn load_data(recipe: &GtaRecipe, data_dir: Option<&Path>) -> Result<(DomainData, Vec<f32>, Vec<String>)> {
+    let (source, target) = recipe.pair()?;
+    let loaded = load_pair(source, target, 32, false, Some(vec![INPUT_MEAN]), data_dir)?;
+    let d = loaded.data;
     let scale = |rows: Arc<dyn Rows>| -> Arc<dyn Rows> { Arc::new(Scaled { inner: rows, factor: 1.0 / INPUT_STD }) };
     let data = DomainData {
         source_name: d.source_name,
@@ -122,7 +93,7 @@ fn load(source: DatasetId, target: DatasetId, data_dir: Option<&Path>) -> Result
         source_test: scale(d.source_test),
         target_test: scale(d.target_test),
     };
-    Ok((data, mean))
+    Ok((data, loaded.mean, loaded.notes))
 }
 
 /// Up to `n` test rows of `rows` as one `[n, C, H, W]` tensor, with their labels.
@@ -210,9 +181,7 @@ fn write_generated(model: &GtaModel, data: &DomainData, seed: u64, path: &Path, 
         partial: None,
     };
     let indices: Vec<usize> = (0..ds.labels.len()).collect();
-    adapt_datasets::preview::grid(&ds, &indices, 20)
-        .save(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    adapt_datasets::preview::grid(&ds, &indices, 20).save(path).map_err(|e| ExperimentError::file(path, e))?;
     Ok(())
 }
 
@@ -247,44 +216,98 @@ fn write_curves(path: &Path, curve: &[GtaStepMetrics]) -> Result<()> {
     Ok(())
 }
 
-/// Trains one variant in `dir` and evaluates it.
-#[allow(clippy::too_many_arguments)]
-fn run_variant(
-    variant: GtaVariant,
+impl GtaRunConfig {
+    /// The run of `recipe`, with the input mean its data was normalised with.
+    pub fn new(recipe: &GtaRecipe, mean: &[f32]) -> Result<Self> {
+        let (source, target) = recipe.pair()?;
+        let steps = recipe.steps;
+        Ok(Self {
+            source: source.name().into(),
+            target: target.name().into(),
+            image_size: 32,
+            pixel_mean: mean.to_vec(),
+            model: GtaNetConfig::default(),
+            train: GtaConfig {
+                variant: recipe.variant,
+                steps,
+                batch_size: recipe.batch_size,
+                seed: recipe.seed,
+                input_mean: mean.to_vec(),
+                input_std: vec![INPUT_STD],
+                // Short runs (tests) log, and may checkpoint, every iteration or few.
+                log_every: (steps / 10).clamp(1, 25),
+                ..GtaConfig::default()
+            },
+        })
+    }
+
+    /// F, C, G and D with this run's seeded starting weights.
+    pub fn build_model(&self, params: &ParamStore, device: &Device) -> Result<GtaModel> {
+        Ok(GtaModel::new(&self.model, params.var_builder(DType::F32, device))?)
+    }
+
+    /// Loads this run's data as it was trained on.
+    pub fn load_data(&self, data_dir: Option<&Path>) -> Result<DomainData> {
+        let recipe = GtaRecipe {
+            source: self.source.clone(),
+            target: self.target.clone(),
+            variant: self.train.variant,
+            steps: self.train.steps,
+            batch_size: self.train.batch_size,
+            seed: self.train.seed,
+        };
+        Ok(load_data(&recipe, data_dir)?.0)
+    }
+
+    /// How each domain's images became the nets' input, for the weights' metadata.
+    pub fn input_description(&self) -> Result<serde_json::Value> {
+        let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
+        Ok(describe_input(&[source, target], self.image_size, false, &self.pixel_mean, &[INPUT_STD]))
+    }
+}
+
+/// F + C's accuracies and F's A-distance on the test sets, as a summary whose run fields the
+/// caller fills in.
+pub fn evaluate_model(model: &GtaModel, data: &DomainData, device: &Device, seed: u64) -> Result<GtaEval> {
+    let (source_acc, _) = test_accuracy(model, data.source_test.as_ref(), device)?;
+    let (target_acc, target_ari) = test_accuracy(model, data.target_test.as_ref(), device)?;
+    let last = embeddings(model, data, device)?;
+    let split = last.rows.iter().filter(|(_, t)| !t).count() * last.dim;
+    let a = proxy_a_distance(&last.values[..split], &last.values[split..], last.dim, seed)?;
+    Ok(GtaEval { source_acc, target_acc, target_ari, a_distance: a.a_distance, domain_acc: 1.0 - a.test_error })
+}
+
+/// What [`evaluate_model`] measures.
+pub struct GtaEval {
+    pub source_acc: f64,
+    pub target_acc: f64,
+    pub target_ari: f64,
+    pub a_distance: f64,
+    /// GTA has no domain classifier of its own: the held-out accuracy of the linear domain
+    /// classifier behind the A-distance, on F's embeddings.
+    pub domain_acc: f64,
+}
+
+/// Trains the recipe's variant in `dir` (which the caller holds the [`RunLock`] of) on `data`
+/// and evaluates it.
+pub fn run_in(
+    recipe: &GtaRecipe,
     data: &DomainData,
     mean: &[f32],
-    steps: usize,
-    batch_size: usize,
-    seed: u64,
     dir: &Path,
     device: &Device,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let cfg = GtaRunConfig {
-        source: data.source_name.clone(),
-        target: data.target_name.clone(),
-        image_size: 32,
-        pixel_mean: mean.to_vec(),
-        model: GtaNetConfig::default(),
-        train: GtaConfig {
-            variant,
-            steps,
-            batch_size,
-            seed,
-            input_mean: mean.to_vec(),
-            input_std: vec![INPUT_STD],
-            // Short runs (tests) log, and may checkpoint, every iteration or few.
-            log_every: (steps / 10).clamp(1, 25),
-            ..GtaConfig::default()
-        },
-    };
-    let config_toml = toml::to_string_pretty(&cfg)?;
-    let (ckpt_path, metrics_path) = (dir.join(CHECKPOINT_FILE), dir.join("metrics.jsonl"));
+    create_dir(dir)?;
+    let cfg = GtaRunConfig::new(recipe, mean)?;
+    let (variant, steps, batch_size, seed) = (recipe.variant, recipe.steps, recipe.batch_size, recipe.seed);
+    let info = WeightsInfo { input: cfg.input_description()?, config: RunConfig::Gta(cfg.clone()) };
+    let (ckpt_path, metrics_path) = (dir.join(CHECKPOINT_FILE), dir.join(METRICS_FILE));
     let params = ParamStore::new(seed);
-    let model = GtaModel::new(&cfg.model, params.var_builder(DType::F32, device))?;
+    let model = cfg.build_model(&params, device)?;
     let mut sampler = MixedSampler::new(data.source_train.clone(), data.target_train.clone(), batch_size, seed)?;
-    let (resume, mut curve) = open_run_folder::<GtaStepMetrics>(dir, &config_toml, &params, device, opts.resume, &[])?;
+    let (resume, mut curve) =
+        open_run_folder::<RunConfig, GtaStepMetrics>(dir, &info.config, &params, device, opts.resume, &[])?;
     let resumed_at = resume.as_ref().map(|r| r.step);
     let mut metrics = MetricsWriter::append(&metrics_path)?;
     let progress = Progress::new(steps as u64, variant.method_name(), !opts.quiet);
@@ -314,7 +337,7 @@ fn run_variant(
     let seconds = if resumed_at == Some(steps) {
         // A finished run asked to resume (e.g. stopped before its summary was written): nothing
         // left to train, report it again.
-        previous_seconds(dir)
+        previous_seconds(dir)?
     } else {
         let hooks = GtaHooks {
             metrics: Some(&mut metrics),
@@ -325,20 +348,17 @@ fn run_variant(
             on_checkpoint: Some(&mut on_checkpoint),
         };
         train_gta(&model, &params, &mut sampler, device, &cfg.train, hooks)
-            .with_context(|| format!("training {} (run folder {})", variant.method_name(), dir.display()))?
+            .context(|| format!("training {} (run folder {})", variant.method_name(), dir.display()))?
             .seconds
     };
     if let Some(e) = first_epoch_err {
-        return Err(e.context("embedding the test images after the first epoch"));
+        return Err(e).context(|| "embedding the test images after the first epoch".into());
     }
-    params.save(&dir.join("model.safetensors"))?;
+    save_weights(&params, &dir.join(MODEL_FILE), &info, WeightsStep { step: steps, selection: Selection::Last })?;
     write_curves(&dir.join("curves.png"), &curve)?;
 
-    let (source_acc, _) = test_accuracy(&model, data.source_test.as_ref(), device)?;
-    let (target_acc, target_ari) = test_accuracy(&model, data.target_test.as_ref(), device)?;
+    let eval = evaluate_model(&model, data, device, seed)?;
     let last = embeddings(&model, data, device)?;
-    let split = last.rows.iter().filter(|(_, t)| !t).count() * last.dim;
-    let a = proxy_a_distance(&last.values[..split], &last.values[split..], last.dim, seed)?;
     let mut panels = Vec::new();
     let mut views = Vec::new();
     if let Some((step, e)) = &first_epoch {
@@ -354,20 +374,20 @@ fn run_variant(
         write_generated(&model, data, seed, &dir.join("generated.png"), device)?;
     }
     let summary = RunSummary {
+        kind: RunKind::Gta,
         method: variant.method_name().into(),
         source: data.source_name.clone(),
         target: data.target_name.clone(),
         seed,
-        source_acc,
-        target_acc,
-        // GTA has no domain classifier of its own: this is the held-out accuracy of the linear
-        // domain classifier behind the A-distance, on F's embeddings.
-        domain_acc: 1.0 - a.test_error,
-        a_distance: a.a_distance,
-        target_ari,
+        source_acc: eval.source_acc,
+        target_acc: eval.target_acc,
+        domain_acc: eval.domain_acc,
+        a_distance: eval.a_distance,
+        target_ari: eval.target_ari,
         source_val_acc: None,
         selected_step: steps,
         selection: Selection::Last,
+        weights: MODEL_FILE.into(),
         seconds,
         steps,
         resumed_at,
@@ -416,74 +436,71 @@ fn write_report(dir: &Path, s: &RunSummary, variant: GtaVariant, has_first_epoch
         );
         report.image("generated", "generated.png");
     }
-    report.write(&dir.join("report.md"))?;
+    report.write(&dir.join(REPORT_FILE))?;
     Ok(())
 }
 
-/// `cargo xtask train --method gta`: the full method on one pair.
-pub fn train(args: &TrainArgs, device: &Device) -> Result<Vec<RunSummary>> {
-    let (source, target) = parse_pair(&args.source, &args.target)?;
-    let (data, mean) = load(source, target, args.data_dir.as_deref())?;
-    let dir = run_dir::create(args.out.as_deref(), "gta", source.name(), target.name())?;
-    args.save(&dir)?;
-    let steps = args.steps.unwrap_or(DEFAULT_STEPS);
-    let batch = args.batch_size.unwrap_or(100);
-    let opts = args.run_options();
-    Ok(vec![run_variant(GtaVariant::Full, &data, &mean, steps, batch, args.seed, &dir, device, &opts)?])
+/// Trains the recipe in a run folder of its own.
+pub fn run(recipe: &GtaRecipe, opts: &RunOptions, device: &Device) -> Result<(RunSummary, Vec<String>)> {
+    recipe.validate()?;
+    let (source, target) = recipe.pair()?;
+    let (data, mean, notes) = load_data(recipe, opts.data_dir.as_deref())?;
+    data.check_batch(recipe.batch_size)?;
+    let dir = run_folder_path(opts.out.as_deref(), "gta", source.name(), target.name());
+    create_dir(&dir)?;
+    let _lock = RunLock::acquire(&dir)?;
+    write_json(&dir.join(RECIPE_FILE), &RunRecord::new(Recipe::Gta(recipe.clone()), opts))?;
+    Ok((run_in(recipe, &data, &mean, &dir, device, opts)?, notes))
 }
 
-/// `cargo xtask ablation gta`: stream 1 only, + C1, + C1 + C2, over seeds.
-pub fn ablation(args: &GtaAblationArgs) -> Result<serde_json::Value> {
-    if args.seeds == 0 {
-        bail!("--seeds must be at least 1");
-    }
-    let device = Device::Cpu;
-    let (source, target) = parse_pair(&args.source, &args.target)?;
-    let (data, mean) = load(source, target, args.data_dir.as_deref())?;
-    let opts =
-        RunOptions { quiet: args.quiet, resume: true, checkpoint_every: 0, stop_after: None, select: Selection::Last };
+/// The GTA ablation: stream 1 only, + C1, + C1 + C2, for each seed.
+#[derive(Debug, Clone)]
+pub struct GtaAblation {
+    pub source: String,
+    pub target: String,
+    /// Seeds 0, 1, ... per row.
+    pub seeds: u64,
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Folder for the runs and `ablation.md`.
+    pub out: std::path::PathBuf,
+}
+
+/// The ablation's runs (finished ones read back, interrupted ones resumed) and its table.
+pub fn ablation(spec: &GtaAblation, opts: &RunOptions, device: &Device) -> Result<(Vec<RunSummary>, String)> {
+    ensure(spec.seeds > 0, || "the ablation needs at least one seed".into())?;
+    let (source, target) = crate::recipe::parse_pair(&spec.source, &spec.target)?;
+    let recipe_of = |variant, seed| GtaRecipe {
+        steps: spec.steps,
+        batch_size: spec.batch_size,
+        ..GtaRecipe::new(source, target, variant, seed)
+    };
+    recipe_of(GtaVariant::Full, 0).validate()?;
+    let (data, mean, _) = load_data(&recipe_of(GtaVariant::Full, 0), opts.data_dir.as_deref())?;
+    data.check_batch(spec.batch_size)?;
+    let opts = RunOptions { resume: true, out: None, ..opts.clone() };
     let mut runs = Vec::new();
-    for seed in 0..args.seeds {
+    for seed in 0..spec.seeds {
         for variant in GtaVariant::ALL {
-            let dir = args
+            let dir = spec
                 .out
                 .join(format!("{}-{}", source.name(), target.name()))
                 .join(format!("seed{seed}"))
                 .join(variant.method_name());
-            let summary = match read_summary::<RunSummary>(&dir) {
-                Some(s) if s.steps == args.steps => s,
+            let summary = match RunSummary::read(&dir)? {
+                Some(s) if s.steps == spec.steps => s,
                 // An interrupted run continues from its checkpoint.
-                _ => run_variant(variant, &data, &mean, args.steps, args.batch_size, seed, &dir, &device, &opts)?,
+                _ => {
+                    create_dir(&dir)?;
+                    let _lock = RunLock::acquire(&dir)?;
+                    run_in(&recipe_of(variant, seed), &data, &mean, &dir, device, &opts)?
+                }
             };
             runs.push(summary);
         }
     }
-    let mut md = format!(
-        "# Generate To Adapt ablation: {} -> {}, target test accuracy (%)\n\n{} iterations of {} + {}, mean ± std over {} seed(s).\n\n\
-         | row | method | target acc | source acc | A-distance |\n|---|---|---|---|---|\n",
-        source.name(),
-        target.name(),
-        args.steps,
-        args.batch_size,
-        args.batch_size,
-        args.seeds
-    );
-    for variant in GtaVariant::ALL {
-        let rows: Vec<&RunSummary> = runs.iter().filter(|r| r.method == variant.method_name()).collect();
-        let pick = |f: fn(&RunSummary) -> f64| mean_std(&rows.iter().map(|r| f(r)).collect::<Vec<_>>());
-        let (t, ts) = pick(|r| 100.0 * r.target_acc);
-        let (s, _) = pick(|r| 100.0 * r.source_acc);
-        let (a, _) = pick(|r| r.a_distance);
-        md.push_str(&format!(
-            "| {} | {} | {t:.1} ± {ts:.1} | {s:.1} | {a:.2} |\n",
-            variant.description(),
-            variant.method_name()
-        ));
-    }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let path = args.out.join("ablation.md");
-    std::fs::write(&path, &md).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{md}");
-    println!("written: {}", path.display());
-    Ok(serde_json::json!({ "runs": runs }))
+    let table = crate::aggregate::gta_ablation_table(spec, &runs);
+    create_dir(&spec.out)?;
+    crate::files::write_atomic(&spec.out.join("ablation.md"), &table)?;
+    Ok((runs, table))
 }

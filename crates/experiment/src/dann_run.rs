@@ -1,0 +1,242 @@
+//! Training one DANN-family method (source-only or DANN, any `Dann<F, L, D>`) in its folder, with
+//! checkpoints, resume and model selection, then evaluating the reported weights on both test
+//! sets.
+//!
+//! A method's folder holds:
+//! * `config.toml`: everything needed to re-run it;
+//! * `metrics.jsonl`: one record per logged step;
+//! * `checkpoint.safetensors`: the latest checkpoint (weights, momentum, step, sampler position);
+//! * `model.safetensors`: the weights after the last step, its metadata describing the model and
+//!   its input preprocessing ([`crate::weights`]);
+//! * `best.safetensors` + `selection.json`: with a source validation split, the weights of the
+//!   checkpoint with the best source validation accuracy;
+//! * `curves.png`, `summary.json`.
+use crate::error::{Context, ExperimentError, Result, ensure};
+use crate::files::{BEST_FILE, METRICS_FILE, MODEL_FILE, SELECTION_FILE, open_run_folder, read_json, write_json};
+use crate::pair::DomainData;
+use crate::recipe::RunOptions;
+use crate::summary::{RunKind, RunSummary, Selection};
+use crate::weights::{WeightsInfo, WeightsStep, save_weights};
+use adapt_datasets::Rows;
+use adapt_eval::plots::{self, Series};
+use adapt_eval::{evaluate_dann, predict, proxy_a_distance};
+use adapt_models::{Dann, ParamStore};
+use adapt_train::batches::MixedSampler;
+use adapt_train::checkpoint::{CHECKPOINT_FILE, CheckpointPolicy};
+use adapt_train::log::{MetricsWriter, Progress};
+use adapt_train::{StepMetrics, TrainConfig, TrainError, TrainHooks, train_dann};
+use candle_core::{Device, ModuleT};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Images per domain for the feature analyses (A-distance, PCA, t-SNE), as in the paper's plots.
+pub const ANALYSIS_POINTS: usize = 500;
+
+/// Best source validation accuracy so far; kept on disk so a resumed run continues the choice.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SelectionRecord {
+    pub best_step: usize,
+    pub best_source_val_acc: f64,
+    /// `(step, source validation accuracy)` at every checkpoint.
+    pub history: Vec<(usize, f64)>,
+}
+
+/// Accuracy of the label predictor on `rows`.
+pub fn label_accuracy<F: ModuleT, L: ModuleT, D: ModuleT>(
+    model: &Dann<F, L, D>,
+    rows: &dyn Rows,
+    device: &Device,
+) -> Result<f64> {
+    let p = predict(model, rows, None, device, 500, false)?;
+    let truth: Vec<u32> = (0..rows.len()).map(|i| rows.label(i)).collect();
+    Ok(adapt_eval::accuracy(&p.classes, &truth)?)
+}
+
+/// Proxy A-distance of the features of the first [`ANALYSIS_POINTS`] test images per domain.
+pub fn feature_a_distance<F: ModuleT, L: ModuleT, D: ModuleT>(
+    model: &Dann<F, L, D>,
+    data: &DomainData,
+    device: &Device,
+    seed: u64,
+) -> Result<f64> {
+    let s = predict(model, data.source_test.as_ref(), Some(ANALYSIS_POINTS), device, 250, true)?;
+    let t = predict(model, data.target_test.as_ref(), Some(ANALYSIS_POINTS), device, 250, true)?;
+    Ok(proxy_a_distance(&s.features, &t.features, s.feature_dim, seed)?.a_distance)
+}
+
+/// Accuracies, domain accuracy and A-distance of `model` as it stands, as a [`RunSummary`]
+/// whose run fields (`method`, `steps`, ...) the caller fills in.
+pub fn evaluate_model<F: ModuleT, L: ModuleT, D: ModuleT>(
+    model: &Dann<F, L, D>,
+    data: &DomainData,
+    device: &Device,
+    seed: u64,
+) -> Result<(adapt_eval::DomainEval, f64)> {
+    let eval = evaluate_dann(model, data.source_test.as_ref(), data.target_test.as_ref(), device)?;
+    let a_distance = feature_a_distance(model, data, device, seed)?;
+    Ok((eval, a_distance))
+}
+
+/// A library error inside a training hook, carried through the training loop's error type.
+fn in_hook(e: ExperimentError) -> TrainError {
+    TrainError::Config(e.to_string())
+}
+
+/// Training seconds of a finished run, from its `summary.json` (0 if it has none).
+pub fn previous_seconds(dir: &Path) -> Result<f64> {
+    Ok(RunSummary::read(dir)?.map_or(0.0, |s| s.seconds))
+}
+
+/// What one method's run trains and reports.
+pub struct MethodRun<'a, C> {
+    pub kind: RunKind,
+    pub train: &'a TrainConfig,
+    pub select: Selection,
+    /// The run's whole configuration, saved as `config.toml` (compared on resume).
+    pub config: &'a C,
+    /// What the saved weights files say about themselves.
+    pub info: &'a WeightsInfo,
+}
+
+/// Trains `model` as `run` says in `dir` and evaluates the selected weights.
+pub fn train_and_evaluate<F, L, D, C>(
+    run: &MethodRun<'_, C>,
+    model: &Dann<F, L, D>,
+    params: &ParamStore,
+    data: &DomainData,
+    dir: &Path,
+    device: &Device,
+    opts: &RunOptions,
+) -> Result<(RunSummary, Vec<StepMetrics>)>
+where
+    F: ModuleT,
+    L: ModuleT,
+    D: ModuleT,
+    C: Serialize + DeserializeOwned + PartialEq,
+{
+    let &MethodRun { kind, train: cfg, select, config, info } = run;
+    crate::files::create_dir(dir)?;
+    let method = cfg.method;
+    let metrics_path = dir.join(METRICS_FILE);
+    let ckpt_path = dir.join(CHECKPOINT_FILE);
+    let selection_path = dir.join(SELECTION_FILE);
+    let best_path = dir.join(BEST_FILE);
+    ensure(select != Selection::SourceVal || data.source_val.is_some(), || {
+        "source-validation selection needs a source validation split, and this experiment has none".into()
+    })?;
+
+    let mut selection = SelectionRecord::default();
+    let (resume, mut curve) =
+        open_run_folder::<C, StepMetrics>(dir, config, params, device, opts.resume, &[&selection_path, &best_path])?;
+    if let Some(r) = &resume
+        && let Some(saved) = read_json::<SelectionRecord>(&selection_path)?
+    {
+        selection = saved;
+        selection.history.retain(|(step, _)| *step <= r.step);
+    }
+    let done_before = resume.as_ref().map_or(0, |r| r.step);
+
+    let mut sampler =
+        MixedSampler::new(data.source_train.clone(), data.target_train.clone(), cfg.batch_size, cfg.seed)?;
+    let mut metrics = MetricsWriter::append(&metrics_path)?;
+    let progress = Progress::new(cfg.steps as u64, method.as_str(), !opts.quiet);
+    let every = opts.checkpoint_interval(cfg.steps, cfg.log_every);
+    let mut on_record = |r: &StepMetrics| curve.push(*r);
+    let mut on_checkpoint = |step: usize| -> adapt_train::Result<()> {
+        if let Some(val) = &data.source_val {
+            let acc = label_accuracy(model, val.as_ref(), device).map_err(in_hook)?;
+            selection.history.push((step, acc));
+            if acc > selection.best_source_val_acc || selection.best_step == 0 {
+                selection.best_step = step;
+                selection.best_source_val_acc = acc;
+                let at = WeightsStep { step, selection: Selection::SourceVal };
+                save_weights(params, &best_path, info, at).map_err(in_hook)?;
+            }
+            write_json(&selection_path, &selection).map_err(in_hook)?;
+        }
+        if opts.stop_after == Some(step) {
+            return Err(TrainError::Config(format!("stopped after step {step} as asked (--stop-after)")));
+        }
+        Ok(())
+    };
+    let finished = done_before == cfg.steps;
+    let seconds = if finished {
+        // A finished run asked to resume: nothing left to train, report it again.
+        previous_seconds(dir)?
+    } else {
+        let hooks = TrainHooks {
+            metrics: Some(&mut metrics),
+            progress: &progress,
+            checkpoint: Some(CheckpointPolicy { path: ckpt_path.clone(), every }),
+            resume,
+            on_record: &mut on_record,
+            on_checkpoint: Some(&mut on_checkpoint),
+        };
+        let outcome = train_dann(model, params, &mut sampler, device, cfg, hooks).context(|| {
+            format!(
+                "training {} (run folder {}; the last good checkpoint is {}, continue with --resume)",
+                method.as_str(),
+                dir.display(),
+                ckpt_path.display()
+            )
+        })?;
+        outcome.seconds
+    };
+    save_weights(params, &dir.join(MODEL_FILE), info, WeightsStep { step: cfg.steps, selection: Selection::Last })?;
+    let selected_step = match select {
+        Selection::Last => cfg.steps,
+        Selection::SourceVal => {
+            params.load(&best_path)?;
+            selection.best_step
+        }
+    };
+    let (eval, a_distance) = evaluate_model(model, data, device, cfg.seed)?;
+    write_curves(&dir.join("curves.png"), &curve)?;
+    let summary = RunSummary {
+        kind,
+        method: method.as_str().into(),
+        source: data.source_name.clone(),
+        target: data.target_name.clone(),
+        seed: cfg.seed,
+        source_acc: eval.source_acc,
+        target_acc: eval.target_acc,
+        domain_acc: eval.domain_acc,
+        a_distance,
+        target_ari: eval.target_ari,
+        source_val_acc: selection.history.iter().find(|(s, _)| *s == selected_step).map(|(_, a)| *a),
+        selected_step,
+        selection: select,
+        weights: select.weights_file().into(),
+        seconds,
+        steps: cfg.steps,
+        resumed_at: (done_before > 0).then_some(done_before),
+        run_dir: dir.display().to_string(),
+    };
+    summary.write(dir)?;
+    Ok((summary, curve))
+}
+
+/// Losses; training accuracies and lambda; learning rate; all against the step.
+pub fn write_curves(path: &Path, curve: &[StepMetrics]) -> Result<()> {
+    let series = |name: &str, f: fn(&StepMetrics) -> f64| Series {
+        name: name.into(),
+        points: curve.iter().map(|r| (r.step as f64, f(r))).collect(),
+    };
+    plots::curves(
+        path,
+        &[
+            ("losses".into(), vec![series("label loss", |r| r.label_loss), series("domain loss", |r| r.domain_loss)]),
+            (
+                "training accuracy, lambda".into(),
+                vec![
+                    series("label acc", |r| r.label_acc),
+                    series("domain acc", |r| r.domain_acc),
+                    series("lambda", |r| r.lambda),
+                ],
+            ),
+            ("learning rate".into(), vec![series("lr", |r| r.lr)]),
+        ],
+    )?;
+    Ok(())
+}

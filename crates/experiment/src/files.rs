@@ -1,0 +1,252 @@
+//! Files of a run folder: atomic writes, the metrics log cut back on resume, the configuration
+//! compared as a value, and the folder's name.
+use crate::error::{ExperimentError, Result};
+use adapt_models::ParamStore;
+use adapt_train::checkpoint::{self, CHECKPOINT_FILE, Resume};
+use candle_core::Device;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The weights after the last step.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// The weights of the checkpoint the source-validation rule chose.
+pub const BEST_FILE: &str = "best.safetensors";
+pub const SELECTION_FILE: &str = "selection.json";
+pub const REPORT_FILE: &str = "report.md";
+/// The recipe a run folder was started with, so `resume` can rebuild it.
+pub const RECIPE_FILE: &str = "recipe.json";
+
+/// Writes `text` to `path` through a temporary file and a rename: a crash never leaves a
+/// half-written file under the final name.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| ExperimentError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ExperimentError::io(path, e))
+}
+
+/// `value` as pretty JSON in `path`, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| ExperimentError::file(path, e))?;
+    write_atomic(path, &text)
+}
+
+/// `path` read as JSON `T`; `Ok(None)` when the file does not exist, an error naming the file
+/// when it exists but is unreadable or not a `T`.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ExperimentError::io(path, e)),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| ExperimentError::file(path, e))
+}
+
+/// The records of `path` up to step `up_to`, with their original lines (rewritten verbatim, so
+/// a resumed file is byte-identical to an unbroken run's).
+pub fn read_metrics<T: DeserializeOwned>(path: &Path, up_to: usize) -> Result<(Vec<T>, String)> {
+    let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
+    let mut records = Vec::new();
+    let mut kept = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let bad = |e: &dyn std::fmt::Display| {
+            ExperimentError::file(path, format!("line {} is not a metrics record ({e})", i + 1))
+        };
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e))?;
+        let step = value.get("step").and_then(|s| s.as_u64()).ok_or_else(|| bad(&"no step"))? as usize;
+        if step <= up_to {
+            records.push(serde_json::from_value(value).map_err(|e| bad(&e))?);
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    Ok((records, kept))
+}
+
+/// Starts a method's folder (`config.toml`, `metrics.jsonl`, the checkpoint) afresh, or continues it.
+///
+/// Afresh: writes `config` and removes what an earlier run left (metrics, checkpoint and `stale`).
+/// With `resume` and a checkpoint present: reads the saved configuration as a `C` and compares
+/// it with `config` as a value (so fields added later with defaults do not break a run in
+/// flight), restores the parameters, and cuts the metrics back to the checkpoint's step (the
+/// records after it belong to steps that will run again); returns the checkpoint's state and
+/// the kept records.
+pub fn open_run_folder<C, T>(
+    dir: &Path,
+    config: &C,
+    params: &ParamStore,
+    device: &Device,
+    resume: bool,
+    stale: &[&Path],
+) -> Result<(Option<Resume>, Vec<T>)>
+where
+    C: Serialize + DeserializeOwned + PartialEq,
+    T: DeserializeOwned,
+{
+    let (config_path, metrics_path, ckpt_path) =
+        (dir.join(CONFIG_FILE), dir.join(METRICS_FILE), dir.join(CHECKPOINT_FILE));
+    if resume && ckpt_path.exists() {
+        let saved = std::fs::read_to_string(&config_path).map_err(|e| ExperimentError::io(&config_path, e))?;
+        let saved: C = toml::from_str(&saved)
+            .map_err(|e| ExperimentError::file(&config_path, format!("not this kind of run's configuration ({e})")))?;
+        if saved != *config {
+            return Err(ExperimentError::file(
+                &config_path,
+                "differs from this run's configuration; resume with the same settings",
+            ));
+        }
+        let r = checkpoint::load(&ckpt_path, params, device)?;
+        let (records, kept) = read_metrics(&metrics_path, r.step)?;
+        write_atomic(&metrics_path, &kept)?;
+        return Ok((Some(r), records));
+    }
+    let text = toml::to_string_pretty(config).map_err(|e| ExperimentError::file(&config_path, e))?;
+    write_atomic(&config_path, &text)?;
+    for old in [metrics_path.as_path(), ckpt_path.as_path()].into_iter().chain(stale.iter().copied()) {
+        if old.exists() {
+            std::fs::remove_file(old).map_err(|e| ExperimentError::io(old, e))?;
+        }
+    }
+    Ok((None, Vec::new()))
+}
+
+/// `path` read as the TOML configuration `C`, naming the file on failure.
+pub fn read_config<C: DeserializeOwned>(path: &Path) -> Result<C> {
+    let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
+    toml::from_str(&text).map_err(|e| ExperimentError::file(path, e))
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, from the system clock.
+pub fn timestamp() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil conversion.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The folder for a run: `out` if given, else `runs/<timestamp>-<label>-<source>-<target>`.
+pub fn run_folder_path(out: Option<&Path>, label: &str, source: &str, target: &str) -> PathBuf {
+    match out {
+        Some(p) => p.to_path_buf(),
+        None => PathBuf::from("runs").join(format!("{}-{label}-{source}-{target}", timestamp())),
+    }
+}
+
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_has_the_documented_form() {
+        let t = timestamp();
+        assert_eq!(t.len(), 15, "{t}");
+        assert_eq!(&t[8..9], "-");
+        assert!(t.starts_with("20"));
+    }
+
+    #[test]
+    fn read_json_tells_missing_from_broken() {
+        let dir = std::env::temp_dir().join(format!("adapt-exp-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.json");
+        assert!(read_json::<serde_json::Value>(&path).unwrap().is_none());
+        std::fs::write(&path, "{ not json").unwrap();
+        let e = read_json::<serde_json::Value>(&path).unwrap_err().to_string();
+        assert!(e.contains("s.json"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// The lock file that marks a run folder as in use.
+pub const LOCK_FILE: &str = ".adapt-run.lock";
+
+/// Exclusive use of a run folder: two trainings into one folder, or the resume of a folder that
+/// is still training, would interleave their checkpoints and metrics. Held until dropped (also
+/// on an error return); a lock left by a killed process is recognised as stale (its process is
+/// gone) and taken over.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", std::process::id()).map_err(|e| ExperimentError::io(&path, e))?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let holder = text.trim().parse::<u32>().ok();
+                    match holder {
+                        Some(pid) if process_alive(pid) => {
+                            return Err(ExperimentError::file(
+                                dir,
+                                format!("run folder is in use by process {pid} (lock file {LOCK_FILE})"),
+                            ));
+                        }
+                        // Stale (its process is gone) or unreadable: take it over.
+                        _ => std::fs::remove_file(&path).map_err(|e| ExperimentError::io(&path, e))?,
+                    }
+                }
+                Err(e) => return Err(ExperimentError::io(&path, e)),
+            }
+        }
+        Err(ExperimentError::file(dir, "another process keeps taking the run folder's lock"))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether process `pid` exists. Where `/proc` is missing, a lock is assumed held: the message
+/// names the lock file so a user can remove it.
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_folder_is_refused_and_a_stale_lock_taken_over() {
+        let dir = std::env::temp_dir().join(format!("adapt-exp-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A live process (this test's parent shell is gone, but pid 1 always exists) holds it.
+        std::fs::write(dir.join(LOCK_FILE), "1\n").unwrap();
+        let e = RunLock::acquire(&dir).unwrap_err().to_string();
+        assert!(e.contains("in use by process 1"), "{e}");
+        // A lock whose process is gone (pid numbers are below 2^22 on Linux) is stale.
+        std::fs::write(dir.join(LOCK_FILE), "4294967\n").unwrap();
+        let lock = RunLock::acquire(&dir).expect("stale lock taken over");
+        assert_eq!(std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap().trim(), std::process::id().to_string());
+        drop(lock);
+        assert!(!dir.join(LOCK_FILE).exists(), "the lock is released on drop");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

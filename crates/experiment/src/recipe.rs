@@ -1,0 +1,253 @@
+//! Typed recipes: what to train (method, data, nets, schedule), independent of any command
+//! line. A recipe is saved in its run folder (`recipe.json`) so an interrupted run can be
+//! continued with [`crate::resume`].
+use crate::error::{Result, ensure};
+use crate::summary::Selection;
+use adapt_datasets::DatasetId;
+use adapt_models::digits::{ConvPadding, DigitNetConfig};
+use adapt_models::init::InitScheme;
+use adapt_train::{GtaVariant, Method};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What to train; `kind` tags it in `recipe.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Recipe {
+    Toy(ToyRecipe),
+    Digits(DigitRecipe),
+    Gta(GtaRecipe),
+}
+
+/// Source-only and/or DANN on the 2D rotated moons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToyRecipe {
+    /// Trained in this order with the same data and seed; two or more make a comparison.
+    pub methods: Vec<Method>,
+    pub seed: u64,
+    pub steps: usize,
+    /// Points per domain in each batch.
+    pub batch_size: usize,
+    /// Base learning rate before annealing.
+    pub lr: f64,
+}
+
+/// Loop sizes and rates every DANN-family recipe has, checked before any data is read.
+fn check_dann(methods: &[Method], steps: usize, batch_size: usize, lr: f64) -> Result<()> {
+    ensure(!methods.is_empty(), || "the recipe names no method".into())?;
+    ensure(steps >= 1, || format!("steps must be at least 1, got {steps}"))?;
+    ensure(batch_size >= 1, || format!("the batch size must be at least 1, got {batch_size}"))?;
+    ensure(lr.is_finite() && lr > 0.0, || format!("the learning rate must be a positive finite number, got {lr}"))
+}
+
+impl ToyRecipe {
+    pub fn validate(&self) -> Result<()> {
+        check_dann(&self.methods, self.steps, self.batch_size, self.lr)
+    }
+
+    /// The toy preset: batches of 64 source + 64 target points (of 150 each), 3000 steps, lr
+    /// 0.05 annealed as in the paper, the paper's lambda schedule.
+    pub fn new(methods: Vec<Method>, seed: u64) -> Self {
+        Self { methods, seed, steps: 3000, batch_size: 64, lr: 0.05 }
+    }
+}
+
+/// Named recipes for the digit runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The DANN paper's recipe as seed 002 runs it: no BatchNorm, Glorot init, binarised MNIST,
+    /// the pixel mean of both training sets subtracted, the paper's unpadded MNIST net.
+    #[default]
+    Paper,
+    /// BatchNorm after every convolution and hidden fully connected layer, PyTorch init, MNIST
+    /// not binarised.
+    Bn,
+}
+
+impl Preset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::Paper => "paper",
+            Preset::Bn => "bn",
+        }
+    }
+
+    /// The nets' settings for a pair that uses `net`.
+    pub fn model(self, net: DigitNet) -> DigitNetConfig {
+        match self {
+            // The SVHN net's third convolution needs the padding: unpadded, 32 pixels shrink to 0.
+            Preset::Paper => DigitNetConfig {
+                init: InitScheme::Glorot,
+                padding: if net == DigitNet::Mnist { ConvPadding::Valid } else { ConvPadding::Same },
+                ..DigitNetConfig::default()
+            },
+            Preset::Bn => DigitNetConfig { batch_norm: true, ..DigitNetConfig::default() },
+        }
+    }
+
+    /// MNIST pixels binarised (seed 002's `mnist > 0`).
+    pub fn binarize_mnist(self) -> bool {
+        self == Preset::Paper
+    }
+}
+
+/// Which of the paper's two networks a pair uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DigitNet {
+    /// 3x28x28 input: for MNIST, MNIST-M and USPS pairs.
+    Mnist,
+    /// 3x32x32 input: for any pair with SVHN or SynDigits.
+    Svhn,
+}
+
+impl DigitNet {
+    pub fn for_pair(source: DatasetId, target: DatasetId) -> Self {
+        let small = |d: DatasetId| matches!(d, DatasetId::Mnist | DatasetId::MnistM | DatasetId::Usps);
+        if small(source) && small(target) { DigitNet::Mnist } else { DigitNet::Svhn }
+    }
+
+    pub fn image_size(self) -> usize {
+        match self {
+            DigitNet::Mnist => 28,
+            DigitNet::Svhn => 32,
+        }
+    }
+}
+
+/// Source-only and/or DANN with the paper's digit nets on a digit pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigitRecipe {
+    pub source: String,
+    pub target: String,
+    pub methods: Vec<Method>,
+    pub preset: Preset,
+    /// The nets' settings (the preset's, unless changed).
+    pub model: DigitNetConfig,
+    pub steps: usize,
+    /// Images per domain in each batch.
+    pub batch_size: usize,
+    pub lr: f64,
+    pub seed: u64,
+    /// Which weights the run reports.
+    pub select: Selection,
+}
+
+impl DigitRecipe {
+    /// `preset` on `source -> target`: 8600 steps of 32 + 32 (the paper's step count at batch
+    /// 64), momentum 0.9, lr 0.01 annealed, the lambda schedule, the last step reported.
+    pub fn new(source: DatasetId, target: DatasetId, methods: Vec<Method>, preset: Preset, seed: u64) -> Self {
+        Self {
+            source: source.name().into(),
+            target: target.name().into(),
+            methods,
+            preset,
+            model: preset.model(DigitNet::for_pair(source, target)),
+            steps: 8600,
+            batch_size: 32,
+            lr: 0.01,
+            seed,
+            select: Selection::Last,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        check_dann(&self.methods, self.steps, self.batch_size, self.lr)?;
+        self.pair().map(|_| ())
+    }
+
+    /// The pair, checked: two different known digit datasets.
+    pub fn pair(&self) -> Result<(DatasetId, DatasetId)> {
+        parse_pair(&self.source, &self.target)
+    }
+}
+
+/// Generate To Adapt (or its ablation rows) on a digit pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GtaRecipe {
+    pub source: String,
+    pub target: String,
+    pub variant: GtaVariant,
+    /// Iterations.
+    pub steps: usize,
+    /// Images per domain in each iteration (the authors: 100).
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// Default GTA length: the ablation's runs must fit a CPU session; the authors train for 100 epochs.
+pub const GTA_DEFAULT_STEPS: usize = 2000;
+
+impl GtaRecipe {
+    pub fn new(source: DatasetId, target: DatasetId, variant: GtaVariant, seed: u64) -> Self {
+        Self {
+            source: source.name().into(),
+            target: target.name().into(),
+            variant,
+            steps: GTA_DEFAULT_STEPS,
+            batch_size: 100,
+            seed,
+        }
+    }
+
+    pub fn pair(&self) -> Result<(DatasetId, DatasetId)> {
+        parse_pair(&self.source, &self.target)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure(self.steps >= 1, || format!("steps must be at least 1, got {}", self.steps))?;
+        ensure(self.batch_size >= 1, || format!("the batch size must be at least 1, got {}", self.batch_size))?;
+        self.pair().map(|_| ())
+    }
+}
+
+/// Two different known digit datasets.
+pub fn parse_pair(source: &str, target: &str) -> Result<(DatasetId, DatasetId)> {
+    let s = DatasetId::parse(source)?;
+    let t = DatasetId::parse(target)?;
+    ensure(s != t, || format!("source and target are both '{}': adaptation needs two domains", s.name()))?;
+    Ok((s, t))
+}
+
+/// What a run folder's `recipe.json` holds: the recipe, the data folder it was trained on
+/// (evaluation reads the same data unless told otherwise) and its checkpoint interval (a resumed
+/// run keeps it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub recipe: Recipe,
+    pub data_dir: Option<PathBuf>,
+    pub checkpoint_every: usize,
+}
+
+impl RunRecord {
+    pub fn new(recipe: Recipe, opts: &RunOptions) -> Self {
+        Self { recipe, data_dir: opts.data_dir.clone(), checkpoint_every: opts.checkpoint_every }
+    }
+}
+
+/// How a run is carried out: none of it changes what is learned.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Run folder (default `runs/<timestamp>-<method>-<source>-<target>`).
+    pub out: Option<PathBuf>,
+    /// Folder with one sub-folder per dataset (else the Hugging Face cache).
+    pub data_dir: Option<PathBuf>,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Continue from the folder's checkpoints instead of starting afresh.
+    pub resume: bool,
+    /// Steps between checkpoints (0: a tenth of the run).
+    pub checkpoint_every: usize,
+    /// Stop right after the checkpoint at this step, as an interrupted run would.
+    pub stop_after: Option<usize>,
+}
+
+impl RunOptions {
+    /// Steps between checkpoints: `checkpoint_every`, or a tenth of the run when it is 0, rounded
+    /// up to a multiple of `log_every` (so a resumed run writes the same metrics records).
+    pub fn checkpoint_interval(&self, steps: usize, log_every: usize) -> usize {
+        let every = if self.checkpoint_every == 0 { (steps / 10).max(log_every) } else { self.checkpoint_every };
+        every.div_ceil(log_every) * log_every
+    }
+}

@@ -1,0 +1,186 @@
+//! One record schema for a trained run: written as `summary.json` when a run finishes, printed
+//! by `train --json`, re-computed by [`crate::evaluate`], gathered by [`crate::aggregate`].
+use crate::error::{ExperimentError, Result};
+use crate::files::{read_json, write_json};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// Which experiment family a run belongs to: it says which configuration type its
+/// `config.toml` holds and how its model is rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// Source-only or DANN on the 2D rotated moons.
+    Toy,
+    /// Source-only or DANN with the paper's digit nets.
+    Digits,
+    /// Generate To Adapt (or one of its ablation rows) on digits.
+    Gta,
+}
+
+/// Which weights a run reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// The weights after the last step (the paper's protocol).
+    #[default]
+    Last,
+    /// The checkpoint with the best accuracy on the held-out source validation split.
+    SourceVal,
+}
+
+impl Selection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::Last => "last",
+            Selection::SourceVal => "source-val",
+        }
+    }
+
+    /// The weights file of a run folder this rule reports.
+    pub fn weights_file(self) -> &'static str {
+        match self {
+            Selection::Last => crate::files::MODEL_FILE,
+            Selection::SourceVal => crate::files::BEST_FILE,
+        }
+    }
+}
+
+/// One trained and evaluated run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub kind: RunKind,
+    pub method: String,
+    pub source: String,
+    pub target: String,
+    pub seed: u64,
+    pub source_acc: f64,
+    pub target_acc: f64,
+    /// The model's own domain classifier on both test sets (GTA, which has none: the linear
+    /// classifier behind the A-distance).
+    pub domain_acc: f64,
+    /// Proxy A-distance of the features (500 test images per domain).
+    pub a_distance: f64,
+    pub target_ari: f64,
+    /// Source validation accuracy of the reported weights (when a split was held out).
+    pub source_val_acc: Option<f64>,
+    /// Step of the reported weights.
+    pub selected_step: usize,
+    pub selection: Selection,
+    /// The weights file these figures are of, relative to `run_dir`.
+    pub weights: String,
+    /// Training seconds in the process that finished the run (a resumed run: since the resume).
+    pub seconds: f64,
+    pub steps: usize,
+    /// The step a resumed run continued from.
+    pub resumed_at: Option<usize>,
+    pub run_dir: String,
+}
+
+impl RunSummary {
+    /// Writes `summary.json` into `dir` (temporary file, then rename).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_json(&dir.join(SUMMARY_FILE), self)
+    }
+
+    /// The summary of the finished run in `dir`; `Ok(None)` when it has not finished, an error
+    /// naming the file when the file is there but is not a summary.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(SUMMARY_FILE);
+        let summary: Option<Self> = read_json(&path)?;
+        if let Some(s) = &summary
+            && let Err(problem) = s.check()
+        {
+            return Err(ExperimentError::file(&path, problem));
+        }
+        Ok(summary)
+    }
+
+    /// Figures a real run can have: accuracies in `[0, 1]`, an A-distance in `[-2, 2]`, a step
+    /// within the run, finite seconds.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let fractions = [
+            ("source_acc", Some(self.source_acc)),
+            ("target_acc", Some(self.target_acc)),
+            ("domain_acc", Some(self.domain_acc)),
+            ("source_val_acc", self.source_val_acc),
+        ];
+        for (name, v) in fractions {
+            if let Some(v) = v
+                && !(0.0..=1.0).contains(&v)
+            {
+                return Err(format!("{name} {v} is not an accuracy in [0, 1]"));
+            }
+        }
+        if !(-2.0..=2.0).contains(&self.a_distance) {
+            return Err(format!("a_distance {} is outside [-2, 2]", self.a_distance));
+        }
+        if !(-1.0..=1.0).contains(&self.target_ari) {
+            return Err(format!("target_ari {} is outside [-1, 1]", self.target_ari));
+        }
+        if self.steps == 0 || self.selected_step > self.steps {
+            return Err(format!("selected step {} of a {}-step run", self.selected_step, self.steps));
+        }
+        if !(self.seconds.is_finite() && self.seconds >= 0.0) {
+            return Err(format!("seconds {} is not a duration", self.seconds));
+        }
+        Ok(())
+    }
+}
+
+/// Mean and (sample) standard deviation.
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> RunSummary {
+        RunSummary {
+            kind: RunKind::Digits,
+            method: "dann".into(),
+            source: "mnist".into(),
+            target: "usps".into(),
+            seed: 0,
+            source_acc: 0.98,
+            target_acc: 0.9,
+            domain_acc: 0.6,
+            a_distance: 1.2,
+            target_ari: 0.8,
+            source_val_acc: Some(0.97),
+            selected_step: 100,
+            selection: Selection::Last,
+            weights: "model.safetensors".into(),
+            seconds: 12.0,
+            steps: 100,
+            resumed_at: None,
+            run_dir: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_summary_with_impossible_figures_is_refused_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("adapt-exp-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        summary().write(&dir).unwrap();
+        assert_eq!(RunSummary::read(&dir).unwrap(), Some(summary()));
+        for bad in [
+            RunSummary { target_acc: 7.5, ..summary() },
+            RunSummary { source_val_acc: Some(1.5), ..summary() },
+            RunSummary { selected_step: 101, ..summary() },
+            RunSummary { seconds: -1.0, ..summary() },
+        ] {
+            bad.write(&dir).unwrap();
+            let e = RunSummary::read(&dir).unwrap_err().to_string();
+            assert!(e.contains("summary.json"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,89 @@
+//! Weights files that describe themselves: `model.safetensors` and `best.safetensors` carry, in
+//! their safetensors metadata, the run's whole configuration (model kind, net, training recipe)
+//! and how each domain's images became the net's input, so a bare weights file can be rebuilt
+//! and evaluated ([`crate::evaluate::evaluate_weights`]) or loaded by hand in another framework.
+//!
+//! Metadata keys: `format` ([`WEIGHTS_FORMAT`]), `adapt.config` (the [`RunConfig`] as JSON, tagged
+//! by `kind`), `adapt.input` (the input preprocessing as JSON), `adapt.step` (the training step
+//! and the selection rule that kept it). Tensor names are the model's
+//! parameter names (`features.conv0.weight`, `label.fc0.bias`, ...), f32, PyTorch layouts.
+use crate::error::{ExperimentError, Result};
+use crate::summary::Selection;
+use crate::{digits::DigitRunConfig, gta::GtaRunConfig, toy::ToyRunConfig};
+use adapt_models::ParamStore;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const WEIGHTS_FORMAT: &str = "adapt-weights-v1";
+const CONFIG_KEY: &str = "adapt.config";
+const INPUT_KEY: &str = "adapt.input";
+const STEP_KEY: &str = "adapt.step";
+
+/// A run's whole configuration, tagged by experiment family; `config.toml` holds one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum RunConfig {
+    Toy(ToyRunConfig),
+    Digits(DigitRunConfig),
+    Gta(GtaRunConfig),
+}
+
+/// What a weights file says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightsInfo {
+    pub config: RunConfig,
+    /// How each domain's images became the net's input (human- and machine-readable).
+    pub input: serde_json::Value,
+}
+
+/// Which training step a weights file holds, and why it was kept.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WeightsStep {
+    pub step: usize,
+    pub selection: Selection,
+}
+
+/// Saves `params` to `path` (temporary file, then rename) with `info` and `at` in the metadata.
+pub fn save_weights(params: &ParamStore, path: &Path, info: &WeightsInfo, at: WeightsStep) -> Result<()> {
+    let metadata = HashMap::from([
+        ("format".to_string(), WEIGHTS_FORMAT.to_string()),
+        (CONFIG_KEY.to_string(), to_json(path, &info.config)?),
+        (INPUT_KEY.to_string(), to_json(path, &info.input)?),
+        (STEP_KEY.to_string(), to_json(path, &at)?),
+    ]);
+    let mut tensors: Vec<(String, candle_core::Tensor)> = params.tensors().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let file_name = path.file_name().ok_or_else(|| ExperimentError::file(path, "not a file path"))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
+    safetensors::serialize_to_file(tensors, Some(metadata), &tmp).map_err(|e| ExperimentError::file(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ExperimentError::io(path, e))
+}
+
+/// The description in a weights file written by [`save_weights`]; an error naming the file if it
+/// is not one.
+pub fn read_weights_info(path: &Path) -> Result<(WeightsInfo, WeightsStep)> {
+    let bytes = std::fs::read(path).map_err(|e| ExperimentError::io(path, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ExperimentError::file(path, format!("not a readable safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let field = |key: &str| {
+        meta.get(key).ok_or_else(|| {
+            ExperimentError::file(path, format!("metadata has no '{key}': not a weights file written by adapt"))
+        })
+    };
+    if field("format")? != WEIGHTS_FORMAT {
+        return Err(ExperimentError::file(path, format!("format '{}' is not {WEIGHTS_FORMAT}", field("format")?)));
+    }
+    let config = serde_json::from_str(field(CONFIG_KEY)?)
+        .map_err(|e| ExperimentError::file(path, format!("metadata '{CONFIG_KEY}' is unreadable ({e})")))?;
+    let input = serde_json::from_str(field(INPUT_KEY)?)
+        .map_err(|e| ExperimentError::file(path, format!("metadata '{INPUT_KEY}' is unreadable ({e})")))?;
+    let at = serde_json::from_str(field(STEP_KEY)?)
+        .map_err(|e| ExperimentError::file(path, format!("metadata '{STEP_KEY}' is unreadable ({e})")))?;
+    Ok((WeightsInfo { config, input }, at))
+}
+
+fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| ExperimentError::file(path, e))
+}
