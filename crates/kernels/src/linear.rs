@@ -2,9 +2,9 @@
 //!
 //! candle 0.11's `Linear` runs `x.matmul(w.t())`, whose backward produces the weight gradient
 //! transposed and adds it to a fresh zero tensor through a strided (slow, single-threaded) add,
-//! and whose GEMM orientations leave the `gemm` crate at half speed on the digit nets' wide
-//! layers. Here every product is split into column or row blocks run in parallel by rayon, each a
-//! single-threaded GEMM writing straight into its final layout:
+//! and whose GEMM orientations leave the `gemm` crate at half speed on wide layers (thousands of
+//! features). Here every product is split into column or row blocks run in parallel by rayon,
+//! each a single-threaded GEMM writing straight into its final layout:
 //!
 //! * forward: `y[:, o-block] = x W[o-block, :]^T`, initialised with the bias;
 //! * `dx[:, i-block] = g W[:, i-block]`;

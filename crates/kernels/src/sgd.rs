@@ -1,7 +1,7 @@
 //! In-place SGD with momentum (PyTorch's `torch.optim.SGD` update) as candle in-place ops.
 //!
 //! The tensor-op version of the update allocates four or five parameter-sized tensors per
-//! variable and step and walks them single-threaded; on the SVHN net (28M parameters) that costs
+//! variable and step and walks them single-threaded; on a network of 28M parameters that costs
 //! more than its whole convolution forward pass. Here the velocity and the parameter are updated
 //! in place, in two parallel passes and without allocation.
 use super::conv::f32_slice;

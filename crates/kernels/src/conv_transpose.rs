@@ -2,8 +2,8 @@
 //! dilation) with a fast CPU forward and backward as candle custom ops.
 //!
 //! candle 0.11's CPU `conv_transpose2d` is a direct loop, and its backward runs two candle
-//! convolutions (no GEMM in the forward pass either), which made the GTA generator the slowest
-//! part of a training step. A transposed convolution is the input gradient of the convolution with
+//! convolutions (no GEMM in the forward pass either), which made a DCGAN-style generator the
+//! slowest part of its training step. A transposed convolution is the input gradient of the convolution with
 //! the same weight and geometry, so the same im2col + GEMM machinery does all three passes. Seen
 //! as that convolution, the transposed op's *output* `[N, O, OH, OW]` is the convolution's input,
 //! its *input* `[N, C, H, W]` the convolution's output, and its weight `[C, O, K, K]` the
@@ -237,7 +237,7 @@ impl CustomOp3 for ConvTranspose2dBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::tests::{tensor, values};
+    use crate::tests::{tensor, values};
     use candle_core::{DType, Device, Var};
 
     fn flat(t: &Tensor) -> Vec<f32> {
@@ -257,7 +257,8 @@ mod tests {
     type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
     /// Odd sizes, batch 1, strides that leave remainders, padding larger than the stride, and the
-    /// GTA generator's layers at a small batch.
+    /// layers of a DCGAN-style generator (kernel 2 on a 1x1 input, then kernel 4, stride 2,
+    /// padding 1) at a small batch.
     const CASES: &[Case] = &[
         (2, 3, 5, 7, 4, 3, 1, 1),
         (1, 2, 3, 4, 5, 4, 2, 1),

@@ -1,14 +1,14 @@
-//! Spatial BatchNorm for GTA's generator and discriminator, with a fused CPU kernel.
+//! Spatial BatchNorm with a fused CPU kernel.
 //!
 //! Built from candle ops, a training-mode BatchNorm is about ten passes over the activations
 //! forward and more backward, and candle's reductions over the strided `(N, H, W)` dimensions
-//! were a third of a GTA step at the paper's sizes. On the CPU (f32) the training forward pass
+//! took a third of a training step in a network of small convolutions. On the CPU (f32) the training forward pass
 //! here is one custom op, parallel over channels: the channel's mean and (biased) variance in two
 //! passes with f64 sums, then `y = (x - mean) * weight / sqrt(var + eps) + bias`; the backward op
 //! computes all three gradients in two passes per channel with the standard formula
 //! `dx = weight / sqrt(var + eps) / M * (M dy - sum(dy) - xhat sum(dy xhat))`. Elsewhere the
 //! same maths runs as candle ops.
-use crate::ops::Backend;
+use crate::Backend;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
@@ -16,15 +16,13 @@ use std::sync::{Arc, OnceLock};
 
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
-/// Standard deviation of the authors' `N(1, 0.02)` weight initialisation.
-const WEIGHT_INIT_STD: f64 = 0.02;
 
 /// Spatial BatchNorm over `[N, C, H, W]` with PyTorch's semantics: training normalises with the
 /// batch statistics (biased variance) and moves the running statistics by momentum 0.1 (unbiased
 /// variance); evaluation uses the running statistics.
 ///
-/// candle-nn's `BatchNorm` would do, but it cannot run with detached (frozen) weights, GTA
-/// initialises the weights from `N(1, 0.02)`, and it is slow on the CPU.
+/// candle-nn's `BatchNorm` would do, but it cannot run with detached (frozen) weights, it always
+/// initialises the weights to 1, and it is slow on the CPU.
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
     weight: Tensor,
@@ -35,10 +33,11 @@ pub struct BatchNorm2d {
 }
 
 impl BatchNorm2d {
-    /// Parameters `weight`, `bias` and buffers `running_mean`, `running_var` (the names
-    /// [`crate::ParamStore::trainable_vars`] recognises as buffers) under `vb`.
-    pub fn new(channels: usize, backend: Backend, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get_with_hints(channels, "weight", Init::Randn { mean: 1.0, stdev: WEIGHT_INIT_STD })?;
+    /// Parameters `weight` (drawn from `weight_init`; PyTorch's default is `Init::Const(1.0)`)
+    /// and `bias` (zeros), and buffers `running_mean`, `running_var` (PyTorch's names, by which
+    /// a store can tell the buffers from the trainable parameters) under `vb`.
+    pub fn new(channels: usize, weight_init: Init, backend: Backend, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(channels, "weight", weight_init)?;
         let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
         // `Var::from_tensor` of a variable shares its storage: updates land in the store.
         let running_mean = Var::from_tensor(&vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?)?;
@@ -299,21 +298,45 @@ impl CustomOp3 for BatchNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ParamStore;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use crate::tests::values;
+    use candle_nn::VarMap;
 
+    /// [`values`] times `scale` plus `offset`, shaped `dims`.
     fn seeded(dims: (usize, usize, usize, usize), seed: u64, scale: f32, offset: f32) -> Result<Tensor> {
-        let mut rng = StdRng::seed_from_u64(seed);
         let n = dims.0 * dims.1 * dims.2 * dims.3;
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0f32) * scale + offset).collect();
+        let v: Vec<f32> = values(n, seed).into_iter().map(|v| v * scale + offset).collect();
         Tensor::from_vec(v, dims, &Device::Cpu)
+    }
+
+    /// A layer over `channels` with seeded weights around 1 and biases around 0, and the store
+    /// that holds them (a `VarMap` alone would draw them from candle's unseeded generator).
+    fn layer(channels: usize, backend: Backend, seed: u64) -> Result<(BatchNorm2d, VarMap)> {
+        let mut vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+        let bn = BatchNorm2d::new(channels, Init::Const(1.0), backend, vb)?;
+        let seeded_1d = |seed: u64, scale: f32, offset: f32| {
+            Tensor::from_vec(
+                values(channels, seed).into_iter().map(|v| v * scale + offset).collect(),
+                channels,
+                &Device::Cpu,
+            )
+        };
+        vars.set_one("weight", seeded_1d(seed + 2, 0.5, 1.0)?)?;
+        vars.set_one("bias", seeded_1d(seed + 3, 0.3, 0.0)?)?;
+        Ok((bn, vars))
+    }
+
+    fn stored(vars: &VarMap, name: &str) -> Result<Vec<f32>> {
+        let data = vars.data().lock().unwrap_or_else(|e| e.into_inner());
+        match data.get(name) {
+            Some(v) => v.as_tensor().to_vec1(),
+            None => candle_core::bail!("no variable {name}"),
+        }
     }
 
     /// Output, gradients of `sum(y * r)` (x, weight, bias) and running statistics.
     fn run(dims: (usize, usize, usize, usize), backend: Backend, seed: u64) -> Result<Vec<Vec<f32>>> {
-        let store = ParamStore::new(seed);
-        let bn = BatchNorm2d::new(dims.1, backend, store.var_builder(DType::F32, &Device::Cpu))?;
+        let (bn, _vars) = layer(dims.1, backend, seed)?;
         // Offset and scaled inputs: the statistics must do real work.
         let x = Var::from_tensor(&seeded(dims, seed, 3.0, 1.5)?)?;
         let r = seeded(dims, seed + 1, 1.0, 0.0)?;
@@ -338,8 +361,8 @@ mod tests {
     #[test]
     fn fast_kernel_matches_candle_ops() -> Result<()> {
         for (i, dims) in [(3, 4, 5, 7), (1, 2, 3, 3), (5, 3, 1, 1), (2, 6, 8, 8)].into_iter().enumerate() {
-            let fast = run(dims, Backend::Fast, i as u64)?;
-            let slow = run(dims, Backend::Candle, i as u64)?;
+            let fast = run(dims, Backend::Fast, 10 * i as u64)?;
+            let slow = run(dims, Backend::Candle, 10 * i as u64)?;
             for (k, (a, b)) in fast.iter().zip(&slow).enumerate() {
                 let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
                 for (x, y) in a.iter().zip(b) {
@@ -351,9 +374,38 @@ mod tests {
     }
 
     #[test]
+    fn training_normalises_with_the_batch_and_moves_the_running_statistics() -> Result<()> {
+        // Training mode normalises with the batch statistics and moves the running ones like
+        // PyTorch (momentum 0.1, unbiased variance); evaluation uses the running ones.
+        let (bn, vars) = layer(2, Backend::Auto, 0)?;
+        let x = seeded((4, 2, 5, 5), 5, 3.0, 2.0)?;
+        let y = bn.forward_t(&x, true)?;
+        let (w, b) = (stored(&vars, "weight")?, stored(&vars, "bias")?);
+        for c in 0..2 {
+            let xc = x.narrow(1, c, 1)?.flatten_all()?.to_vec1::<f32>()?;
+            let yc = y.narrow(1, c, 1)?.flatten_all()?.to_vec1::<f32>()?;
+            let n = xc.len() as f32;
+            let mean = xc.iter().sum::<f32>() / n;
+            let var = xc.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            for (a, y) in xc.iter().zip(&yc) {
+                assert!(((a - mean) / (var + 1e-5).sqrt() * w[c] + b[c] - y).abs() < 1e-4);
+            }
+            let rm = bn.running_mean().to_vec1::<f32>()?[c];
+            let rv = bn.running_var().to_vec1::<f32>()?[c];
+            assert!((rm - 0.1 * mean).abs() < 1e-4, "running mean {rm} vs {}", 0.1 * mean);
+            assert!((rv - (0.9 + 0.1 * var * n / (n - 1.0))).abs() < 1e-3, "running var {rv}");
+        }
+        // The store holds the updated statistics; evaluation leaves them alone.
+        let before = stored(&vars, "running_mean")?;
+        assert_eq!(before, bn.running_mean().to_vec1::<f32>()?);
+        bn.forward_t(&x, false)?;
+        assert_eq!(before, bn.running_mean().to_vec1::<f32>()?);
+        Ok(())
+    }
+
+    #[test]
     fn input_gradient_skipped_for_constant_inputs() -> Result<()> {
-        let store = ParamStore::new(0);
-        let bn = BatchNorm2d::new(3, Backend::Fast, store.var_builder(DType::F32, &Device::Cpu))?;
+        let (bn, _vars) = layer(3, Backend::Fast, 0)?;
         let x = seeded((2, 3, 4, 4), 0, 1.0, 0.0)?;
         let g = bn.forward_t(&x, true)?.sqr()?.sum_all()?.backward()?;
         assert!(g.get(&x).is_none() && g.get(&bn.weight).is_some());

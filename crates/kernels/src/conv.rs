@@ -15,8 +15,8 @@
 //! scratch buffers stay around four megabytes, and there are enough chunks to balance the
 //! threads). The GEMMs are the `gemm` crate's, built with its AVX-512 kernels (`x86-v4`,
 //! selected at run time), about twice as fast as its AVX2 ones on CPUs that have AVX-512. With
-//! stride 1 (the digit nets), im2col and col2im work on a zero-padded copy of the chunk, so each
-//! row is a run of plain `OW`-long copies (AVX-512 masked moves where available).
+//! stride 1 (most small convnets), im2col and col2im work on a zero-padded copy of the chunk, so
+//! each row is a run of plain `OW`-long copies (AVX-512 masked moves where available).
 use super::Conv2dParams;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -197,7 +197,7 @@ fn col2im_padded(g: &Geom, dcols: &[f32], nb: usize, dxp: &mut [f32], add: impl 
 }
 
 /// The stride-1 row copies and adds with AVX-512 masked moves: runs of `OW` (7 to 32 values on
-/// the digit nets) are too short for `memcpy` calls and auto-vectorised loops to pay off.
+/// 28x28 and 32x32 images) are too short for `memcpy` calls and auto-vectorised loops to pay off.
 #[cfg(target_arch = "x86_64")]
 mod rows_avx512 {
     use super::Geom;

@@ -354,7 +354,7 @@ fn vectorised_pool_plane_matches_the_scalar_loop() {
 
 #[test]
 fn max_pool_on_a_conv_output_and_bad_arguments() -> Result<()> {
-    // Pool after a conv in one graph (the digit-net pattern): gradients reach the conv weights.
+    // Pool after a conv in one graph (the usual convnet pattern): gradients reach the conv weights.
     let x = tensor(&[2, 3, 12, 12], 1);
     let w = Var::from_tensor(&tensor(&[4, 3, 5, 5], 2))?;
     let run = |be: Backend| -> Result<Vec<f32>> {

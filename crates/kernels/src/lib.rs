@@ -1,8 +1,8 @@
-//! Fast CPU kernels as candle custom ops (conv2d, max-pool) with backward passes.
+//! Fast CPU kernels for candle, as custom ops with backward passes.
 //!
 //! candle 0.11's CPU convolution is slow (no GEMM in the forward pass, and a direct-loop
 //! `conv_transpose2d` for the input gradient), its `max_pool2d` backward scales gradients by
-//! `1/(k*k)`, and `max_pool2d_with_stride` has no backward at all. This module provides:
+//! `1/(k*k)`, and `max_pool2d_with_stride` has no backward at all. This crate provides:
 //!
 //! * [`conv2d`]: NCHW f32 convolution with stride, zero padding, optional fused bias and fused
 //!   ReLU. On the CPU the forward pass, the input gradient and the weight gradient are all batched
@@ -14,13 +14,20 @@
 //!   (`MaxPool2d(k, s)`, no padding). The forward pass keeps the argmax of every window, the
 //!   backward pass routes each gradient to it (ties go to the first maximum in scan order, as in
 //!   PyTorch).
+//! * [`conv2d_max_pool2d`]: the two fused, without the full-size convolution output.
+//! * [`conv_transpose2d`]: PyTorch's `ConvTranspose2d` on the same im2col + GEMM machinery.
+//! * [`linear`]: candle-nn's `Linear` as parallel blocked GEMMs.
+//! * [`BatchNorm2d`]: spatial BatchNorm (PyTorch's semantics) with a fused training pass.
+//! * [`sgd_momentum_update`]: PyTorch's momentum-SGD update, in place.
+//! * [`profile`]: the wall time spent in each kernel.
 //!
-//! Both functions pick their implementation with a [`Backend`]: [`Backend::Auto`] (the default
-//! used by [`conv2d`] and [`max_pool2d`]) runs the fast kernels for f32 tensors on the CPU and
+//! The ops pick their implementation with a [`Backend`]: [`Backend::Auto`] (the default
+//! of the functions without a `_with` suffix) runs the fast kernels for f32 tensors on the CPU and
 //! falls back to [`Backend::Candle`] elsewhere (CUDA, Metal, other dtypes). The candle fallback is
 //! built only from candle ops with correct gradients: `Tensor::conv2d` (+ bias + ReLU) for the
 //! convolution, and for pooling a stack of strided window views, `argmax` over the window and a
 //! `gather` (so ties route to one element, like the fast kernel).
+pub mod batch_norm;
 mod conv;
 pub mod conv_transpose;
 mod linear;
@@ -28,6 +35,7 @@ mod pool;
 pub mod profile;
 mod sgd;
 
+pub use batch_norm::BatchNorm2d;
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_with};
 pub use sgd::{SgdStep, sgd_momentum_update};
 
@@ -37,7 +45,7 @@ mod tests;
 use candle_core::{D, DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-/// Which implementation [`conv2d_with`] and [`max_pool2d_with`] use.
+/// Which implementation the `_with` functions (and [`BatchNorm2d`]) use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
@@ -51,7 +59,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn use_fast(self, xs: &Tensor, what: &str) -> Result<bool> {
+    pub(crate) fn use_fast(self, xs: &Tensor, what: &str) -> Result<bool> {
         let fast_ok = matches!(xs.device(), Device::Cpu) && xs.dtype() == DType::F32;
         match self {
             Backend::Auto => Ok(fast_ok),
