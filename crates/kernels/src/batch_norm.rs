@@ -2,17 +2,17 @@
 //!
 //! Built from candle ops, a training-mode BatchNorm is about ten passes over the activations
 //! forward and more backward, and candle's reductions over the strided `(N, H, W)` dimensions
-//! took a third of a training step in a network of small convolutions. On the CPU (f32) the training forward pass
-//! here is one custom op, parallel over channels: the channel's mean and (biased) variance in two
-//! passes with f64 sums, then `y = (x - mean) * weight / sqrt(var + eps) + bias`; the backward op
+//! took a third of a training step in a network of small convolutions. On the CPU (f32) the
+//! training forward pass here is one custom op, parallel over channels: the channel's mean and
+//! (biased) variance in two passes with f64 sums, then `y = (x - mean) * weight / sqrt(var + eps) + bias`; the backward op
 //! computes all three gradients in two passes per channel with the standard formula
 //! `dx = weight / sqrt(var + eps) / M * (M dy - sum(dy) - xhat sum(dy xhat))`. Elsewhere the
 //! same maths runs as candle ops.
 use crate::Backend;
-use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, ModuleT, Result, Shape, Tensor, Var};
+use crate::glue::{SendPtr, SideChannel, f32_slice, packed_grads, unpack_grads};
+use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use std::sync::{Arc, OnceLock};
 
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
@@ -60,23 +60,12 @@ impl BatchNorm2d {
 
     /// Training mode: the normalised output and the batch's per-channel mean and biased variance.
     fn forward_train(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let fast = matches!(self.backend, Backend::Auto | Backend::Fast)
-            && matches!(xs.device(), Device::Cpu)
-            && xs.dtype() == DType::F32;
-        if self.backend == Backend::Fast && !fast {
-            candle_core::bail!(
-                "batch norm: the fast kernel needs f32 on the CPU, got {:?} on {:?}",
-                xs.dtype(),
-                xs.device()
-            );
-        }
         let c = xs.dim(1)?;
-        if fast {
-            let stats = Arc::new(OnceLock::new());
+        if self.backend.use_fast(xs, "batch norm")? {
+            let stats = SideChannel::default();
             let op = BatchNormOp { stats: stats.clone() };
             let ys = xs.contiguous()?.apply_op3(&self.weight.contiguous()?, &self.bias.contiguous()?, op)?;
-            let (mean, var) =
-                stats.get().ok_or_else(|| candle_core::Error::msg("batch norm: no statistics recorded"))?;
+            let (mean, var) = stats.recorded("batch norm statistics")?;
             let mean = Tensor::from_vec(mean.clone(), c, xs.device())?;
             let var = Tensor::from_vec(var.clone(), c, xs.device())?;
             return Ok((ys, mean, var));
@@ -119,20 +108,6 @@ impl ModuleT for BatchNorm2d {
     }
 }
 
-/// Raw pointer that may cross threads; users write disjoint ranges only.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("batch norm {what}: expected f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("batch norm {what}: expected a contiguous tensor"),
-    }
-}
-
 /// Calls `f(channel)` for every channel, in parallel.
 fn per_channel<F: Fn(usize) + Sync + Send>(c: usize, f: F) {
     (0..c).into_par_iter().for_each(f);
@@ -140,7 +115,7 @@ fn per_channel<F: Fn(usize) + Sync + Send>(c: usize, f: F) {
 
 /// Forward op: `(x, weight, bias) -> y`; the batch mean and biased variance go to `stats`.
 struct BatchNormOp {
-    stats: Arc<OnceLock<(Vec<f32>, Vec<f32>)>>,
+    stats: SideChannel<(Vec<f32>, Vec<f32>)>,
 }
 
 impl CustomOp3 for BatchNormOp {
@@ -158,18 +133,15 @@ impl CustomOp3 for BatchNormOp {
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = lx.shape().dims4()?;
-        let x = contiguous_f32(sx, lx, "input")?;
-        let weight = contiguous_f32(sw, lw, "weight")?;
-        let bias = contiguous_f32(sb, lb, "bias")?;
+        let x = f32_slice(sx, lx, "batch norm input")?;
+        let weight = f32_slice(sw, lw, "batch norm weight")?;
+        let bias = f32_slice(sb, lb, "batch norm bias")?;
         let (hw, m) = (h * w, (n * h * w) as f64);
         let mut y = vec![0f32; x.len()];
         let mut mean = vec![0f32; c];
         let mut var = vec![0f32; c];
-        let (yp, mp, vp) = (SendPtr(y.as_mut_ptr()), SendPtr(mean.as_mut_ptr()), SendPtr(var.as_mut_ptr()));
+        let (yp, mp, vp) = (SendPtr::new(&mut y), SendPtr::new(&mut mean), SendPtr::new(&mut var));
         per_channel(c, |ch| {
-            // Rebind so the closure captures the whole `SendPtr`s, not their raw fields.
-            #[allow(clippy::redundant_locals)]
-            let (yp, mp, vp) = (yp, mp, vp);
             let plane = |i: usize| &x[(i * c + ch) * hw..][..hw];
             let mu = (0..n).map(|i| plane(i).iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / m;
             let sq =
@@ -179,18 +151,18 @@ impl CustomOp3 for BatchNormOp {
             let shift = bias[ch] - mu as f32 * scale;
             for i in 0..n {
                 // SAFETY: channel `ch` owns the planes (i, ch) of y and entry ch of mean/var.
-                let out = unsafe { std::slice::from_raw_parts_mut(yp.0.add((i * c + ch) * hw), hw) };
+                let out = unsafe { yp.slice_mut((i * c + ch) * hw, hw) };
                 for (o, &v) in out.iter_mut().zip(plane(i)) {
                     *o = v * scale + shift;
                 }
             }
+            // SAFETY: as above.
             unsafe {
-                *mp.0.add(ch) = mu as f32;
-                *vp.0.add(ch) = sq as f32;
+                mp.write(ch, mu as f32);
+                vp.write(ch, sq as f32);
             }
         });
-        // One forward per op instance; a repeated call would record the same statistics.
-        let _ = self.stats.set((mean, var));
+        self.stats.record((mean, var));
         Ok((CpuStorage::F32(y), lx.shape().clone()))
     }
 
@@ -206,8 +178,7 @@ impl CustomOp3 for BatchNormOp {
         if !need.iter().any(|&b| b) {
             return Ok((None, None, None));
         }
-        let (mean, var) =
-            self.stats.get().ok_or_else(|| candle_core::Error::msg("batch norm backward before forward"))?;
+        let (mean, var) = self.stats.recorded("batch norm backward statistics")?;
         let c = weight.elem_count();
         let stats = Tensor::from_vec([mean.as_slice(), var.as_slice()].concat(), 2 * c, x.device())?;
         // The backward op sees (x, weight with the statistics appended, dy) and returns
@@ -217,11 +188,9 @@ impl CustomOp3 for BatchNormOp {
             &grad_res.contiguous()?,
             &BatchNormBackward { need_dx: need[0] },
         )?;
-        let xn = if need[0] { x.elem_count() } else { 0 };
-        let dx = need[0].then(|| packed.narrow(0, 0, xn)?.reshape(x.shape())).transpose()?;
-        let dw = need[1].then(|| packed.narrow(0, xn, c)).transpose()?;
-        let db = need[2].then(|| packed.narrow(0, xn + c, c)?.reshape(bias.shape())).transpose()?;
-        Ok((dx, dw, db))
+        // The kernel computes both parameter gradients in the same pass, wanted or not.
+        let [dx, dw, db] = unpack_grads(&packed, [x, weight, bias], [need[0], true, true])?;
+        Ok((dx, dw.filter(|_| need[1]), db.filter(|_| need[2])))
     }
 }
 
@@ -245,9 +214,9 @@ impl CustomOp3 for BatchNormBackward {
         lg: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = lx.shape().dims4()?;
-        let x = contiguous_f32(sx, lx, "backward input")?;
-        let params = contiguous_f32(sp, lp, "backward parameters")?;
-        let dy = contiguous_f32(sg, lg, "backward gradient")?;
+        let x = f32_slice(sx, lx, "batch norm backward input")?;
+        let params = f32_slice(sp, lp, "batch norm backward parameters")?;
+        let dy = f32_slice(sg, lg, "batch norm backward gradient")?;
         if params.len() != 3 * c || dy.len() != x.len() {
             candle_core::bail!("batch norm backward: shapes do not match the input {:?}", lx.shape());
         }
@@ -256,11 +225,9 @@ impl CustomOp3 for BatchNormBackward {
         let m = (n * hw) as f64;
         let xn = if self.need_dx { x.len() } else { 0 };
         let mut out = vec![0f32; xn + 2 * c];
-        let op = SendPtr(out.as_mut_ptr());
+        let op = SendPtr::new(&mut out);
         let need_dx = self.need_dx;
         per_channel(c, |ch| {
-            #[allow(clippy::redundant_locals)]
-            let op = op;
             let invstd = 1.0 / (var[ch] as f64 + EPS).sqrt();
             let mu = mean[ch];
             let at = |i: usize| (i * c + ch) * hw;
@@ -274,8 +241,8 @@ impl CustomOp3 for BatchNormBackward {
             sum_dy_xhat *= invstd;
             // SAFETY: channel `ch` owns the planes (i, ch) of dx and entries ch of dweight/dbias.
             unsafe {
-                *op.0.add(xn + ch) = sum_dy_xhat as f32;
-                *op.0.add(xn + c + ch) = sum_dy as f32;
+                op.write(xn + ch, sum_dy_xhat as f32);
+                op.write(xn + c + ch, sum_dy as f32);
             }
             if need_dx {
                 // dx = w invstd (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mu) invstd.
@@ -283,15 +250,15 @@ impl CustomOp3 for BatchNormBackward {
                 let (a, b) = ((sum_dy / m) as f32, (sum_dy_xhat / m) as f32);
                 let invstd = invstd as f32;
                 for i in 0..n {
-                    let d = unsafe { std::slice::from_raw_parts_mut(op.0.add(at(i)), hw) };
+                    // SAFETY: as above.
+                    let d = unsafe { op.slice_mut(at(i), hw) };
                     for ((o, &g), &v) in d.iter_mut().zip(&dy[at(i)..][..hw]).zip(&x[at(i)..][..hw]) {
                         *o = scale * (g - a - (v - mu) * invstd * b);
                     }
                 }
             }
         });
-        let len = out.len();
-        Ok((CpuStorage::F32(out), Shape::from(len)))
+        Ok(packed_grads([out]))
     }
 }
 
@@ -299,6 +266,7 @@ impl CustomOp3 for BatchNormBackward {
 mod tests {
     use super::*;
     use crate::tests::values;
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     /// [`values`] times `scale` plus `offset`, shaped `dims`.

@@ -18,10 +18,11 @@
 //! stride 1 (most small convnets), im2col and col2im work on a zero-padded copy of the chunk, so
 //! each row is a run of plain `OW`-long copies (AVX-512 masked moves where available).
 use super::Conv2dParams;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use crate::glue::{SendPtr, SideChannel, f32_slice, packed_grads, unpack_grads, with_cpu_f32};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// Everything about one convolution's shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,26 +68,6 @@ impl Geom {
     }
 }
 
-/// A contiguous f32 slice of a CPU storage.
-pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{what}: expected f32, got {:?}", candle_core::backend::BackendStorage::dtype(s))
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{what}: expected a contiguous tensor"),
-    }
-}
-
-/// Runs `f` on a contiguous f32 tensor's CPU data.
-pub(crate) fn with_cpu_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(s) => f(f32_slice(s, layout, what)?),
-        _ => candle_core::bail!("{what}: expected a CPU tensor"),
-    }
-}
-
 thread_local! {
     /// Per-thread scratch: im2col columns, GEMM output / gathered gradient, dcols.
     static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
@@ -98,12 +79,6 @@ fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     }
     &mut v[..len]
 }
-
-/// Raw pointer that may cross threads; users write disjoint ranges only.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 /// Output positions `ox` in `[lo, hi)` read input column `ox*s + kj - pad` inside `[0, w)`.
 #[inline]
@@ -460,11 +435,8 @@ pub(crate) fn forward(
     let nb = g.chunk_images();
     let mut out = vec![0f32; g.n * o * q];
     let mut arg = pool.map(|_| vec![0u32; g.n * o * q]);
-    let arg_ptr = SendPtr(arg.as_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr().cast()));
+    let pool_arg = pool.zip(arg.as_deref_mut().map(SendPtr::new));
     out.par_chunks_mut(nb * o * q).enumerate().for_each(|(ci, out_chunk)| {
-        // Rebind so the closure captures the whole `SendPtr` (which is Send), not its raw field.
-        #[allow(clippy::redundant_locals)]
-        let arg_ptr = arg_ptr;
         let i0 = ci * nb;
         let nbc = out_chunk.len() / (o * q);
         let ld = nbc * p;
@@ -479,20 +451,15 @@ pub(crate) fn forward(
                     let src = &tmp[oc * ld + b * p..][..p];
                     let dst = &mut out_chunk[(b * o + oc) * q..][..q];
                     let bv = bias.map_or(0.0, |bs| bs[oc]);
-                    match pool {
+                    match pool_arg {
                         None => {
                             for (d, s) in dst.iter_mut().zip(src) {
                                 *d = act(s + bv);
                             }
                         }
-                        Some(pl) => {
+                        Some((pl, arg_ptr)) => {
                             // SAFETY: chunk `ci` owns the same range of the argmax as of the output.
-                            let am = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    arg_ptr.0.cast::<u32>().add((i0 + b) * o * q + oc * q),
-                                    q,
-                                )
-                            };
+                            let am = unsafe { arg_ptr.slice_mut((i0 + b) * o * q + oc * q, q) };
                             super::pool::pool_plane(src, g.oh, g.ow, pl.kernel, pl.stride, dst, am);
                             for d in dst.iter_mut() {
                                 *d = act(*d + bv);
@@ -537,7 +504,7 @@ pub(crate) fn backward(
     let nb = g.chunk_images();
     let n_chunks = g.n.div_ceil(nb);
     let mut dx = if need.dx { Some(vec![0f32; g.n * g.c * g.h * g.w]) } else { None };
-    let dx_ptr = SendPtr(dx.as_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr()));
+    let dx_ptr = dx.as_deref_mut().map(SendPtr::new);
     let threads = rayon::current_num_threads().max(1).min(n_chunks.max(1));
     // One (dW, db) accumulator per lane; lane t takes chunks t, t + threads, ... in order, and the
     // lanes are summed in order, so the sums do not depend on thread scheduling: the same seed on
@@ -547,9 +514,6 @@ pub(crate) fn backward(
     let chw = g.c * g.h * g.w;
 
     let process = |ci: usize, lane: usize| {
-        // Rebind so the closure captures the whole `SendPtr` (which is Send), not its raw field.
-        #[allow(clippy::redundant_locals)]
-        let dx_ptr = dx_ptr;
         let i0 = ci * nb;
         let nbc = nb.min(g.n - i0);
         let ld = nbc * p;
@@ -590,12 +554,12 @@ pub(crate) fn backward(
                     }
                 }
             }
-            if need.dx {
+            if let Some(dx_ptr) = dx_ptr {
                 let dcols = grow(dcols, k * ld);
                 // dcols[K, ld] = W^T[K, O] * g[O, ld]; W is [O, K] row-major.
                 sgemm(k, ld, o, dcols, (ld, 1), false, w, (1, k), gbuf, (ld, 1));
                 // SAFETY: chunk `ci` owns images i0..i0+nbc of dx, disjoint from other chunks.
-                let dx_chunk = unsafe { std::slice::from_raw_parts_mut(dx_ptr.0.add(i0 * chw), nbc * chw) };
+                let dx_chunk = unsafe { dx_ptr.slice_mut(i0 * chw, nbc * chw) };
                 col2im(g, dcols, nbc, dx_chunk);
             }
             if need.dw || need.db {
@@ -644,7 +608,7 @@ struct Conv2dOp {
     /// `(kernel, stride)` of a fused max-pool.
     pool: Option<(usize, usize)>,
     /// The argmax of the fused max-pool, filled by the forward pass.
-    argmax: Arc<OnceLock<Vec<u32>>>,
+    argmax: SideChannel<Vec<u32>>,
 }
 
 impl Conv2dOp {
@@ -681,8 +645,7 @@ impl CustomOp3 for Conv2dOp {
             forward(&g, x, w, Some(b), self.params.relu, pool)
         });
         if let Some(arg) = arg {
-            // A second forward of the same op (apply_op3 never does one) would give the same argmax.
-            let _ = self.argmax.set(arg);
+            self.argmax.record(arg);
         }
         let shape = match pool {
             Some(pl) => Shape::from((g.n, g.o, pl.ph, pl.pw)),
@@ -712,11 +675,7 @@ impl CustomOp3 for Conv2dOp {
         };
         // One fused pass returns [dx | dw | db] flattened (missing parts have length 0).
         let packed = x.apply_op3_no_bwd(w, &grad_res, &op)?;
-        let dx_len = if need.dx { x.elem_count() } else { 0 };
-        let dw_len = if need.dw { w.elem_count() } else { 0 };
-        let dx = need.dx.then(|| packed.narrow(0, 0, dx_len)?.reshape(x.shape())).transpose()?;
-        let dw = need.dw.then(|| packed.narrow(0, dx_len, dw_len)?.reshape(w.shape())).transpose()?;
-        let db = need.db.then(|| packed.narrow(0, dx_len + dw_len, b.elem_count())).transpose()?;
+        let [dx, dw, db] = unpack_grads(&packed, [x, w, b], [need.dx, need.dw, need.db])?;
         Ok((dx, dw, db))
     }
 }
@@ -727,7 +686,7 @@ struct Conv2dBackward {
     /// The forward output, when the ReLU was fused: its gradient is masked by `y > 0`.
     res: Option<Tensor>,
     /// The argmax of a fused max-pool.
-    pool: Option<Arc<OnceLock<Vec<u32>>>>,
+    pool: Option<SideChannel<Vec<u32>>>,
     need: Need,
 }
 
@@ -750,10 +709,7 @@ impl CustomOp3 for Conv2dBackward {
         let w = f32_slice(sw, lw, "conv2d backward weight")?;
         let gy = f32_slice(sg, lg, "conv2d backward gradient")?;
         let arg = match &self.pool {
-            Some(a) => match a.get() {
-                Some(a) => Some(a.as_slice()),
-                None => candle_core::bail!("conv2d backward: the forward pass recorded no pooling argmax"),
-            },
+            Some(a) => Some(a.recorded("conv2d backward pooling argmax")?.as_slice()),
             None => None,
         };
         let expected = arg.map_or(g.n * g.o * g.p(), <[u32]>::len);
@@ -777,17 +733,7 @@ impl CustomOp3 for Conv2dBackward {
             }
             None => run(None)?,
         };
-        let parts = [grads.dx, grads.dw, grads.db];
-        let total: usize = parts.iter().flatten().map(Vec::len).sum();
-        let mut parts = parts.into_iter().flatten();
-        // Reuse the first (largest) buffer.
-        let mut packed = parts.next().unwrap_or_default();
-        packed.reserve_exact(total - packed.len());
-        for p in parts {
-            packed.extend_from_slice(&p);
-        }
-        let len = packed.len();
-        Ok((CpuStorage::F32(packed), Shape::from(len)))
+        Ok(packed_grads([grads.dx, grads.dw, grads.db].map(Option::unwrap_or_default)))
     }
 }
 
@@ -805,5 +751,5 @@ pub(crate) fn conv2d_fast(
         Some(b) => b.contiguous()?,
         None => Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?,
     };
-    xs.apply_op3(&w, &b, Conv2dOp { params: p, pool, argmax: Arc::new(OnceLock::new()) })
+    xs.apply_op3(&w, &b, Conv2dOp { params: p, pool, argmax: SideChannel::default() })
 }

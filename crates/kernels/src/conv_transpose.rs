@@ -24,7 +24,8 @@
 //! gradient is `conv`'s weight gradient with the roles of input and output gradient swapped. So
 //! the kernels of `conv.rs` serve all three products.
 use super::Backend;
-use super::conv::{self, Geom, Need, f32_slice};
+use super::conv::{self, Geom, Need};
+use crate::glue::{f32_slice, packed_grads, unpack_grads};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -188,9 +189,7 @@ impl CustomOp2 for ConvTranspose2dOp {
         let op = ConvTranspose2dBackward { geom: self.geom, need_dx, need_dw };
         // One pass returns [dx | dw] flattened (a part not asked for has length 0).
         let packed = x.apply_op3_no_bwd(w, &grad_res.contiguous()?, &op)?;
-        let dx_len = if need_dx { x.elem_count() } else { 0 };
-        let dx = need_dx.then(|| packed.narrow(0, 0, dx_len)?.reshape(x.shape())).transpose()?;
-        let dw = need_dw.then(|| packed.narrow(0, dx_len, w.elem_count())?.reshape(w.shape())).transpose()?;
+        let [dx, dw] = unpack_grads(&packed, [x, w], [need_dx, need_dw])?;
         Ok((dx, dw))
     }
 }
@@ -227,10 +226,8 @@ impl CustomOp3 for ConvTranspose2dBackward {
                 g.n * g.o * g.oh * g.ow
             );
         }
-        let (mut dx, dw) = backward(&g, x, w, dy, self.need_dx, self.need_dw)?;
-        dx.extend_from_slice(&dw);
-        let len = dx.len();
-        Ok((CpuStorage::F32(dx), Shape::from(len)))
+        let (dx, dw) = backward(&g, x, w, dy, self.need_dx, self.need_dw)?;
+        Ok(packed_grads([dx, dw]))
     }
 }
 

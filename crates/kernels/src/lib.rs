@@ -30,6 +30,7 @@
 pub mod batch_norm;
 mod conv;
 pub mod conv_transpose;
+mod glue;
 mod linear;
 mod pool;
 pub mod profile;

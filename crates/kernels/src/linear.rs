@@ -9,15 +9,9 @@
 //! * forward: `y[:, o-block] = x W[o-block, :]^T`, initialised with the bias;
 //! * `dx[:, i-block] = g W[:, i-block]`;
 //! * `dW[o-block, :] = g[:, o-block]^T x` (already `[out, in]`), `db = colsum(g)`.
-use super::conv::f32_slice;
+use crate::glue::{SendPtr, f32_slice, packed_grads, unpack_grads};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-
-/// Raw pointer that may cross threads; users write disjoint elements only.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 /// Splits `0..n` into blocks of whole multiples of 16 for the threads (one block when `work`, the
 /// multiply-adds of the whole product, is too small to be worth a parallel region).
@@ -79,17 +73,14 @@ pub(crate) fn forward(x: &[f32], w: &[f32], b: &[f32], (bs, inp, out): (usize, u
     for _ in 0..bs {
         y.extend_from_slice(b);
     }
-    let yp = SendPtr(y.as_mut_ptr());
+    let yp = SendPtr::new(&mut y);
     blocks(out, bs * inp * out).into_par_iter().for_each(|(o0, o1)| {
-        // Rebind so the closure captures the whole `SendPtr` (which is Send), not its raw field.
-        #[allow(clippy::redundant_locals)]
-        let yp = yp;
         // y^T[o-block, B] = W[o-block, :] x^T; element (o, r) of the block sits at y[r*out + o].
         // SAFETY: block (o0, o1) addresses rows o0..o1 of W and columns o0..o1 of y only.
         unsafe {
             gemm_raw(
                 (o1 - o0, bs, inp),
-                yp.0.add(o0),
+                yp.ptr().add(o0),
                 (1, out),
                 true,
                 w.as_ptr().add(o0 * inp),
@@ -116,7 +107,7 @@ pub(crate) fn backward(
     let mut packed = vec![0f32; dx_len + dw_len + db_len];
     let (dx, rest) = packed.split_at_mut(dx_len);
     let (dw, db) = rest.split_at_mut(dw_len);
-    let (dxp, dwp) = (SendPtr(dx.as_mut_ptr()), SendPtr(dw.as_mut_ptr()));
+    let (dxp, dwp) = (SendPtr::new(dx), SendPtr::new(dw));
     // One parallel region over the blocks of both products.
     let mut jobs: Vec<(bool, usize, usize)> = Vec::new();
     if need_dx {
@@ -126,7 +117,6 @@ pub(crate) fn backward(
         jobs.extend(blocks(out, bs * inp * out).into_iter().map(|(a, b)| (false, a, b)));
     }
     jobs.into_par_iter().for_each(|(is_dx, a, b)| {
-        let (dxp, dwp) = (dxp, dwp);
         // SAFETY: dx blocks write columns a..b of dx, dW blocks rows a..b of dW; all reads stay
         // inside g [B, O], W [O, I] and x [B, I].
         unsafe {
@@ -134,7 +124,7 @@ pub(crate) fn backward(
                 // dx[:, a..b] = g[B, O] W[:, a..b].
                 gemm_raw(
                     (bs, b - a, out),
-                    dxp.0.add(a),
+                    dxp.ptr().add(a),
                     (inp, 1),
                     false,
                     g.as_ptr(),
@@ -146,7 +136,7 @@ pub(crate) fn backward(
                 // dW[a..b, :] = g[:, a..b]^T x.
                 gemm_raw(
                     (b - a, inp, bs),
-                    dwp.0.add(a * inp),
+                    dwp.ptr().add(a * inp),
                     (inp, 1),
                     false,
                     g.as_ptr().add(a),
@@ -217,11 +207,7 @@ impl CustomOp3 for LinearOp {
         }
         let grad_res = grad_res.contiguous()?;
         let packed = x.apply_op3_no_bwd(w, &grad_res, &LinearBackward { need })?;
-        let dx_len = if need[0] { x.elem_count() } else { 0 };
-        let dw_len = if need[1] { w.elem_count() } else { 0 };
-        let dx = need[0].then(|| packed.narrow(0, 0, dx_len)?.reshape(x.shape())).transpose()?;
-        let dw = need[1].then(|| packed.narrow(0, dx_len, dw_len)?.reshape(w.shape())).transpose()?;
-        let db = need[2].then(|| packed.narrow(0, dx_len + dw_len, b.elem_count())).transpose()?;
+        let [dx, dw, db] = unpack_grads(&packed, [x, w, b], need)?;
         Ok((dx, dw, db))
     }
 }
@@ -255,7 +241,6 @@ impl CustomOp3 for LinearBackward {
             candle_core::bail!("linear backward: gradient has {} elements, expected {}", g.len(), d.0 * d.2);
         }
         let packed = super::profile::timed(super::profile::Kernel::LinearBackward, || backward(x, w, g, d, self.need));
-        let len = packed.len();
-        Ok((CpuStorage::F32(packed), Shape::from(len)))
+        Ok(packed_grads([packed]))
     }
 }

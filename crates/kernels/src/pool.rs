@@ -4,11 +4,10 @@
 //! first maximum of its window in scan order; PyTorch's `MaxPool2d` picks the same one (and, as
 //! there, a NaN wins over any number, the last NaN of a window over earlier ones). The backward op scatter-adds the output gradient to those
 //! indices (windows overlap when `stride < kernel`, so an input can receive several).
-use super::conv::f32_slice;
 use super::pool_out;
+use crate::glue::{SideChannel, f32_slice};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::{Arc, OnceLock};
 
 /// Pooling geometry.
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +152,7 @@ struct MaxPoolOp {
     kernel: usize,
     stride: usize,
     /// Filled by the forward pass, read by the backward pass.
-    argmax: Arc<OnceLock<Vec<u32>>>,
+    argmax: SideChannel<Vec<u32>>,
 }
 
 impl CustomOp1 for MaxPoolOp {
@@ -177,9 +176,7 @@ impl CustomOp1 for MaxPoolOp {
                 }
             });
         });
-        // A second forward of the same op (it never happens with apply_op1) keeps the first argmax,
-        // which is the same for the same input.
-        let _ = self.argmax.set(arg);
+        self.argmax.record(arg);
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 
@@ -199,7 +196,7 @@ impl CustomOp1 for MaxPoolOp {
 /// `grad_y -> dx`: scatter-add of the output gradient to the recorded argmax.
 struct MaxPoolBackward {
     geom: PoolGeom,
-    argmax: Arc<OnceLock<Vec<u32>>>,
+    argmax: SideChannel<Vec<u32>>,
 }
 
 impl CustomOp1 for MaxPoolBackward {
@@ -210,9 +207,7 @@ impl CustomOp1 for MaxPoolBackward {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geom;
         let gy = f32_slice(s, l, "max_pool2d backward gradient")?;
-        let Some(arg) = self.argmax.get() else {
-            candle_core::bail!("max_pool2d backward: the forward pass recorded no argmax");
-        };
+        let arg = self.argmax.recorded("max_pool2d backward argmax")?;
         let (hw, ohw, planes) = (g.h * g.w, g.oh * g.ow, g.n * g.c);
         if gy.len() != planes * ohw || arg.len() != gy.len() {
             candle_core::bail!("max_pool2d backward: gradient has {} elements, expected {}", gy.len(), planes * ohw);
@@ -236,5 +231,5 @@ impl CustomOp1 for MaxPoolBackward {
 /// The fast max-pool; shapes were checked by the caller.
 pub(crate) fn max_pool2d_fast(xs: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
     let xs = xs.contiguous()?;
-    xs.apply_op1(MaxPoolOp { kernel, stride, argmax: Arc::new(OnceLock::new()) })
+    xs.apply_op1(MaxPoolOp { kernel, stride, argmax: SideChannel::default() })
 }
