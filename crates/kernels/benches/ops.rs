@@ -64,8 +64,8 @@ fn conv_benches(c: &mut Criterion) {
         g.bench_function("fwd_bwd/adapt", |bch| {
             bch.iter(|| black_box(ours(&x_in, w, b, s.pool, Backend::Fast).sum_all().unwrap().backward().unwrap()))
         });
-        // candle's own conv backward, with the (correct) candle-op pooling of `adapt_kernels` where there is
-        // a pool: the stock max-pool has no usable backward.
+        // candle's own conv backward, with the (correct) candle-op pooling of `adapt_kernels` where
+        // there is a pool: the stock max-pool has no usable backward.
         g.bench_function("fwd_bwd/candle", |bch| {
             bch.iter(|| black_box(ours(&x_in, w, b, s.pool, Backend::Candle).sum_all().unwrap().backward().unwrap()))
         });

@@ -1,13 +1,13 @@
 //! Spatial BatchNorm with a fused CPU kernel.
 //!
 //! Built from candle ops, a training-mode BatchNorm is about ten passes over the activations
-//! forward and more backward, and candle's reductions over the strided `(N, H, W)` dimensions
-//! took a third of a training step in a network of small convolutions. On the CPU (f32) the
-//! training forward pass here is one custom op, parallel over channels: the channel's mean and
-//! (biased) variance in two passes with f64 sums, then `y = (x - mean) * weight / sqrt(var + eps) + bias`; the backward op
-//! computes all three gradients in two passes per channel with the standard formula
-//! `dx = weight / sqrt(var + eps) / M * (M dy - sum(dy) - xhat sum(dy xhat))`. Elsewhere the
-//! same maths runs as candle ops.
+//! forward and more backward, and candle's reductions over the strided `(N, H, W)` dimensions took
+//! a third of a training step in a network of small convolutions. On the CPU (f32) the training
+//! forward pass here is one custom op, parallel over channels: the channel's mean and (biased)
+//! variance in two passes with f64 sums, then `y = (x - mean) * weight / sqrt(var + eps) + bias`;
+//! the backward op computes all three gradients in two passes per channel with the standard formula
+//! `dx = weight / sqrt(var + eps) / M * (M dy - sum(dy) - xhat sum(dy xhat))`. Elsewhere the same
+//! maths runs as candle ops.
 use crate::Backend;
 use crate::glue::{SendPtr, SideChannel, f32_slice, packed_grads, unpack_grads};
 use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};

@@ -1,4 +1,6 @@
-//! im2col + GEMM convolution on the CPU, forward and backward, as candle custom ops.
+//! 2D convolution ([`conv2d`]) and convolution fused with a max-pool ([`conv2d_max_pool2d`]):
+//! im2col + GEMM on the CPU, forward and backward, as candle custom ops, and a fallback built
+//! from candle's own ops for other devices and dtypes.
 //!
 //! Work is split into chunks of whole images; rayon runs the chunks in parallel and each chunk
 //! calls a single-threaded GEMM on its own scratch buffers:
@@ -17,12 +19,139 @@
 //! selected at run time), about twice as fast as its AVX2 ones on CPUs that have AVX-512. With
 //! stride 1 (most small convnets), im2col and col2im work on a zero-padded copy of the chunk, so
 //! each row is a run of plain `OW`-long copies (AVX-512 masked moves where available).
-use super::Conv2dParams;
+use crate::Backend;
 use crate::glue::{SendPtr, SideChannel, f32_slice, packed_grads, unpack_grads, with_cpu_f32};
+use crate::pool::{self, check_pool, max_pool2d_with, pool_out};
+use crate::profile::{self, Kernel};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::sync::Mutex;
+
+/// Geometry and fused epilogue of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conv2dParams {
+    pub stride: usize,
+    /// Zero padding on each side of both spatial dimensions.
+    pub padding: usize,
+    /// Apply a ReLU to the output (after the bias).
+    pub relu: bool,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Self { stride: 1, padding: 0, relu: false }
+    }
+}
+
+/// 2D convolution of `xs` `[N, C, H, W]` with `w` `[O, C, KH, KW]`, plus the optional bias
+/// `[O]`, then a ReLU if `p.relu`. Output `[N, O, (H + 2p - KH)/s + 1, (W + 2p - KW)/s + 1]`.
+pub fn conv2d(xs: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+    conv2d_with(xs, w, bias, p, Backend::Auto)
+}
+
+/// [`conv2d`] with an explicit [`Backend`].
+pub fn conv2d_with(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    backend: Backend,
+) -> Result<Tensor> {
+    check_conv(xs, w, bias, p)?;
+    if backend.use_fast(xs, "conv2d")? { conv2d_fast(xs, w, bias, p, None) } else { conv2d_candle(xs, w, bias, p) }
+}
+
+fn check_conv(xs: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<()> {
+    let (_, c, h, wd) = xs.dims4()?;
+    let (o, c_k, kh, kw) = w.dims4()?;
+    if c != c_k {
+        candle_core::bail!("conv2d: input has {c} channels, kernel expects {c_k}");
+    }
+    if p.stride == 0 {
+        candle_core::bail!("conv2d: stride must be positive");
+    }
+    if h + 2 * p.padding < kh || wd + 2 * p.padding < kw {
+        candle_core::bail!("conv2d: kernel {kh}x{kw} larger than the padded input {h}x{wd} (padding {})", p.padding);
+    }
+    if let Some(b) = bias
+        && b.dims() != [o]
+    {
+        candle_core::bail!("conv2d: bias shape {:?}, expected [{o}]", b.dims());
+    }
+    Ok(())
+}
+
+/// [`conv2d`] followed by [`max_pool2d`](crate::max_pool2d)`(kernel, stride)`, fused on the
+/// CPU: the pooling runs on the GEMM output while it is in cache, only the pooled tensor (and the
+/// argmax) is kept, and the backward pass routes the gradient through the argmax straight into
+/// the convolution's GEMMs, without the full-size intermediate tensors and their gradients.
+pub fn conv2d_max_pool2d(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    kernel: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    conv2d_max_pool2d_with(xs, w, bias, p, kernel, stride, Backend::Auto)
+}
+
+/// [`conv2d_max_pool2d`] with an explicit [`Backend`].
+pub fn conv2d_max_pool2d_with(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    kernel: usize,
+    stride: usize,
+    backend: Backend,
+) -> Result<Tensor> {
+    if !backend.use_fast(xs, "conv2d_max_pool2d")? {
+        return max_pool2d_with(&conv2d_with(xs, w, bias, p, backend)?, kernel, stride, backend);
+    }
+    // Validate both halves with the unfused checks (cheap: shapes only).
+    let (_, _, h, wd) = xs.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    check_conv(xs, w, bias, p)?;
+    let (oh, ow) = ((h + 2 * p.padding - kh) / p.stride + 1, (wd + 2 * p.padding - kw) / p.stride + 1);
+    check_pool(oh, ow, kernel, stride)?;
+    conv2d_fast(xs, w, bias, p, Some((kernel, stride)))
+}
+
+/// The candle fallback: `Tensor::conv2d`, bias broadcast, ReLU.
+///
+/// candle 0.11's conv2d backward derives the `conv_transpose2d` output padding of both spatial
+/// dimensions from the height alone, so its input gradient has the wrong width when the stride
+/// leaves a different remainder in the two dimensions. When the stride leaves any remainder, the
+/// input is padded explicitly and cropped to the rows and columns the windows actually cover
+/// (pad and narrow have correct gradients), which makes the fit exact.
+fn conv2d_candle(xs: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+    let (_, _, h, wd) = xs.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let (hp, wp) = (h + 2 * p.padding, wd + 2 * p.padding);
+    let (h_used, w_used) = ((hp - kh) / p.stride * p.stride + kh, (wp - kw) / p.stride * p.stride + kw);
+    let mut ys = if h_used == hp && w_used == wp {
+        xs.conv2d(w, p.padding, p.stride, 1, 1)?
+    } else {
+        let xp = if p.padding > 0 {
+            xs.pad_with_zeros(2, p.padding, p.padding)?.pad_with_zeros(3, p.padding, p.padding)?
+        } else {
+            xs.clone()
+        };
+        xp.narrow(2, 0, h_used)?.narrow(3, 0, w_used)?.conv2d(w, 0, p.stride, 1, 1)?
+    };
+    if let Some(b) = bias {
+        ys = ys.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?;
+    }
+    if p.relu { relu_torch(&ys) } else { Ok(ys) }
+}
+
+/// ReLU whose gradient is 0 at 0, as in PyTorch (candle's `relu` passes the gradient at 0).
+fn relu_torch(xs: &Tensor) -> Result<Tensor> {
+    xs.relu()?.mul(&xs.gt(0.0)?.to_dtype(xs.dtype())?.detach())
+}
 
 /// Everything about one convolution's shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,7 +589,7 @@ pub(crate) fn forward(
                         Some((pl, arg_ptr)) => {
                             // SAFETY: chunk `ci` owns the same range of the argmax as of the output.
                             let am = unsafe { arg_ptr.slice_mut((i0 + b) * o * q + oc * q, q) };
-                            super::pool::pool_plane(src, g.oh, g.ow, pl.kernel, pl.stride, dst, am);
+                            pool::pool_plane(src, g.oh, g.ow, pl.kernel, pl.stride, dst, am);
                             for d in dst.iter_mut() {
                                 *d = act(*d + bv);
                             }
@@ -616,8 +745,8 @@ impl Conv2dOp {
         self.pool.map(|(kernel, stride)| FusedPool {
             kernel,
             stride,
-            ph: super::pool_out(g.oh, kernel, stride),
-            pw: super::pool_out(g.ow, kernel, stride),
+            ph: pool_out(g.oh, kernel, stride),
+            pw: pool_out(g.ow, kernel, stride),
         })
     }
 }
@@ -641,9 +770,7 @@ impl CustomOp3 for Conv2dOp {
         let w = f32_slice(sw, lw, "conv2d weight")?;
         let b = f32_slice(sb, lb, "conv2d bias")?;
         let pool = self.fused_pool(&g);
-        let (y, arg) = super::profile::timed(super::profile::Kernel::ConvForward, || {
-            forward(&g, x, w, Some(b), self.params.relu, pool)
-        });
+        let (y, arg) = profile::timed(Kernel::ConvForward, || forward(&g, x, w, Some(b), self.params.relu, pool));
         if let Some(arg) = arg {
             self.argmax.record(arg);
         }
@@ -722,9 +849,7 @@ impl CustomOp3 for Conv2dBackward {
             {
                 candle_core::bail!("conv2d backward: output has {} elements, gradient {}", y.len(), gy.len());
             }
-            Ok(super::profile::timed(super::profile::Kernel::ConvBackward, || {
-                backward(&g, (x, w), gy, y, arg, self.need)
-            }))
+            Ok(profile::timed(Kernel::ConvBackward, || backward(&g, (x, w), gy, y, arg, self.need)))
         };
         let grads = match &self.res {
             Some(res) => {

@@ -3,11 +3,11 @@
 //!
 //! candle 0.11's CPU `conv_transpose2d` is a direct loop, and its backward runs two candle
 //! convolutions (no GEMM in the forward pass either), which made a DCGAN-style generator the
-//! slowest part of its training step. A transposed convolution is the input gradient of the convolution with
-//! the same weight and geometry, so the same im2col + GEMM machinery does all three passes. Seen
-//! as that convolution, the transposed op's *output* `[N, O, OH, OW]` is the convolution's input,
-//! its *input* `[N, C, H, W]` the convolution's output, and its weight `[C, O, K, K]` the
-//! convolution's weight `[C, O*K*K]`:
+//! slowest part of its training step. A transposed convolution is the input gradient of the
+//! convolution with the same weight and geometry, so the same im2col + GEMM machinery does all
+//! three passes. Seen as that convolution, the transposed op's *output* `[N, O, OH, OW]` is the
+//! convolution's input, its *input* `[N, C, H, W]` the convolution's output, and its weight
+//! `[C, O, K, K]` the convolution's weight `[C, O*K*K]`:
 //!
 //! * forward: `dcols[O*K*K, nb*P] = W^T * x[C, nb*P]`, then col2im adds the columns into the
 //!   output (`P = H*W`, `nb` images per chunk, `x` regrouped channel-major);
@@ -23,8 +23,8 @@
 //! pass is `conv`'s input gradient, the input gradient is `conv`'s forward pass, and the weight
 //! gradient is `conv`'s weight gradient with the roles of input and output gradient swapped. So
 //! the kernels of `conv.rs` serve all three products.
-use super::Backend;
-use super::conv::{self, Geom, Need};
+use crate::Backend;
+use crate::conv::{self, Geom, Need};
 use crate::glue::{f32_slice, packed_grads, unpack_grads};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! Fully connected layer `y = x W^T + b` on the CPU, forward and backward, as candle custom ops.
+//! Fully connected layer `y = x W^T + b` ([`linear()`]) on the CPU, forward and backward, as
+//! candle custom ops; candle's `matmul` on other devices and dtypes.
 //!
 //! candle 0.11's `Linear` runs `x.matmul(w.t())`, whose backward produces the weight gradient
 //! transposed and adds it to a fresh zero tensor through a strided (slow, single-threaded) add,
@@ -9,9 +10,47 @@
 //! * forward: `y[:, o-block] = x W[o-block, :]^T`, initialised with the bias;
 //! * `dx[:, i-block] = g W[:, i-block]`;
 //! * `dW[o-block, :] = g[:, o-block]^T x` (already `[out, in]`), `db = colsum(g)`.
+use crate::Backend;
 use crate::glue::{SendPtr, f32_slice, packed_grads, unpack_grads};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use crate::profile::{self, Kernel};
+use candle_core::{CpuStorage, CustomOp3, D, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+/// Fully connected layer `xs W^T + b` for `xs` `[N, in]`, `w` `[out, in]`, bias `[out]`
+/// (candle-nn's `Linear` semantics). On the CPU the three products of forward and backward run as
+/// parallel blocked GEMMs that write straight into their final layouts (see the module docs);
+/// other devices, dtypes and ranks use candle's `matmul`.
+pub fn linear(xs: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_with(xs, w, bias, Backend::Auto)
+}
+
+/// [`linear`] with an explicit [`Backend`].
+pub fn linear_with(xs: &Tensor, w: &Tensor, bias: Option<&Tensor>, backend: Backend) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    if xs.dim(D::Minus1)? != inp {
+        candle_core::bail!("linear: input has {} features, weight expects {inp}", xs.dim(D::Minus1)?);
+    }
+    if let Some(b) = bias
+        && b.dims() != [out]
+    {
+        candle_core::bail!("linear: bias shape {:?}, expected [{out}]", b.dims());
+    }
+    if backend == Backend::Fast && xs.rank() != 2 {
+        candle_core::bail!("linear: the fast kernel takes [N, in] inputs, got {:?}", xs.dims());
+    }
+    if xs.rank() == 2 && backend.use_fast(xs, "linear")? {
+        let b = match bias {
+            Some(b) => b.contiguous()?,
+            None => Tensor::zeros(out, w.dtype(), w.device())?,
+        };
+        return xs.contiguous()?.apply_op3(&w.contiguous()?, &b, LinearOp);
+    }
+    let ys = xs.broadcast_matmul(&w.t()?)?;
+    match bias {
+        Some(b) => ys.broadcast_add(b),
+        None => Ok(ys),
+    }
+}
 
 /// Splits `0..n` into blocks of whole multiples of 16 for the threads (one block when `work`, the
 /// multiply-adds of the whole product, is too small to be worth a parallel region).
@@ -189,7 +228,7 @@ impl CustomOp3 for LinearOp {
             f32_slice(sw, lw, "linear weight")?,
             f32_slice(sb, lb, "linear bias")?,
         );
-        let y = super::profile::timed(super::profile::Kernel::LinearForward, || forward(x, w, b, d));
+        let y = profile::timed(Kernel::LinearForward, || forward(x, w, b, d));
         Ok((CpuStorage::F32(y), Shape::from((d.0, d.2))))
     }
 
@@ -240,7 +279,7 @@ impl CustomOp3 for LinearBackward {
         if g.len() != d.0 * d.2 {
             candle_core::bail!("linear backward: gradient has {} elements, expected {}", g.len(), d.0 * d.2);
         }
-        let packed = super::profile::timed(super::profile::Kernel::LinearBackward, || backward(x, w, g, d, self.need));
+        let packed = profile::timed(Kernel::LinearBackward, || backward(x, w, g, d, self.need));
         Ok(packed_grads([packed]))
     }
 }

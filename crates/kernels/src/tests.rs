@@ -341,11 +341,11 @@ fn vectorised_pool_plane_matches_the_scalar_loop() {
         for i in (3..v.len()).step_by(37) {
             v[i] = f32::NAN;
         }
-        let (oh, ow) = (super::pool_out(h, k, s), super::pool_out(w, k, s));
+        let (oh, ow) = (crate::pool::pool_out(h, k, s), crate::pool::pool_out(w, k, s));
         let (mut out, mut arg) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
         let (mut out_s, mut arg_s) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
-        super::pool::pool_plane(&v, h, w, k, s, &mut out, &mut arg);
-        super::pool::pool_plane_scalar(&v, h, w, k, s, &mut out_s, &mut arg_s);
+        crate::pool::pool_plane(&v, h, w, k, s, &mut out, &mut arg);
+        crate::pool::pool_plane_scalar(&v, h, w, k, s, &mut out_s, &mut arg_s);
         assert_eq!(arg, arg_s, "argmax {h}x{w} k{k} s{s}");
         let same = out.iter().zip(&out_s).all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
         assert!(same, "values {h}x{w} k{k} s{s}");
