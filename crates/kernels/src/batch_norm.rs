@@ -265,7 +265,7 @@ impl CustomOp3 for BatchNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::values;
+    use crate::tests::{assert_close, values};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
@@ -332,10 +332,7 @@ mod tests {
             let fast = run(dims, Backend::Fast, 10 * i as u64)?;
             let slow = run(dims, Backend::Candle, 10 * i as u64)?;
             for (k, (a, b)) in fast.iter().zip(&slow).enumerate() {
-                let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-                for (x, y) in a.iter().zip(b) {
-                    assert!((x - y).abs() <= 1e-4 * scale, "{dims:?} output {k}: {x} vs {y}");
-                }
+                assert_close(a, b, 1e-4, &format!("{dims:?} output {k}"));
             }
         }
         Ok(())

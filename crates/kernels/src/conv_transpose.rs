@@ -234,21 +234,8 @@ impl CustomOp3 for ConvTranspose2dBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{tensor, values};
-    use candle_core::{DType, Device, Var};
-
-    fn flat(t: &Tensor) -> Vec<f32> {
-        t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
-    }
-
-    /// `|a - b| <= tol * max(1, max |b|)` elementwise.
-    fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= tol * scale, "{what}[{i}]: {x} vs {y} (scale {scale})");
-        }
-    }
+    use crate::tests::{assert_close, flat, tensor, values};
+    use candle_core::{Device, Var};
 
     /// `(n, c, h, w, o, k, stride, padding)`.
     type Case = (usize, usize, usize, usize, usize, usize, usize, usize);

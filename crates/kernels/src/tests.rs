@@ -23,12 +23,12 @@ pub(super) fn tensor(dims: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(values(n, seed), dims, &cpu()).unwrap()
 }
 
-fn flat(t: &Tensor) -> Vec<f32> {
+pub(super) fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
 }
 
 /// `|a - b| <= tol * max(1, max |b|)` elementwise.
-fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+pub(super) fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
