@@ -6,5 +6,6 @@ pub use adapt_datasets as datasets;
 pub use adapt_eval as eval;
 pub use adapt_experiment as experiment;
 pub use adapt_grl as grl;
+pub use adapt_kernels as kernels;
 pub use adapt_models as models;
 pub use adapt_train as train;

@@ -5,10 +5,10 @@
 //! all of them through the gradient reversal layer (lambda 0.5), backward, and an SGD update with
 //! momentum 0.9 and lr 0.01. Reports images per second, milliseconds per step, and the peak
 //! resident set size of the process (`VmHWM`).
+use adapt_kernels::{self as kernels, Backend};
 use adapt_models::ParamStore;
 use adapt_models::digits::{DigitNetConfig, mnist_dann, svhn_dann};
 use adapt_models::gta::{GtaModel, GtaNetConfig};
-use adapt_models::ops::{self, Backend};
 use adapt_train::optim::{MomentumSgd, SgdSettings};
 use adapt_train::{GtaConfig, GtaTrainer};
 use anyhow::{Context, bail};
@@ -168,7 +168,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         // (on first use) and candle's matmul read it.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", t.to_string()) };
     }
-    let threads = ops::num_threads();
+    let threads = kernels::num_threads();
     if let Some(t) = args.threads
         && t != threads
     {
@@ -187,7 +187,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     }
     let mut times = Vec::with_capacity(args.steps);
     let mut loss = f32::NAN;
-    ops::profile::reset();
+    kernels::profile::reset();
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     for _ in 0..args.steps {
@@ -219,10 +219,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     } else {
         println!("{line}");
     }
-    // Where the step's time goes: the ops kernels' share, the rest is candle (elementwise ops,
+    // Where the step's time goes: the adapt-kernels share, the rest is candle (elementwise ops,
     // losses, copies, allocation) and the optimiser.
     let mut in_kernels = 0.0;
-    for (kernel, total, calls) in ops::profile::snapshot() {
+    for (kernel, total, calls) in kernels::profile::snapshot() {
         if calls == 0 {
             continue;
         }

@@ -1,6 +1,6 @@
-//! Convolution and pooling layers on top of [`crate::ops`].
+//! Convolution and pooling layers on top of [`adapt_kernels`].
 use crate::init;
-use crate::ops::{self, Backend, Conv2dParams};
+use adapt_kernels::{self as kernels, Backend, Conv2dParams};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -40,9 +40,9 @@ impl Conv2d {
     }
 
     /// This convolution followed by a max-pool (`kernel`, `stride`), fused on the CPU (see
-    /// [`ops::conv2d_max_pool2d`]).
+    /// [`kernels::conv2d_max_pool2d`]).
     pub fn forward_max_pool(&self, xs: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
-        ops::conv2d_max_pool2d_with(xs, &self.weight, Some(&self.bias), self.params, kernel, stride, self.backend)
+        kernels::conv2d_max_pool2d_with(xs, &self.weight, Some(&self.bias), self.params, kernel, stride, self.backend)
     }
 
     /// Output channels.
@@ -53,7 +53,7 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        ops::conv2d_with(xs, &self.weight, Some(&self.bias), self.params, self.backend)
+        kernels::conv2d_with(xs, &self.weight, Some(&self.bias), self.params, self.backend)
     }
 }
 
@@ -78,6 +78,6 @@ impl MaxPool2d {
 
 impl Module for MaxPool2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        ops::max_pool2d_with(xs, self.kernel, self.stride, self.backend)
+        kernels::max_pool2d_with(xs, self.kernel, self.stride, self.backend)
     }
 }

@@ -10,12 +10,12 @@
 //!
 //! Optionally with BatchNorm (after every convolution and every hidden fully connected layer,
 //! before the ReLU) and dropout (after every hidden fully connected layer). Convolutions use
-//! [`crate::ops`]: the fast CPU kernels with the ReLU fused in when there is no BatchNorm.
+//! [`adapt_kernels`]: the fast CPU kernels with the ReLU fused in when there is no BatchNorm.
 use crate::conv::{Conv2d, MaxPool2d};
 use crate::dann::Dann;
 use crate::init::InitScheme;
 use crate::mlp::{Mlp, MlpConfig};
-use crate::ops::{Backend, Conv2dParams};
+use adapt_kernels::{Backend, Conv2dParams};
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, VarBuilder};
 use serde::{Deserialize, Serialize};

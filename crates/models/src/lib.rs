@@ -3,7 +3,7 @@
 //! * [`dann`]: the DANN composition — feature extractor, label predictor, and a domain classifier
 //!   behind the gradient reversal layer — generic over the three parts.
 //! * [`mlp`]: fully connected stacks (the heads, and the toy feature extractor).
-//! * [`ops`]: CPU kernels (im2col + GEMM convolution, max-pool with argmax) as candle custom ops.
+//! * [`conv`]: convolution and max-pool layers on [`adapt_kernels`]' fast CPU kernels.
 //! * [`digits`]: the paper's MNIST and SVHN networks.
 //! * [`toy`]: the DANN authors' 2D-toy network.
 //! * [`gta`]: Generate To Adapt's embedding, classifier, generator and discriminator.
@@ -16,7 +16,6 @@ pub mod digits;
 pub mod gta;
 pub mod init;
 pub mod mlp;
-pub mod ops;
 pub mod params;
 pub mod toy;
 

@@ -96,7 +96,7 @@ impl ModuleT for Mlp {
         let mut xs = xs.clone();
         for layer in &self.layers {
             // The fast CPU kernel (parallel GEMMs in the final layouts); candle's matmul elsewhere.
-            xs = crate::ops::linear(&xs, layer.linear.weight(), layer.linear.bias())?;
+            xs = adapt_kernels::linear(&xs, layer.linear.weight(), layer.linear.bias())?;
             if let Some(bn) = &layer.batch_norm {
                 xs = xs.apply_t(bn, train)?;
             }

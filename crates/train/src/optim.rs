@@ -3,7 +3,7 @@
 //! candle-nn's `SGD` has no momentum, and the DANN paper trains with momentum 0.9, so
 //! [`MomentumSgd`] implements PyTorch's `torch.optim.SGD` update. The GTA recipe uses Adam, which
 //! candle-nn's [`candle_nn::AdamW`] provides; [`AdamSettings`] holds the paper's values.
-use adapt_models::ops::{SgdStep, sgd_momentum_update};
+use adapt_kernels::{SgdStep, sgd_momentum_update};
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW};
@@ -35,7 +35,7 @@ impl Default for SgdSettings {
 ///
 /// Velocity buffers are stored detached: gradients returned by candle's `backward()` still hold
 /// the forward graph, and keeping one would keep every step's graph alive. The update itself is
-/// [`adapt_models::ops::sgd_momentum_update`]: in place and parallel for f32 on the CPU.
+/// [`adapt_kernels::sgd_momentum_update`]: in place and parallel for f32 on the CPU.
 pub struct MomentumSgd {
     vars: Vec<Var>,
     velocity: Vec<Option<Tensor>>,

@@ -2,12 +2,12 @@
 //! dilation) with a fast CPU forward and backward as candle custom ops.
 //!
 //! candle 0.11's CPU `conv_transpose2d` is a direct loop, and its backward runs two candle
-//! convolutions (no GEMM in the forward pass either), which made the GTA generator the slowest
-//! part of a training step. A transposed convolution is the input gradient of the convolution with
-//! the same weight and geometry, so the same im2col + GEMM machinery does all three passes. Seen
-//! as that convolution, the transposed op's *output* `[N, O, OH, OW]` is the convolution's input,
-//! its *input* `[N, C, H, W]` the convolution's output, and its weight `[C, O, K, K]` the
-//! convolution's weight `[C, O*K*K]`:
+//! convolutions (no GEMM in the forward pass either), which made a DCGAN-style generator the
+//! slowest part of its training step. A transposed convolution is the input gradient of the
+//! convolution with the same weight and geometry, so the same im2col + GEMM machinery does all
+//! three passes. Seen as that convolution, the transposed op's *output* `[N, O, OH, OW]` is the
+//! convolution's input, its *input* `[N, C, H, W]` the convolution's output, and its weight
+//! `[C, O, K, K]` the convolution's weight `[C, O*K*K]`:
 //!
 //! * forward: `dcols[O*K*K, nb*P] = W^T * x[C, nb*P]`, then col2im adds the columns into the
 //!   output (`P = H*W`, `nb` images per chunk, `x` regrouped channel-major);
@@ -23,8 +23,9 @@
 //! pass is `conv`'s input gradient, the input gradient is `conv`'s forward pass, and the weight
 //! gradient is `conv`'s weight gradient with the roles of input and output gradient swapped. So
 //! the kernels of `conv.rs` serve all three products.
-use super::Backend;
-use super::conv::{self, Geom, Need, f32_slice};
+use crate::Backend;
+use crate::conv::{self, Geom, Need};
+use crate::glue::{f32_slice, packed_grads, unpack_grads};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -188,9 +189,7 @@ impl CustomOp2 for ConvTranspose2dOp {
         let op = ConvTranspose2dBackward { geom: self.geom, need_dx, need_dw };
         // One pass returns [dx | dw] flattened (a part not asked for has length 0).
         let packed = x.apply_op3_no_bwd(w, &grad_res.contiguous()?, &op)?;
-        let dx_len = if need_dx { x.elem_count() } else { 0 };
-        let dx = need_dx.then(|| packed.narrow(0, 0, dx_len)?.reshape(x.shape())).transpose()?;
-        let dw = need_dw.then(|| packed.narrow(0, dx_len, w.elem_count())?.reshape(w.shape())).transpose()?;
+        let [dx, dw] = unpack_grads(&packed, [x, w], [need_dx, need_dw])?;
         Ok((dx, dw))
     }
 }
@@ -227,37 +226,23 @@ impl CustomOp3 for ConvTranspose2dBackward {
                 g.n * g.o * g.oh * g.ow
             );
         }
-        let (mut dx, dw) = backward(&g, x, w, dy, self.need_dx, self.need_dw)?;
-        dx.extend_from_slice(&dw);
-        let len = dx.len();
-        Ok((CpuStorage::F32(dx), Shape::from(len)))
+        let (dx, dw) = backward(&g, x, w, dy, self.need_dx, self.need_dw)?;
+        Ok(packed_grads([dx, dw]))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::tests::{tensor, values};
-    use candle_core::{DType, Device, Var};
-
-    fn flat(t: &Tensor) -> Vec<f32> {
-        t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
-    }
-
-    /// `|a - b| <= tol * max(1, max |b|)` elementwise.
-    fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= tol * scale, "{what}[{i}]: {x} vs {y} (scale {scale})");
-        }
-    }
+    use crate::tests::{assert_close, flat, tensor, values};
+    use candle_core::{Device, Var};
 
     /// `(n, c, h, w, o, k, stride, padding)`.
     type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
     /// Odd sizes, batch 1, strides that leave remainders, padding larger than the stride, and the
-    /// GTA generator's layers at a small batch.
+    /// layers of a DCGAN-style generator (kernel 2 on a 1x1 input, then kernel 4, stride 2,
+    /// padding 1) at a small batch.
     const CASES: &[Case] = &[
         (2, 3, 5, 7, 4, 3, 1, 1),
         (1, 2, 3, 4, 5, 4, 2, 1),

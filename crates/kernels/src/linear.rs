@@ -1,23 +1,56 @@
-//! Fully connected layer `y = x W^T + b` on the CPU, forward and backward, as candle custom ops.
+//! Fully connected layer `y = x W^T + b` ([`linear()`]) on the CPU, forward and backward, as
+//! candle custom ops; candle's `matmul` on other devices and dtypes.
 //!
 //! candle 0.11's `Linear` runs `x.matmul(w.t())`, whose backward produces the weight gradient
 //! transposed and adds it to a fresh zero tensor through a strided (slow, single-threaded) add,
-//! and whose GEMM orientations leave the `gemm` crate at half speed on the digit nets' wide
-//! layers. Here every product is split into column or row blocks run in parallel by rayon, each a
-//! single-threaded GEMM writing straight into its final layout:
+//! and whose GEMM orientations leave the `gemm` crate at half speed on wide layers (thousands of
+//! features). Here every product is split into column or row blocks run in parallel by rayon,
+//! each a single-threaded GEMM writing straight into its final layout:
 //!
 //! * forward: `y[:, o-block] = x W[o-block, :]^T`, initialised with the bias;
 //! * `dx[:, i-block] = g W[:, i-block]`;
 //! * `dW[o-block, :] = g[:, o-block]^T x` (already `[out, in]`), `db = colsum(g)`.
-use super::conv::f32_slice;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use crate::Backend;
+use crate::glue::{SendPtr, f32_slice, packed_grads, unpack_grads};
+use crate::profile::{self, Kernel};
+use candle_core::{CpuStorage, CustomOp3, D, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Raw pointer that may cross threads; users write disjoint elements only.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+/// Fully connected layer `xs W^T + b` for `xs` `[N, in]`, `w` `[out, in]`, bias `[out]`
+/// (candle-nn's `Linear` semantics). On the CPU the three products of forward and backward run as
+/// parallel blocked GEMMs that write straight into their final layouts (see the module docs);
+/// other devices, dtypes and ranks use candle's `matmul`.
+pub fn linear(xs: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_with(xs, w, bias, Backend::Auto)
+}
+
+/// [`linear`] with an explicit [`Backend`].
+pub fn linear_with(xs: &Tensor, w: &Tensor, bias: Option<&Tensor>, backend: Backend) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    if xs.dim(D::Minus1)? != inp {
+        candle_core::bail!("linear: input has {} features, weight expects {inp}", xs.dim(D::Minus1)?);
+    }
+    if let Some(b) = bias
+        && b.dims() != [out]
+    {
+        candle_core::bail!("linear: bias shape {:?}, expected [{out}]", b.dims());
+    }
+    if backend == Backend::Fast && xs.rank() != 2 {
+        candle_core::bail!("linear: the fast kernel takes [N, in] inputs, got {:?}", xs.dims());
+    }
+    if xs.rank() == 2 && backend.use_fast(xs, "linear")? {
+        let b = match bias {
+            Some(b) => b.contiguous()?,
+            None => Tensor::zeros(out, w.dtype(), w.device())?,
+        };
+        return xs.contiguous()?.apply_op3(&w.contiguous()?, &b, LinearOp);
+    }
+    let ys = xs.broadcast_matmul(&w.t()?)?;
+    match bias {
+        Some(b) => ys.broadcast_add(b),
+        None => Ok(ys),
+    }
+}
 
 /// Splits `0..n` into blocks of whole multiples of 16 for the threads (one block when `work`, the
 /// multiply-adds of the whole product, is too small to be worth a parallel region).
@@ -79,17 +112,14 @@ pub(crate) fn forward(x: &[f32], w: &[f32], b: &[f32], (bs, inp, out): (usize, u
     for _ in 0..bs {
         y.extend_from_slice(b);
     }
-    let yp = SendPtr(y.as_mut_ptr());
+    let yp = SendPtr::new(&mut y);
     blocks(out, bs * inp * out).into_par_iter().for_each(|(o0, o1)| {
-        // Rebind so the closure captures the whole `SendPtr` (which is Send), not its raw field.
-        #[allow(clippy::redundant_locals)]
-        let yp = yp;
         // y^T[o-block, B] = W[o-block, :] x^T; element (o, r) of the block sits at y[r*out + o].
         // SAFETY: block (o0, o1) addresses rows o0..o1 of W and columns o0..o1 of y only.
         unsafe {
             gemm_raw(
                 (o1 - o0, bs, inp),
-                yp.0.add(o0),
+                yp.ptr().add(o0),
                 (1, out),
                 true,
                 w.as_ptr().add(o0 * inp),
@@ -116,7 +146,7 @@ pub(crate) fn backward(
     let mut packed = vec![0f32; dx_len + dw_len + db_len];
     let (dx, rest) = packed.split_at_mut(dx_len);
     let (dw, db) = rest.split_at_mut(dw_len);
-    let (dxp, dwp) = (SendPtr(dx.as_mut_ptr()), SendPtr(dw.as_mut_ptr()));
+    let (dxp, dwp) = (SendPtr::new(dx), SendPtr::new(dw));
     // One parallel region over the blocks of both products.
     let mut jobs: Vec<(bool, usize, usize)> = Vec::new();
     if need_dx {
@@ -126,7 +156,6 @@ pub(crate) fn backward(
         jobs.extend(blocks(out, bs * inp * out).into_iter().map(|(a, b)| (false, a, b)));
     }
     jobs.into_par_iter().for_each(|(is_dx, a, b)| {
-        let (dxp, dwp) = (dxp, dwp);
         // SAFETY: dx blocks write columns a..b of dx, dW blocks rows a..b of dW; all reads stay
         // inside g [B, O], W [O, I] and x [B, I].
         unsafe {
@@ -134,7 +163,7 @@ pub(crate) fn backward(
                 // dx[:, a..b] = g[B, O] W[:, a..b].
                 gemm_raw(
                     (bs, b - a, out),
-                    dxp.0.add(a),
+                    dxp.ptr().add(a),
                     (inp, 1),
                     false,
                     g.as_ptr(),
@@ -146,7 +175,7 @@ pub(crate) fn backward(
                 // dW[a..b, :] = g[:, a..b]^T x.
                 gemm_raw(
                     (b - a, inp, bs),
-                    dwp.0.add(a * inp),
+                    dwp.ptr().add(a * inp),
                     (inp, 1),
                     false,
                     g.as_ptr().add(a),
@@ -199,7 +228,7 @@ impl CustomOp3 for LinearOp {
             f32_slice(sw, lw, "linear weight")?,
             f32_slice(sb, lb, "linear bias")?,
         );
-        let y = super::profile::timed(super::profile::Kernel::LinearForward, || forward(x, w, b, d));
+        let y = profile::timed(Kernel::LinearForward, || forward(x, w, b, d));
         Ok((CpuStorage::F32(y), Shape::from((d.0, d.2))))
     }
 
@@ -217,11 +246,7 @@ impl CustomOp3 for LinearOp {
         }
         let grad_res = grad_res.contiguous()?;
         let packed = x.apply_op3_no_bwd(w, &grad_res, &LinearBackward { need })?;
-        let dx_len = if need[0] { x.elem_count() } else { 0 };
-        let dw_len = if need[1] { w.elem_count() } else { 0 };
-        let dx = need[0].then(|| packed.narrow(0, 0, dx_len)?.reshape(x.shape())).transpose()?;
-        let dw = need[1].then(|| packed.narrow(0, dx_len, dw_len)?.reshape(w.shape())).transpose()?;
-        let db = need[2].then(|| packed.narrow(0, dx_len + dw_len, b.elem_count())).transpose()?;
+        let [dx, dw, db] = unpack_grads(&packed, [x, w, b], need)?;
         Ok((dx, dw, db))
     }
 }
@@ -254,8 +279,7 @@ impl CustomOp3 for LinearBackward {
         if g.len() != d.0 * d.2 {
             candle_core::bail!("linear backward: gradient has {} elements, expected {}", g.len(), d.0 * d.2);
         }
-        let packed = super::profile::timed(super::profile::Kernel::LinearBackward, || backward(x, w, g, d, self.need));
-        let len = packed.len();
-        Ok((CpuStorage::F32(packed), Shape::from(len)))
+        let packed = profile::timed(Kernel::LinearBackward, || backward(x, w, g, d, self.need));
+        Ok(packed_grads([packed]))
     }
 }

@@ -1,14 +1,71 @@
-//! Max-pooling with argmax on the CPU, as candle custom ops.
+//! Max-pooling ([`max_pool2d`]) with argmax on the CPU, as candle custom ops, and a fallback
+//! built from candle's own ops for other devices and dtypes.
 //!
 //! The forward op records, for every output, the flat index (within its `H x W` plane) of the
 //! first maximum of its window in scan order; PyTorch's `MaxPool2d` picks the same one (and, as
-//! there, a NaN wins over any number, the last NaN of a window over earlier ones). The backward op scatter-adds the output gradient to those
-//! indices (windows overlap when `stride < kernel`, so an input can receive several).
-use super::conv::f32_slice;
-use super::pool_out;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+//! there, a NaN wins over any number, the last NaN of a window over earlier ones). The backward
+//! op scatter-adds the output gradient to those indices (windows overlap when `stride < kernel`,
+//! so an input can receive several).
+use crate::Backend;
+use crate::glue::{SideChannel, f32_slice};
+use crate::profile::{self, Kernel};
+use candle_core::{CpuStorage, CustomOp1, D, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::{Arc, OnceLock};
+
+/// Output size of a floor-mode pooling window of `kernel` with `stride` over `n` positions.
+pub(crate) fn pool_out(n: usize, kernel: usize, stride: usize) -> usize {
+    (n - kernel) / stride + 1
+}
+
+/// Max-pooling of `xs` `[N, C, H, W]` with a `kernel x kernel` window moved by `stride`, no
+/// padding, floor mode (PyTorch's `MaxPool2d(kernel, stride)`): output
+/// `[N, C, (H - kernel)/stride + 1, (W - kernel)/stride + 1]`.
+pub fn max_pool2d(xs: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
+    max_pool2d_with(xs, kernel, stride, Backend::Auto)
+}
+
+/// [`max_pool2d`] with an explicit [`Backend`].
+pub fn max_pool2d_with(xs: &Tensor, kernel: usize, stride: usize, backend: Backend) -> Result<Tensor> {
+    let (_, _, h, w) = xs.dims4()?;
+    check_pool(h, w, kernel, stride)?;
+    if backend.use_fast(xs, "max_pool2d")? {
+        max_pool2d_fast(xs, kernel, stride)
+    } else {
+        max_pool2d_candle(xs, kernel, stride)
+    }
+}
+
+/// The candle fallback: the `kernel * kernel` strided views of every window stacked on a last
+/// dimension, the first argmax over it, and a gather (whose backward is a correct scatter-add).
+fn max_pool2d_candle(xs: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
+    let (n, c, h, w) = xs.dims4()?;
+    let (oh, ow) = (pool_out(h, kernel, stride), pool_out(w, kernel, stride));
+    let dev = xs.device();
+    let mut views = Vec::with_capacity(kernel * kernel);
+    for di in 0..kernel {
+        let rows: Vec<u32> = (0..oh).map(|i| (di + i * stride) as u32).collect();
+        let rows = Tensor::from_vec(rows, oh, dev)?;
+        let xr = xs.index_select(&rows, 2)?;
+        for dj in 0..kernel {
+            let cols: Vec<u32> = (0..ow).map(|j| (dj + j * stride) as u32).collect();
+            let cols = Tensor::from_vec(cols, ow, dev)?;
+            views.push(xr.index_select(&cols, 3)?.unsqueeze(4)?);
+        }
+    }
+    let windows = Tensor::cat(&views, 4)?; // [N, C, OH, OW, k*k], in scan order
+    let idx = windows.argmax_keepdim(D::Minus1)?;
+    windows.gather(&idx, D::Minus1)?.reshape((n, c, oh, ow))
+}
+
+pub(crate) fn check_pool(h: usize, w: usize, kernel: usize, stride: usize) -> Result<()> {
+    if kernel == 0 || stride == 0 {
+        candle_core::bail!("max_pool2d: kernel and stride must be positive, got {kernel} and {stride}");
+    }
+    if h < kernel || w < kernel {
+        candle_core::bail!("max_pool2d: kernel {kernel} larger than the input {h}x{w}");
+    }
+    Ok(())
+}
 
 /// Pooling geometry.
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +210,7 @@ struct MaxPoolOp {
     kernel: usize,
     stride: usize,
     /// Filled by the forward pass, read by the backward pass.
-    argmax: Arc<OnceLock<Vec<u32>>>,
+    argmax: SideChannel<Vec<u32>>,
 }
 
 impl CustomOp1 for MaxPoolOp {
@@ -170,16 +227,14 @@ impl CustomOp1 for MaxPoolOp {
         let mut out = vec![0f32; n * c * ohw];
         let mut arg = vec![0u32; n * c * ohw];
         let ppt = planes_per_task(hw);
-        super::profile::timed(super::profile::Kernel::PoolForward, || {
+        profile::timed(Kernel::PoolForward, || {
             out.par_chunks_mut(ppt * ohw).zip(arg.par_chunks_mut(ppt * ohw)).enumerate().for_each(|(t, (out, arg))| {
                 for (j, (out, arg)) in out.chunks_mut(ohw).zip(arg.chunks_mut(ohw)).enumerate() {
                     pool_plane(&x[(t * ppt + j) * hw..][..hw], h, w, k, st, out, arg);
                 }
             });
         });
-        // A second forward of the same op (it never happens with apply_op1) keeps the first argmax,
-        // which is the same for the same input.
-        let _ = self.argmax.set(arg);
+        self.argmax.record(arg);
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 
@@ -199,7 +254,7 @@ impl CustomOp1 for MaxPoolOp {
 /// `grad_y -> dx`: scatter-add of the output gradient to the recorded argmax.
 struct MaxPoolBackward {
     geom: PoolGeom,
-    argmax: Arc<OnceLock<Vec<u32>>>,
+    argmax: SideChannel<Vec<u32>>,
 }
 
 impl CustomOp1 for MaxPoolBackward {
@@ -210,16 +265,14 @@ impl CustomOp1 for MaxPoolBackward {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geom;
         let gy = f32_slice(s, l, "max_pool2d backward gradient")?;
-        let Some(arg) = self.argmax.get() else {
-            candle_core::bail!("max_pool2d backward: the forward pass recorded no argmax");
-        };
+        let arg = self.argmax.recorded("max_pool2d backward argmax")?;
         let (hw, ohw, planes) = (g.h * g.w, g.oh * g.ow, g.n * g.c);
         if gy.len() != planes * ohw || arg.len() != gy.len() {
             candle_core::bail!("max_pool2d backward: gradient has {} elements, expected {}", gy.len(), planes * ohw);
         }
         let mut dx = vec![0f32; planes * hw];
         let ppt = planes_per_task(hw);
-        super::profile::timed(super::profile::Kernel::PoolBackward, || {
+        profile::timed(Kernel::PoolBackward, || {
             dx.par_chunks_mut(ppt * hw).enumerate().for_each(|(t, dx)| {
                 for (j, dx) in dx.chunks_mut(hw).enumerate() {
                     let off = (t * ppt + j) * ohw;
@@ -236,5 +289,5 @@ impl CustomOp1 for MaxPoolBackward {
 /// The fast max-pool; shapes were checked by the caller.
 pub(crate) fn max_pool2d_fast(xs: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
     let xs = xs.contiguous()?;
-    xs.apply_op1(MaxPoolOp { kernel, stride, argmax: Arc::new(OnceLock::new()) })
+    xs.apply_op1(MaxPoolOp { kernel, stride, argmax: SideChannel::default() })
 }

@@ -23,12 +23,12 @@ pub(super) fn tensor(dims: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(values(n, seed), dims, &cpu()).unwrap()
 }
 
-fn flat(t: &Tensor) -> Vec<f32> {
+pub(super) fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
 }
 
 /// `|a - b| <= tol * max(1, max |b|)` elementwise.
-fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+pub(super) fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -341,11 +341,11 @@ fn vectorised_pool_plane_matches_the_scalar_loop() {
         for i in (3..v.len()).step_by(37) {
             v[i] = f32::NAN;
         }
-        let (oh, ow) = (super::pool_out(h, k, s), super::pool_out(w, k, s));
+        let (oh, ow) = (crate::pool::pool_out(h, k, s), crate::pool::pool_out(w, k, s));
         let (mut out, mut arg) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
         let (mut out_s, mut arg_s) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
-        super::pool::pool_plane(&v, h, w, k, s, &mut out, &mut arg);
-        super::pool::pool_plane_scalar(&v, h, w, k, s, &mut out_s, &mut arg_s);
+        crate::pool::pool_plane(&v, h, w, k, s, &mut out, &mut arg);
+        crate::pool::pool_plane_scalar(&v, h, w, k, s, &mut out_s, &mut arg_s);
         assert_eq!(arg, arg_s, "argmax {h}x{w} k{k} s{s}");
         let same = out.iter().zip(&out_s).all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
         assert!(same, "values {h}x{w} k{k} s{s}");
@@ -354,7 +354,7 @@ fn vectorised_pool_plane_matches_the_scalar_loop() {
 
 #[test]
 fn max_pool_on_a_conv_output_and_bad_arguments() -> Result<()> {
-    // Pool after a conv in one graph (the digit-net pattern): gradients reach the conv weights.
+    // Pool after a conv in one graph (the usual convnet pattern): gradients reach the conv weights.
     let x = tensor(&[2, 3, 12, 12], 1);
     let w = Var::from_tensor(&tensor(&[4, 3, 5, 5], 2))?;
     let run = |be: Backend| -> Result<Vec<f32>> {

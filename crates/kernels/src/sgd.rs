@@ -1,10 +1,10 @@
 //! In-place SGD with momentum (PyTorch's `torch.optim.SGD` update) as candle in-place ops.
 //!
 //! The tensor-op version of the update allocates four or five parameter-sized tensors per
-//! variable and step and walks them single-threaded; on the SVHN net (28M parameters) that costs
+//! variable and step and walks them single-threaded; on a network of 28M parameters that costs
 //! more than its whole convolution forward pass. Here the velocity and the parameter are updated
 //! in place, in two parallel passes and without allocation.
-use super::conv::f32_slice;
+use crate::glue::{f32_slice, f32_slice_mut};
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
 
@@ -18,14 +18,6 @@ pub struct SgdStep {
 }
 
 const CHUNK: usize = 1 << 15;
-
-fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("{what}: expected f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&mut v[a..b]),
-        None => candle_core::bail!("{what}: expected a contiguous tensor"),
-    }
-}
 
 /// `v = momentum * v + (g + weight_decay * p)` in place on `v`; sources `(g, p)`.
 struct VelocityOp(SgdStep);

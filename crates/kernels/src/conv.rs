@@ -1,4 +1,6 @@
-//! im2col + GEMM convolution on the CPU, forward and backward, as candle custom ops.
+//! 2D convolution ([`conv2d`]) and convolution fused with a max-pool ([`conv2d_max_pool2d`]):
+//! im2col + GEMM on the CPU, forward and backward, as candle custom ops, and a fallback built
+//! from candle's own ops for other devices and dtypes.
 //!
 //! Work is split into chunks of whole images; rayon runs the chunks in parallel and each chunk
 //! calls a single-threaded GEMM on its own scratch buffers:
@@ -15,13 +17,141 @@
 //! scratch buffers stay around four megabytes, and there are enough chunks to balance the
 //! threads). The GEMMs are the `gemm` crate's, built with its AVX-512 kernels (`x86-v4`,
 //! selected at run time), about twice as fast as its AVX2 ones on CPUs that have AVX-512. With
-//! stride 1 (the digit nets), im2col and col2im work on a zero-padded copy of the chunk, so each
-//! row is a run of plain `OW`-long copies (AVX-512 masked moves where available).
-use super::Conv2dParams;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+//! stride 1 (most small convnets), im2col and col2im work on a zero-padded copy of the chunk, so
+//! each row is a run of plain `OW`-long copies (AVX-512 masked moves where available).
+use crate::Backend;
+use crate::glue::{SendPtr, SideChannel, f32_slice, packed_grads, unpack_grads, with_cpu_f32};
+use crate::pool::{self, check_pool, max_pool2d_with, pool_out};
+use crate::profile::{self, Kernel};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
+
+/// Geometry and fused epilogue of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conv2dParams {
+    pub stride: usize,
+    /// Zero padding on each side of both spatial dimensions.
+    pub padding: usize,
+    /// Apply a ReLU to the output (after the bias).
+    pub relu: bool,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Self { stride: 1, padding: 0, relu: false }
+    }
+}
+
+/// 2D convolution of `xs` `[N, C, H, W]` with `w` `[O, C, KH, KW]`, plus the optional bias
+/// `[O]`, then a ReLU if `p.relu`. Output `[N, O, (H + 2p - KH)/s + 1, (W + 2p - KW)/s + 1]`.
+pub fn conv2d(xs: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+    conv2d_with(xs, w, bias, p, Backend::Auto)
+}
+
+/// [`conv2d`] with an explicit [`Backend`].
+pub fn conv2d_with(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    backend: Backend,
+) -> Result<Tensor> {
+    check_conv(xs, w, bias, p)?;
+    if backend.use_fast(xs, "conv2d")? { conv2d_fast(xs, w, bias, p, None) } else { conv2d_candle(xs, w, bias, p) }
+}
+
+fn check_conv(xs: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<()> {
+    let (_, c, h, wd) = xs.dims4()?;
+    let (o, c_k, kh, kw) = w.dims4()?;
+    if c != c_k {
+        candle_core::bail!("conv2d: input has {c} channels, kernel expects {c_k}");
+    }
+    if p.stride == 0 {
+        candle_core::bail!("conv2d: stride must be positive");
+    }
+    if h + 2 * p.padding < kh || wd + 2 * p.padding < kw {
+        candle_core::bail!("conv2d: kernel {kh}x{kw} larger than the padded input {h}x{wd} (padding {})", p.padding);
+    }
+    if let Some(b) = bias
+        && b.dims() != [o]
+    {
+        candle_core::bail!("conv2d: bias shape {:?}, expected [{o}]", b.dims());
+    }
+    Ok(())
+}
+
+/// [`conv2d`] followed by [`max_pool2d`](crate::max_pool2d)`(kernel, stride)`, fused on the
+/// CPU: the pooling runs on the GEMM output while it is in cache, only the pooled tensor (and the
+/// argmax) is kept, and the backward pass routes the gradient through the argmax straight into
+/// the convolution's GEMMs, without the full-size intermediate tensors and their gradients.
+pub fn conv2d_max_pool2d(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    kernel: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    conv2d_max_pool2d_with(xs, w, bias, p, kernel, stride, Backend::Auto)
+}
+
+/// [`conv2d_max_pool2d`] with an explicit [`Backend`].
+pub fn conv2d_max_pool2d_with(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    kernel: usize,
+    stride: usize,
+    backend: Backend,
+) -> Result<Tensor> {
+    if !backend.use_fast(xs, "conv2d_max_pool2d")? {
+        return max_pool2d_with(&conv2d_with(xs, w, bias, p, backend)?, kernel, stride, backend);
+    }
+    // Validate both halves with the unfused checks (cheap: shapes only).
+    let (_, _, h, wd) = xs.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    check_conv(xs, w, bias, p)?;
+    let (oh, ow) = ((h + 2 * p.padding - kh) / p.stride + 1, (wd + 2 * p.padding - kw) / p.stride + 1);
+    check_pool(oh, ow, kernel, stride)?;
+    conv2d_fast(xs, w, bias, p, Some((kernel, stride)))
+}
+
+/// The candle fallback: `Tensor::conv2d`, bias broadcast, ReLU.
+///
+/// candle 0.11's conv2d backward derives the `conv_transpose2d` output padding of both spatial
+/// dimensions from the height alone, so its input gradient has the wrong width when the stride
+/// leaves a different remainder in the two dimensions. When the stride leaves any remainder, the
+/// input is padded explicitly and cropped to the rows and columns the windows actually cover
+/// (pad and narrow have correct gradients), which makes the fit exact.
+fn conv2d_candle(xs: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+    let (_, _, h, wd) = xs.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let (hp, wp) = (h + 2 * p.padding, wd + 2 * p.padding);
+    let (h_used, w_used) = ((hp - kh) / p.stride * p.stride + kh, (wp - kw) / p.stride * p.stride + kw);
+    let mut ys = if h_used == hp && w_used == wp {
+        xs.conv2d(w, p.padding, p.stride, 1, 1)?
+    } else {
+        let xp = if p.padding > 0 {
+            xs.pad_with_zeros(2, p.padding, p.padding)?.pad_with_zeros(3, p.padding, p.padding)?
+        } else {
+            xs.clone()
+        };
+        xp.narrow(2, 0, h_used)?.narrow(3, 0, w_used)?.conv2d(w, 0, p.stride, 1, 1)?
+    };
+    if let Some(b) = bias {
+        ys = ys.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?;
+    }
+    if p.relu { relu_torch(&ys) } else { Ok(ys) }
+}
+
+/// ReLU whose gradient is 0 at 0, as in PyTorch (candle's `relu` passes the gradient at 0).
+fn relu_torch(xs: &Tensor) -> Result<Tensor> {
+    xs.relu()?.mul(&xs.gt(0.0)?.to_dtype(xs.dtype())?.detach())
+}
 
 /// Everything about one convolution's shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,26 +197,6 @@ impl Geom {
     }
 }
 
-/// A contiguous f32 slice of a CPU storage.
-pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{what}: expected f32, got {:?}", candle_core::backend::BackendStorage::dtype(s))
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{what}: expected a contiguous tensor"),
-    }
-}
-
-/// Runs `f` on a contiguous f32 tensor's CPU data.
-pub(crate) fn with_cpu_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(s) => f(f32_slice(s, layout, what)?),
-        _ => candle_core::bail!("{what}: expected a CPU tensor"),
-    }
-}
-
 thread_local! {
     /// Per-thread scratch: im2col columns, GEMM output / gathered gradient, dcols.
     static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
@@ -98,12 +208,6 @@ fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     }
     &mut v[..len]
 }
-
-/// Raw pointer that may cross threads; users write disjoint ranges only.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 /// Output positions `ox` in `[lo, hi)` read input column `ox*s + kj - pad` inside `[0, w)`.
 #[inline]
@@ -197,7 +301,7 @@ fn col2im_padded(g: &Geom, dcols: &[f32], nb: usize, dxp: &mut [f32], add: impl 
 }
 
 /// The stride-1 row copies and adds with AVX-512 masked moves: runs of `OW` (7 to 32 values on
-/// the digit nets) are too short for `memcpy` calls and auto-vectorised loops to pay off.
+/// 28x28 and 32x32 images) are too short for `memcpy` calls and auto-vectorised loops to pay off.
 #[cfg(target_arch = "x86_64")]
 mod rows_avx512 {
     use super::Geom;
@@ -460,11 +564,8 @@ pub(crate) fn forward(
     let nb = g.chunk_images();
     let mut out = vec![0f32; g.n * o * q];
     let mut arg = pool.map(|_| vec![0u32; g.n * o * q]);
-    let arg_ptr = SendPtr(arg.as_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr().cast()));
+    let pool_arg = pool.zip(arg.as_deref_mut().map(SendPtr::new));
     out.par_chunks_mut(nb * o * q).enumerate().for_each(|(ci, out_chunk)| {
-        // Rebind so the closure captures the whole `SendPtr` (which is Send), not its raw field.
-        #[allow(clippy::redundant_locals)]
-        let arg_ptr = arg_ptr;
         let i0 = ci * nb;
         let nbc = out_chunk.len() / (o * q);
         let ld = nbc * p;
@@ -479,21 +580,16 @@ pub(crate) fn forward(
                     let src = &tmp[oc * ld + b * p..][..p];
                     let dst = &mut out_chunk[(b * o + oc) * q..][..q];
                     let bv = bias.map_or(0.0, |bs| bs[oc]);
-                    match pool {
+                    match pool_arg {
                         None => {
                             for (d, s) in dst.iter_mut().zip(src) {
                                 *d = act(s + bv);
                             }
                         }
-                        Some(pl) => {
+                        Some((pl, arg_ptr)) => {
                             // SAFETY: chunk `ci` owns the same range of the argmax as of the output.
-                            let am = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    arg_ptr.0.cast::<u32>().add((i0 + b) * o * q + oc * q),
-                                    q,
-                                )
-                            };
-                            super::pool::pool_plane(src, g.oh, g.ow, pl.kernel, pl.stride, dst, am);
+                            let am = unsafe { arg_ptr.slice_mut((i0 + b) * o * q + oc * q, q) };
+                            pool::pool_plane(src, g.oh, g.ow, pl.kernel, pl.stride, dst, am);
                             for d in dst.iter_mut() {
                                 *d = act(*d + bv);
                             }
@@ -537,7 +633,7 @@ pub(crate) fn backward(
     let nb = g.chunk_images();
     let n_chunks = g.n.div_ceil(nb);
     let mut dx = if need.dx { Some(vec![0f32; g.n * g.c * g.h * g.w]) } else { None };
-    let dx_ptr = SendPtr(dx.as_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr()));
+    let dx_ptr = dx.as_deref_mut().map(SendPtr::new);
     let threads = rayon::current_num_threads().max(1).min(n_chunks.max(1));
     // One (dW, db) accumulator per lane; lane t takes chunks t, t + threads, ... in order, and the
     // lanes are summed in order, so the sums do not depend on thread scheduling: the same seed on
@@ -547,9 +643,6 @@ pub(crate) fn backward(
     let chw = g.c * g.h * g.w;
 
     let process = |ci: usize, lane: usize| {
-        // Rebind so the closure captures the whole `SendPtr` (which is Send), not its raw field.
-        #[allow(clippy::redundant_locals)]
-        let dx_ptr = dx_ptr;
         let i0 = ci * nb;
         let nbc = nb.min(g.n - i0);
         let ld = nbc * p;
@@ -590,12 +683,12 @@ pub(crate) fn backward(
                     }
                 }
             }
-            if need.dx {
+            if let Some(dx_ptr) = dx_ptr {
                 let dcols = grow(dcols, k * ld);
                 // dcols[K, ld] = W^T[K, O] * g[O, ld]; W is [O, K] row-major.
                 sgemm(k, ld, o, dcols, (ld, 1), false, w, (1, k), gbuf, (ld, 1));
                 // SAFETY: chunk `ci` owns images i0..i0+nbc of dx, disjoint from other chunks.
-                let dx_chunk = unsafe { std::slice::from_raw_parts_mut(dx_ptr.0.add(i0 * chw), nbc * chw) };
+                let dx_chunk = unsafe { dx_ptr.slice_mut(i0 * chw, nbc * chw) };
                 col2im(g, dcols, nbc, dx_chunk);
             }
             if need.dw || need.db {
@@ -644,7 +737,7 @@ struct Conv2dOp {
     /// `(kernel, stride)` of a fused max-pool.
     pool: Option<(usize, usize)>,
     /// The argmax of the fused max-pool, filled by the forward pass.
-    argmax: Arc<OnceLock<Vec<u32>>>,
+    argmax: SideChannel<Vec<u32>>,
 }
 
 impl Conv2dOp {
@@ -652,8 +745,8 @@ impl Conv2dOp {
         self.pool.map(|(kernel, stride)| FusedPool {
             kernel,
             stride,
-            ph: super::pool_out(g.oh, kernel, stride),
-            pw: super::pool_out(g.ow, kernel, stride),
+            ph: pool_out(g.oh, kernel, stride),
+            pw: pool_out(g.ow, kernel, stride),
         })
     }
 }
@@ -677,12 +770,9 @@ impl CustomOp3 for Conv2dOp {
         let w = f32_slice(sw, lw, "conv2d weight")?;
         let b = f32_slice(sb, lb, "conv2d bias")?;
         let pool = self.fused_pool(&g);
-        let (y, arg) = super::profile::timed(super::profile::Kernel::ConvForward, || {
-            forward(&g, x, w, Some(b), self.params.relu, pool)
-        });
+        let (y, arg) = profile::timed(Kernel::ConvForward, || forward(&g, x, w, Some(b), self.params.relu, pool));
         if let Some(arg) = arg {
-            // A second forward of the same op (apply_op3 never does one) would give the same argmax.
-            let _ = self.argmax.set(arg);
+            self.argmax.record(arg);
         }
         let shape = match pool {
             Some(pl) => Shape::from((g.n, g.o, pl.ph, pl.pw)),
@@ -712,11 +802,7 @@ impl CustomOp3 for Conv2dOp {
         };
         // One fused pass returns [dx | dw | db] flattened (missing parts have length 0).
         let packed = x.apply_op3_no_bwd(w, &grad_res, &op)?;
-        let dx_len = if need.dx { x.elem_count() } else { 0 };
-        let dw_len = if need.dw { w.elem_count() } else { 0 };
-        let dx = need.dx.then(|| packed.narrow(0, 0, dx_len)?.reshape(x.shape())).transpose()?;
-        let dw = need.dw.then(|| packed.narrow(0, dx_len, dw_len)?.reshape(w.shape())).transpose()?;
-        let db = need.db.then(|| packed.narrow(0, dx_len + dw_len, b.elem_count())).transpose()?;
+        let [dx, dw, db] = unpack_grads(&packed, [x, w, b], [need.dx, need.dw, need.db])?;
         Ok((dx, dw, db))
     }
 }
@@ -727,7 +813,7 @@ struct Conv2dBackward {
     /// The forward output, when the ReLU was fused: its gradient is masked by `y > 0`.
     res: Option<Tensor>,
     /// The argmax of a fused max-pool.
-    pool: Option<Arc<OnceLock<Vec<u32>>>>,
+    pool: Option<SideChannel<Vec<u32>>>,
     need: Need,
 }
 
@@ -750,10 +836,7 @@ impl CustomOp3 for Conv2dBackward {
         let w = f32_slice(sw, lw, "conv2d backward weight")?;
         let gy = f32_slice(sg, lg, "conv2d backward gradient")?;
         let arg = match &self.pool {
-            Some(a) => match a.get() {
-                Some(a) => Some(a.as_slice()),
-                None => candle_core::bail!("conv2d backward: the forward pass recorded no pooling argmax"),
-            },
+            Some(a) => Some(a.recorded("conv2d backward pooling argmax")?.as_slice()),
             None => None,
         };
         let expected = arg.map_or(g.n * g.o * g.p(), <[u32]>::len);
@@ -766,9 +849,7 @@ impl CustomOp3 for Conv2dBackward {
             {
                 candle_core::bail!("conv2d backward: output has {} elements, gradient {}", y.len(), gy.len());
             }
-            Ok(super::profile::timed(super::profile::Kernel::ConvBackward, || {
-                backward(&g, (x, w), gy, y, arg, self.need)
-            }))
+            Ok(profile::timed(Kernel::ConvBackward, || backward(&g, (x, w), gy, y, arg, self.need)))
         };
         let grads = match &self.res {
             Some(res) => {
@@ -777,17 +858,7 @@ impl CustomOp3 for Conv2dBackward {
             }
             None => run(None)?,
         };
-        let parts = [grads.dx, grads.dw, grads.db];
-        let total: usize = parts.iter().flatten().map(Vec::len).sum();
-        let mut parts = parts.into_iter().flatten();
-        // Reuse the first (largest) buffer.
-        let mut packed = parts.next().unwrap_or_default();
-        packed.reserve_exact(total - packed.len());
-        for p in parts {
-            packed.extend_from_slice(&p);
-        }
-        let len = packed.len();
-        Ok((CpuStorage::F32(packed), Shape::from(len)))
+        Ok(packed_grads([grads.dx, grads.dw, grads.db].map(Option::unwrap_or_default)))
     }
 }
 
@@ -805,5 +876,5 @@ pub(crate) fn conv2d_fast(
         Some(b) => b.contiguous()?,
         None => Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?,
     };
-    xs.apply_op3(&w, &b, Conv2dOp { params: p, pool, argmax: Arc::new(OnceLock::new()) })
+    xs.apply_op3(&w, &b, Conv2dOp { params: p, pool, argmax: SideChannel::default() })
 }

@@ -1,8 +1,8 @@
-//! The fast kernels of `adapt_models::ops` against candle's stock ops, at the digit nets' shapes
-//! (batch 128 = 64 source + 64 target): forward, and forward + backward.
+//! The fast kernels of `adapt_kernels` against candle's stock ops, at the layer shapes of small
+//! MNIST- and SVHN-sized convnets (batch 128): forward, and forward + backward.
 //!
-//! `cargo bench -p adapt-models --bench ops` (add a filter such as `mnist_conv2` to run one group).
-use adapt_models::ops::{self, Backend, Conv2dParams};
+//! `cargo bench -p adapt-kernels --bench ops` (add a filter such as `mnist_conv2` to run one group).
+use adapt_kernels::{self as kernels, Backend, Conv2dParams};
 use candle_core::{DType, Device, Tensor, Var};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -42,8 +42,8 @@ fn candle_stock(x: &Tensor, w: &Tensor, b: &Tensor, pool: Option<(usize, usize)>
 fn ours(x: &Tensor, w: &Tensor, b: &Tensor, pool: Option<(usize, usize)>, backend: Backend) -> Tensor {
     let p = Conv2dParams { stride: 1, padding: 2, relu: true };
     match pool {
-        Some((k, s)) => ops::conv2d_max_pool2d_with(x, w, Some(b), p, k, s, backend).unwrap(),
-        None => ops::conv2d_with(x, w, Some(b), p, backend).unwrap(),
+        Some((k, s)) => kernels::conv2d_max_pool2d_with(x, w, Some(b), p, k, s, backend).unwrap(),
+        None => kernels::conv2d_with(x, w, Some(b), p, backend).unwrap(),
     }
 }
 
@@ -64,8 +64,8 @@ fn conv_benches(c: &mut Criterion) {
         g.bench_function("fwd_bwd/adapt", |bch| {
             bch.iter(|| black_box(ours(&x_in, w, b, s.pool, Backend::Fast).sum_all().unwrap().backward().unwrap()))
         });
-        // candle's own conv backward, with the (correct) candle-op pooling of `ops` where there is
-        // a pool: the stock max-pool has no usable backward.
+        // candle's own conv backward, with the (correct) candle-op pooling of `adapt_kernels` where
+        // there is a pool: the stock max-pool has no usable backward.
         g.bench_function("fwd_bwd/candle", |bch| {
             bch.iter(|| black_box(ours(&x_in, w, b, s.pool, Backend::Candle).sum_all().unwrap().backward().unwrap()))
         });
@@ -81,18 +81,20 @@ fn pool_benches(c: &mut Criterion) {
         let mut g = c.benchmark_group(name);
         g.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
         g.bench_function("fwd/adapt", |bch| {
-            bch.iter(|| black_box(ops::max_pool2d_with(x, k, st, Backend::Fast).unwrap()))
+            bch.iter(|| black_box(kernels::max_pool2d_with(x, k, st, Backend::Fast).unwrap()))
         });
         g.bench_function("fwd/candle", |bch| bch.iter(|| black_box(x.max_pool2d_with_stride(k, st).unwrap())));
         g.bench_function("fwd_bwd/adapt", |bch| {
             bch.iter(|| {
-                black_box(ops::max_pool2d_with(x, k, st, Backend::Fast).unwrap().sum_all().unwrap().backward().unwrap())
+                black_box(
+                    kernels::max_pool2d_with(x, k, st, Backend::Fast).unwrap().sum_all().unwrap().backward().unwrap(),
+                )
             })
         });
         g.bench_function("fwd_bwd/candle_ops", |bch| {
             bch.iter(|| {
                 black_box(
-                    ops::max_pool2d_with(x, k, st, Backend::Candle).unwrap().sum_all().unwrap().backward().unwrap(),
+                    kernels::max_pool2d_with(x, k, st, Backend::Candle).unwrap().sum_all().unwrap().backward().unwrap(),
                 )
             })
         });

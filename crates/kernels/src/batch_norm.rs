@@ -1,30 +1,28 @@
-//! Spatial BatchNorm for GTA's generator and discriminator, with a fused CPU kernel.
+//! Spatial BatchNorm with a fused CPU kernel.
 //!
 //! Built from candle ops, a training-mode BatchNorm is about ten passes over the activations
-//! forward and more backward, and candle's reductions over the strided `(N, H, W)` dimensions
-//! were a third of a GTA step at the paper's sizes. On the CPU (f32) the training forward pass
-//! here is one custom op, parallel over channels: the channel's mean and (biased) variance in two
-//! passes with f64 sums, then `y = (x - mean) * weight / sqrt(var + eps) + bias`; the backward op
-//! computes all three gradients in two passes per channel with the standard formula
-//! `dx = weight / sqrt(var + eps) / M * (M dy - sum(dy) - xhat sum(dy xhat))`. Elsewhere the
-//! same maths runs as candle ops.
-use crate::ops::Backend;
-use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, ModuleT, Result, Shape, Tensor, Var};
+//! forward and more backward, and candle's reductions over the strided `(N, H, W)` dimensions took
+//! a third of a training step in a network of small convolutions. On the CPU (f32) the training
+//! forward pass here is one custom op, parallel over channels: the channel's mean and (biased)
+//! variance in two passes with f64 sums, then `y = (x - mean) * weight / sqrt(var + eps) + bias`;
+//! the backward op computes all three gradients in two passes per channel with the standard formula
+//! `dx = weight / sqrt(var + eps) / M * (M dy - sum(dy) - xhat sum(dy xhat))`. Elsewhere the same
+//! maths runs as candle ops.
+use crate::Backend;
+use crate::glue::{SendPtr, SideChannel, f32_slice, packed_grads, unpack_grads};
+use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
-use std::sync::{Arc, OnceLock};
 
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
-/// Standard deviation of the authors' `N(1, 0.02)` weight initialisation.
-const WEIGHT_INIT_STD: f64 = 0.02;
 
 /// Spatial BatchNorm over `[N, C, H, W]` with PyTorch's semantics: training normalises with the
 /// batch statistics (biased variance) and moves the running statistics by momentum 0.1 (unbiased
 /// variance); evaluation uses the running statistics.
 ///
-/// candle-nn's `BatchNorm` would do, but it cannot run with detached (frozen) weights, GTA
-/// initialises the weights from `N(1, 0.02)`, and it is slow on the CPU.
+/// candle-nn's `BatchNorm` would do, but it cannot run with detached (frozen) weights, it always
+/// initialises the weights to 1, and it is slow on the CPU.
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
     weight: Tensor,
@@ -35,10 +33,11 @@ pub struct BatchNorm2d {
 }
 
 impl BatchNorm2d {
-    /// Parameters `weight`, `bias` and buffers `running_mean`, `running_var` (the names
-    /// [`crate::ParamStore::trainable_vars`] recognises as buffers) under `vb`.
-    pub fn new(channels: usize, backend: Backend, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get_with_hints(channels, "weight", Init::Randn { mean: 1.0, stdev: WEIGHT_INIT_STD })?;
+    /// Parameters `weight` (drawn from `weight_init`; PyTorch's default is `Init::Const(1.0)`)
+    /// and `bias` (zeros), and buffers `running_mean`, `running_var` (PyTorch's names, by which
+    /// a store can tell the buffers from the trainable parameters) under `vb`.
+    pub fn new(channels: usize, weight_init: Init, backend: Backend, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(channels, "weight", weight_init)?;
         let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
         // `Var::from_tensor` of a variable shares its storage: updates land in the store.
         let running_mean = Var::from_tensor(&vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?)?;
@@ -61,23 +60,12 @@ impl BatchNorm2d {
 
     /// Training mode: the normalised output and the batch's per-channel mean and biased variance.
     fn forward_train(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let fast = matches!(self.backend, Backend::Auto | Backend::Fast)
-            && matches!(xs.device(), Device::Cpu)
-            && xs.dtype() == DType::F32;
-        if self.backend == Backend::Fast && !fast {
-            candle_core::bail!(
-                "batch norm: the fast kernel needs f32 on the CPU, got {:?} on {:?}",
-                xs.dtype(),
-                xs.device()
-            );
-        }
         let c = xs.dim(1)?;
-        if fast {
-            let stats = Arc::new(OnceLock::new());
+        if self.backend.use_fast(xs, "batch norm")? {
+            let stats = SideChannel::default();
             let op = BatchNormOp { stats: stats.clone() };
             let ys = xs.contiguous()?.apply_op3(&self.weight.contiguous()?, &self.bias.contiguous()?, op)?;
-            let (mean, var) =
-                stats.get().ok_or_else(|| candle_core::Error::msg("batch norm: no statistics recorded"))?;
+            let (mean, var) = stats.recorded("batch norm statistics")?;
             let mean = Tensor::from_vec(mean.clone(), c, xs.device())?;
             let var = Tensor::from_vec(var.clone(), c, xs.device())?;
             return Ok((ys, mean, var));
@@ -120,20 +108,6 @@ impl ModuleT for BatchNorm2d {
     }
 }
 
-/// Raw pointer that may cross threads; users write disjoint ranges only.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("batch norm {what}: expected f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("batch norm {what}: expected a contiguous tensor"),
-    }
-}
-
 /// Calls `f(channel)` for every channel, in parallel.
 fn per_channel<F: Fn(usize) + Sync + Send>(c: usize, f: F) {
     (0..c).into_par_iter().for_each(f);
@@ -141,7 +115,7 @@ fn per_channel<F: Fn(usize) + Sync + Send>(c: usize, f: F) {
 
 /// Forward op: `(x, weight, bias) -> y`; the batch mean and biased variance go to `stats`.
 struct BatchNormOp {
-    stats: Arc<OnceLock<(Vec<f32>, Vec<f32>)>>,
+    stats: SideChannel<(Vec<f32>, Vec<f32>)>,
 }
 
 impl CustomOp3 for BatchNormOp {
@@ -159,18 +133,15 @@ impl CustomOp3 for BatchNormOp {
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = lx.shape().dims4()?;
-        let x = contiguous_f32(sx, lx, "input")?;
-        let weight = contiguous_f32(sw, lw, "weight")?;
-        let bias = contiguous_f32(sb, lb, "bias")?;
+        let x = f32_slice(sx, lx, "batch norm input")?;
+        let weight = f32_slice(sw, lw, "batch norm weight")?;
+        let bias = f32_slice(sb, lb, "batch norm bias")?;
         let (hw, m) = (h * w, (n * h * w) as f64);
         let mut y = vec![0f32; x.len()];
         let mut mean = vec![0f32; c];
         let mut var = vec![0f32; c];
-        let (yp, mp, vp) = (SendPtr(y.as_mut_ptr()), SendPtr(mean.as_mut_ptr()), SendPtr(var.as_mut_ptr()));
+        let (yp, mp, vp) = (SendPtr::new(&mut y), SendPtr::new(&mut mean), SendPtr::new(&mut var));
         per_channel(c, |ch| {
-            // Rebind so the closure captures the whole `SendPtr`s, not their raw fields.
-            #[allow(clippy::redundant_locals)]
-            let (yp, mp, vp) = (yp, mp, vp);
             let plane = |i: usize| &x[(i * c + ch) * hw..][..hw];
             let mu = (0..n).map(|i| plane(i).iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / m;
             let sq =
@@ -180,18 +151,18 @@ impl CustomOp3 for BatchNormOp {
             let shift = bias[ch] - mu as f32 * scale;
             for i in 0..n {
                 // SAFETY: channel `ch` owns the planes (i, ch) of y and entry ch of mean/var.
-                let out = unsafe { std::slice::from_raw_parts_mut(yp.0.add((i * c + ch) * hw), hw) };
+                let out = unsafe { yp.slice_mut((i * c + ch) * hw, hw) };
                 for (o, &v) in out.iter_mut().zip(plane(i)) {
                     *o = v * scale + shift;
                 }
             }
+            // SAFETY: as above.
             unsafe {
-                *mp.0.add(ch) = mu as f32;
-                *vp.0.add(ch) = sq as f32;
+                mp.write(ch, mu as f32);
+                vp.write(ch, sq as f32);
             }
         });
-        // One forward per op instance; a repeated call would record the same statistics.
-        let _ = self.stats.set((mean, var));
+        self.stats.record((mean, var));
         Ok((CpuStorage::F32(y), lx.shape().clone()))
     }
 
@@ -207,8 +178,7 @@ impl CustomOp3 for BatchNormOp {
         if !need.iter().any(|&b| b) {
             return Ok((None, None, None));
         }
-        let (mean, var) =
-            self.stats.get().ok_or_else(|| candle_core::Error::msg("batch norm backward before forward"))?;
+        let (mean, var) = self.stats.recorded("batch norm backward statistics")?;
         let c = weight.elem_count();
         let stats = Tensor::from_vec([mean.as_slice(), var.as_slice()].concat(), 2 * c, x.device())?;
         // The backward op sees (x, weight with the statistics appended, dy) and returns
@@ -218,11 +188,9 @@ impl CustomOp3 for BatchNormOp {
             &grad_res.contiguous()?,
             &BatchNormBackward { need_dx: need[0] },
         )?;
-        let xn = if need[0] { x.elem_count() } else { 0 };
-        let dx = need[0].then(|| packed.narrow(0, 0, xn)?.reshape(x.shape())).transpose()?;
-        let dw = need[1].then(|| packed.narrow(0, xn, c)).transpose()?;
-        let db = need[2].then(|| packed.narrow(0, xn + c, c)?.reshape(bias.shape())).transpose()?;
-        Ok((dx, dw, db))
+        // The kernel computes both parameter gradients in the same pass, wanted or not.
+        let [dx, dw, db] = unpack_grads(&packed, [x, weight, bias], [need[0], true, true])?;
+        Ok((dx, dw.filter(|_| need[1]), db.filter(|_| need[2])))
     }
 }
 
@@ -246,9 +214,9 @@ impl CustomOp3 for BatchNormBackward {
         lg: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = lx.shape().dims4()?;
-        let x = contiguous_f32(sx, lx, "backward input")?;
-        let params = contiguous_f32(sp, lp, "backward parameters")?;
-        let dy = contiguous_f32(sg, lg, "backward gradient")?;
+        let x = f32_slice(sx, lx, "batch norm backward input")?;
+        let params = f32_slice(sp, lp, "batch norm backward parameters")?;
+        let dy = f32_slice(sg, lg, "batch norm backward gradient")?;
         if params.len() != 3 * c || dy.len() != x.len() {
             candle_core::bail!("batch norm backward: shapes do not match the input {:?}", lx.shape());
         }
@@ -257,11 +225,9 @@ impl CustomOp3 for BatchNormBackward {
         let m = (n * hw) as f64;
         let xn = if self.need_dx { x.len() } else { 0 };
         let mut out = vec![0f32; xn + 2 * c];
-        let op = SendPtr(out.as_mut_ptr());
+        let op = SendPtr::new(&mut out);
         let need_dx = self.need_dx;
         per_channel(c, |ch| {
-            #[allow(clippy::redundant_locals)]
-            let op = op;
             let invstd = 1.0 / (var[ch] as f64 + EPS).sqrt();
             let mu = mean[ch];
             let at = |i: usize| (i * c + ch) * hw;
@@ -275,8 +241,8 @@ impl CustomOp3 for BatchNormBackward {
             sum_dy_xhat *= invstd;
             // SAFETY: channel `ch` owns the planes (i, ch) of dx and entries ch of dweight/dbias.
             unsafe {
-                *op.0.add(xn + ch) = sum_dy_xhat as f32;
-                *op.0.add(xn + c + ch) = sum_dy as f32;
+                op.write(xn + ch, sum_dy_xhat as f32);
+                op.write(xn + c + ch, sum_dy as f32);
             }
             if need_dx {
                 // dx = w invstd (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mu) invstd.
@@ -284,36 +250,61 @@ impl CustomOp3 for BatchNormBackward {
                 let (a, b) = ((sum_dy / m) as f32, (sum_dy_xhat / m) as f32);
                 let invstd = invstd as f32;
                 for i in 0..n {
-                    let d = unsafe { std::slice::from_raw_parts_mut(op.0.add(at(i)), hw) };
+                    // SAFETY: as above.
+                    let d = unsafe { op.slice_mut(at(i), hw) };
                     for ((o, &g), &v) in d.iter_mut().zip(&dy[at(i)..][..hw]).zip(&x[at(i)..][..hw]) {
                         *o = scale * (g - a - (v - mu) * invstd * b);
                     }
                 }
             }
         });
-        let len = out.len();
-        Ok((CpuStorage::F32(out), Shape::from(len)))
+        Ok(packed_grads([out]))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ParamStore;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use crate::tests::{assert_close, values};
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
 
+    /// [`values`] times `scale` plus `offset`, shaped `dims`.
     fn seeded(dims: (usize, usize, usize, usize), seed: u64, scale: f32, offset: f32) -> Result<Tensor> {
-        let mut rng = StdRng::seed_from_u64(seed);
         let n = dims.0 * dims.1 * dims.2 * dims.3;
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0f32) * scale + offset).collect();
+        let v: Vec<f32> = values(n, seed).into_iter().map(|v| v * scale + offset).collect();
         Tensor::from_vec(v, dims, &Device::Cpu)
+    }
+
+    /// A layer over `channels` with seeded weights around 1 and biases around 0, and the store
+    /// that holds them (a `VarMap` alone would draw them from candle's unseeded generator).
+    fn layer(channels: usize, backend: Backend, seed: u64) -> Result<(BatchNorm2d, VarMap)> {
+        let mut vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+        let bn = BatchNorm2d::new(channels, Init::Const(1.0), backend, vb)?;
+        let seeded_1d = |seed: u64, scale: f32, offset: f32| {
+            Tensor::from_vec(
+                values(channels, seed).into_iter().map(|v| v * scale + offset).collect(),
+                channels,
+                &Device::Cpu,
+            )
+        };
+        vars.set_one("weight", seeded_1d(seed + 2, 0.5, 1.0)?)?;
+        vars.set_one("bias", seeded_1d(seed + 3, 0.3, 0.0)?)?;
+        Ok((bn, vars))
+    }
+
+    fn stored(vars: &VarMap, name: &str) -> Result<Vec<f32>> {
+        let data = vars.data().lock().unwrap_or_else(|e| e.into_inner());
+        match data.get(name) {
+            Some(v) => v.as_tensor().to_vec1(),
+            None => candle_core::bail!("no variable {name}"),
+        }
     }
 
     /// Output, gradients of `sum(y * r)` (x, weight, bias) and running statistics.
     fn run(dims: (usize, usize, usize, usize), backend: Backend, seed: u64) -> Result<Vec<Vec<f32>>> {
-        let store = ParamStore::new(seed);
-        let bn = BatchNorm2d::new(dims.1, backend, store.var_builder(DType::F32, &Device::Cpu))?;
+        let (bn, _vars) = layer(dims.1, backend, seed)?;
         // Offset and scaled inputs: the statistics must do real work.
         let x = Var::from_tensor(&seeded(dims, seed, 3.0, 1.5)?)?;
         let r = seeded(dims, seed + 1, 1.0, 0.0)?;
@@ -338,22 +329,48 @@ mod tests {
     #[test]
     fn fast_kernel_matches_candle_ops() -> Result<()> {
         for (i, dims) in [(3, 4, 5, 7), (1, 2, 3, 3), (5, 3, 1, 1), (2, 6, 8, 8)].into_iter().enumerate() {
-            let fast = run(dims, Backend::Fast, i as u64)?;
-            let slow = run(dims, Backend::Candle, i as u64)?;
+            let fast = run(dims, Backend::Fast, 10 * i as u64)?;
+            let slow = run(dims, Backend::Candle, 10 * i as u64)?;
             for (k, (a, b)) in fast.iter().zip(&slow).enumerate() {
-                let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-                for (x, y) in a.iter().zip(b) {
-                    assert!((x - y).abs() <= 1e-4 * scale, "{dims:?} output {k}: {x} vs {y}");
-                }
+                assert_close(a, b, 1e-4, &format!("{dims:?} output {k}"));
             }
         }
         Ok(())
     }
 
     #[test]
+    fn training_normalises_with_the_batch_and_moves_the_running_statistics() -> Result<()> {
+        // Training mode normalises with the batch statistics and moves the running ones like
+        // PyTorch (momentum 0.1, unbiased variance); evaluation uses the running ones.
+        let (bn, vars) = layer(2, Backend::Auto, 0)?;
+        let x = seeded((4, 2, 5, 5), 5, 3.0, 2.0)?;
+        let y = bn.forward_t(&x, true)?;
+        let (w, b) = (stored(&vars, "weight")?, stored(&vars, "bias")?);
+        for c in 0..2 {
+            let xc = x.narrow(1, c, 1)?.flatten_all()?.to_vec1::<f32>()?;
+            let yc = y.narrow(1, c, 1)?.flatten_all()?.to_vec1::<f32>()?;
+            let n = xc.len() as f32;
+            let mean = xc.iter().sum::<f32>() / n;
+            let var = xc.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            for (a, y) in xc.iter().zip(&yc) {
+                assert!(((a - mean) / (var + 1e-5).sqrt() * w[c] + b[c] - y).abs() < 1e-4);
+            }
+            let rm = bn.running_mean().to_vec1::<f32>()?[c];
+            let rv = bn.running_var().to_vec1::<f32>()?[c];
+            assert!((rm - 0.1 * mean).abs() < 1e-4, "running mean {rm} vs {}", 0.1 * mean);
+            assert!((rv - (0.9 + 0.1 * var * n / (n - 1.0))).abs() < 1e-3, "running var {rv}");
+        }
+        // The store holds the updated statistics; evaluation leaves them alone.
+        let before = stored(&vars, "running_mean")?;
+        assert_eq!(before, bn.running_mean().to_vec1::<f32>()?);
+        bn.forward_t(&x, false)?;
+        assert_eq!(before, bn.running_mean().to_vec1::<f32>()?);
+        Ok(())
+    }
+
+    #[test]
     fn input_gradient_skipped_for_constant_inputs() -> Result<()> {
-        let store = ParamStore::new(0);
-        let bn = BatchNorm2d::new(3, Backend::Fast, store.var_builder(DType::F32, &Device::Cpu))?;
+        let (bn, _vars) = layer(3, Backend::Fast, 0)?;
         let x = seeded((2, 3, 4, 4), 0, 1.0, 0.0)?;
         let g = bn.forward_t(&x, true)?.sqr()?.sum_all()?.backward()?;
         assert!(g.get(&x).is_none() && g.get(&bn.weight).is_some());

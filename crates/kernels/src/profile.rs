@@ -1,4 +1,4 @@
-//! Cumulative wall time spent in each kernel of this module, for profiling a training step.
+//! Cumulative wall time spent in each kernel of this crate, for profiling a training step.
 //!
 //! Always on (one `Instant::now()` pair per kernel call, negligible against the kernels).
 use std::sync::atomic::{AtomicU64, Ordering};
