@@ -197,7 +197,7 @@ pub fn build_model(cfg: &DigitRunConfig, params: &ParamStore, device: &Device) -
         DigitNet::Mnist => mnist_dann(&cfg.model, vb)?,
         DigitNet::Svhn => svhn_dann(&cfg.model, vb)?,
     };
-    adapt_models::init::reinitialize(params, "", cfg.model.init)?;
+    adapt_models::init::reinitialize(params, "", cfg.model.init, params.seed())?;
     Ok(model)
 }
 
