@@ -10,25 +10,17 @@ use adapt_eval::plots::{self, DomainPoint, ScatterPanel};
 use adapt_eval::report::{Report, percent};
 use adapt_eval::{TsneConfig, predict, principal_scores, tsne};
 use adapt_models::ParamStore;
-use adapt_models::digits::{ConvPadding, DigitDann, DigitNetConfig, mnist_dann, svhn_dann};
+use adapt_models::digits::{ConvPadding, DigitDann, DigitNetConfig};
 use adapt_models::init::InitScheme;
 use adapt_train::optim::SgdSettings;
 use adapt_train::{Method, TrainConfig};
 use anyhow::{Context, Result, bail};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Which of the paper's two networks a pair uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DigitNet {
-    /// 3x28x28 input: for MNIST, MNIST-M and USPS pairs.
-    Mnist,
-    /// 3x32x32 input: for any pair with SVHN or SynDigits.
-    Svhn,
-}
+pub use adapt_models::digits::DigitNet;
 
 /// Named recipes for the digit runs (`--preset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -192,13 +184,7 @@ pub fn preset(args: &TrainArgs, method: Method) -> TrainConfig {
 
 /// The network of `cfg`, its parameters created in `params`.
 pub fn build_model(cfg: &DigitRunConfig, params: &ParamStore, device: &Device) -> Result<DigitDann> {
-    let vb = params.var_builder(DType::F32, device);
-    let model = match cfg.net {
-        DigitNet::Mnist => mnist_dann(&cfg.model, vb)?,
-        DigitNet::Svhn => svhn_dann(&cfg.model, vb)?,
-    };
-    adapt_models::init::reinitialize(params, "", cfg.model.init, params.seed())?;
-    Ok(model)
+    Ok(DigitDann::build(cfg.net, &cfg.model, params, params.seed(), device)?)
 }
 
 /// Loads and preprocesses the four splits of `source -> target` and holds out the source
