@@ -240,10 +240,10 @@ pub fn train_and_evaluate<F: ModuleT, L: ModuleT, D: ModuleT>(
     } else {
         let hooks = TrainHooks {
             metrics: Some(&mut metrics),
-            progress: &progress,
+            progress: Some(&progress),
             checkpoint: Some(CheckpointPolicy { path: ckpt_path.clone(), every }),
             resume,
-            on_record: &mut on_record,
+            on_record: Some(&mut on_record),
             on_checkpoint: Some(&mut on_checkpoint),
         };
         let outcome = train_dann(model, params, &mut sampler, device, cfg, hooks).with_context(|| {
