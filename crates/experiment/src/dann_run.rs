@@ -167,10 +167,10 @@ where
     } else {
         let hooks = TrainHooks {
             metrics: Some(&mut metrics),
-            progress: &progress,
+            progress: Some(&progress),
             checkpoint: Some(CheckpointPolicy { path: ckpt_path.clone(), every }),
             resume,
-            on_record: &mut on_record,
+            on_record: Some(&mut on_record),
             on_checkpoint: Some(&mut on_checkpoint),
         };
         let outcome = train_dann(model, params, &mut sampler, device, cfg, hooks).context(|| {

@@ -4,7 +4,7 @@ use crate::dann_run::{ANALYSIS_POINTS, MethodRun, train_and_evaluate};
 use crate::error::{Context, Result};
 use crate::files::{RECIPE_FILE, REPORT_FILE, RunLock, create_dir, run_folder_path, write_json};
 use crate::pair::DomainData;
-use crate::recipe::{DigitNet, DigitRecipe, Preset, Recipe, RunOptions, RunRecord};
+use crate::recipe::{DigitRecipe, Preset, Recipe, RunOptions, RunRecord, net_for_pair};
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsInfo};
 use adapt_datasets::preprocess::channel_mean;
@@ -14,10 +14,10 @@ use adapt_eval::plots::{self, DomainPoint, ScatterPanel};
 use adapt_eval::report::{Report, percent};
 use adapt_eval::{TsneConfig, predict, principal_scores, tsne};
 use adapt_models::ParamStore;
-use adapt_models::digits::{ConvPadding, DigitDann, DigitNetConfig, mnist_dann, svhn_dann};
+use adapt_models::digits::{ConvPadding, DigitDann, DigitNet, DigitNetConfig};
 use adapt_train::optim::SgdSettings;
 use adapt_train::{Method, TrainConfig};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -138,7 +138,7 @@ impl DigitRunConfig {
     /// The run of `method` in `recipe`, with the pixel mean its data was normalised with.
     pub fn new(recipe: &DigitRecipe, method: Method, pixel_mean: Vec<f32>) -> Result<Self> {
         let (source, target) = recipe.pair()?;
-        let net = DigitNet::for_pair(source, target);
+        let net = net_for_pair(source, target);
         Ok(Self {
             source: source.name().into(),
             target: target.name().into(),
@@ -146,7 +146,7 @@ impl DigitRunConfig {
             preset: recipe.preset,
             binarize_mnist: recipe.preset.binarize_mnist(),
             model: recipe.model.clone(),
-            image_size: net.image_size(),
+            image_size: net.input_size(),
             pixel_mean,
             train: TrainConfig {
                 method,
@@ -162,13 +162,7 @@ impl DigitRunConfig {
 
     /// The network, its parameters created (and initialised as `model.init` says) in `params`.
     pub fn build_model(&self, params: &ParamStore, device: &Device) -> Result<DigitDann> {
-        let vb = params.var_builder(DType::F32, device);
-        let model = match self.net {
-            DigitNet::Mnist => mnist_dann(&self.model, vb)?,
-            DigitNet::Svhn => svhn_dann(&self.model, vb)?,
-        };
-        adapt_models::init::reinitialize(params, "", self.model.init)?;
-        Ok(model)
+        Ok(DigitDann::build(self.net, &self.model, params, params.seed(), device)?)
     }
 
     /// Loads this run's data with its recorded pixel mean.
@@ -288,9 +282,9 @@ pub struct DigitRun {
 pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<DigitRun> {
     recipe.validate()?;
     let (source, target) = recipe.pair()?;
-    let net = DigitNet::for_pair(source, target);
+    let net = net_for_pair(source, target);
     let loaded =
-        load_pair(source, target, net.image_size(), recipe.preset.binarize_mnist(), None, opts.data_dir.as_deref())?;
+        load_pair(source, target, net.input_size(), recipe.preset.binarize_mnist(), None, opts.data_dir.as_deref())?;
     let data = &loaded.data;
     data.check_batch(recipe.batch_size)?;
     let methods = &recipe.methods;
@@ -325,7 +319,7 @@ pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<D
 
 fn write_report(dir: &Path, summaries: &[RunSummary], recipe: &DigitRecipe, net: DigitNet) -> Result<()> {
     let (source, target) = (&summaries[0].source, &summaries[0].target);
-    let size = net.image_size();
+    let size = net.input_size();
     let mut report = Report::new(&format!("{source} -> {target}"));
     report.paragraph(&format!(
         "The paper's {} network ({} convolutions) on {size}x{size} RGB inputs, preset `{}`{}, pixel mean of both \

@@ -341,10 +341,10 @@ pub fn run_in(
     } else {
         let hooks = GtaHooks {
             metrics: Some(&mut metrics),
-            progress: &progress,
+            progress: Some(&progress),
             checkpoint: Some(CheckpointPolicy { path: ckpt_path.clone(), every }),
             resume,
-            on_record: &mut on_record,
+            on_record: Some(&mut on_record),
             on_checkpoint: Some(&mut on_checkpoint),
         };
         train_gta(&model, &params, &mut sampler, device, &cfg.train, hooks)

@@ -4,7 +4,7 @@
 use crate::error::{Result, ensure};
 use crate::summary::Selection;
 use adapt_datasets::DatasetId;
-use adapt_models::digits::{ConvPadding, DigitNetConfig};
+use adapt_models::digits::{ConvPadding, DigitNet, DigitNetConfig};
 use adapt_models::init::InitScheme;
 use adapt_train::{GtaVariant, Method};
 use serde::{Deserialize, Serialize};
@@ -92,28 +92,11 @@ impl Preset {
     }
 }
 
-/// Which of the paper's two networks a pair uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DigitNet {
-    /// 3x28x28 input: for MNIST, MNIST-M and USPS pairs.
-    Mnist,
-    /// 3x32x32 input: for any pair with SVHN or SynDigits.
-    Svhn,
-}
-
-impl DigitNet {
-    pub fn for_pair(source: DatasetId, target: DatasetId) -> Self {
-        let small = |d: DatasetId| matches!(d, DatasetId::Mnist | DatasetId::MnistM | DatasetId::Usps);
-        if small(source) && small(target) { DigitNet::Mnist } else { DigitNet::Svhn }
-    }
-
-    pub fn image_size(self) -> usize {
-        match self {
-            DigitNet::Mnist => 28,
-            DigitNet::Svhn => 32,
-        }
-    }
+/// Which of the paper's two networks a pair uses: the MNIST net (28x28) for MNIST, MNIST-M and
+/// USPS pairs, the SVHN net (32x32) for any pair with SVHN or SynDigits.
+pub fn net_for_pair(source: DatasetId, target: DatasetId) -> DigitNet {
+    let small = |d: DatasetId| matches!(d, DatasetId::Mnist | DatasetId::MnistM | DatasetId::Usps);
+    if small(source) && small(target) { DigitNet::Mnist } else { DigitNet::Svhn }
 }
 
 /// Source-only and/or DANN with the paper's digit nets on a digit pair.
@@ -143,7 +126,7 @@ impl DigitRecipe {
             target: target.name().into(),
             methods,
             preset,
-            model: preset.model(DigitNet::for_pair(source, target)),
+            model: preset.model(net_for_pair(source, target)),
             steps: 8600,
             batch_size: 32,
             lr: 0.01,

@@ -11,14 +11,39 @@
 //! Optionally with BatchNorm (after every convolution and every hidden fully connected layer,
 //! before the ReLU) and dropout (after every hidden fully connected layer). Convolutions use
 //! [`adapt_kernels`]: the fast CPU kernels with the ReLU fused in when there is no BatchNorm.
+//!
+//! [`DigitDann::build`] creates a net in a parameter store and applies [`DigitNetConfig::init`].
+//! The `VarBuilder` constructors ([`mnist_dann`], [`svhn_dann`], ...) can only create
+//! PyTorch-initialised parameters, so they refuse any other `init` instead of ignoring it.
+use crate::NamedParams;
 use crate::conv::{Conv2d, MaxPool2d};
 use crate::dann::Dann;
-use crate::init::InitScheme;
+use crate::init::{self, InitScheme};
 use crate::mlp::{Mlp, MlpConfig};
 use adapt_kernels::{Backend, Conv2dParams};
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{DType, Device, Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
+
+/// Which of the paper's two networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DigitNet {
+    /// 3x28x28 input: for MNIST, MNIST-M and USPS pairs.
+    Mnist,
+    /// 3x32x32 input: for any pair with SVHN or SynDigits.
+    Svhn,
+}
+
+impl DigitNet {
+    /// Height and width of the net's `3 x size x size` input.
+    pub fn input_size(self) -> usize {
+        match self {
+            DigitNet::Mnist => 28,
+            DigitNet::Svhn => 32,
+        }
+    }
+}
 
 /// Regularisation and kernel choice of the digit networks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,8 +55,8 @@ pub struct DigitNetConfig {
     pub dropout: f32,
     /// Convolution / pooling implementation ([`Backend::Auto`]: fast kernels on the CPU).
     pub backend: Backend,
-    /// Starting weights; applied by [`crate::init::reinitialize`] after the net is built (the
-    /// constructors create PyTorch-initialised parameters).
+    /// Starting weights, applied by [`DigitDann::build`]. The `VarBuilder` constructors create
+    /// PyTorch-initialised parameters and reject any other scheme.
     pub init: InitScheme,
     /// Zero padding of the 5x5 convolutions.
     pub padding: ConvPadding,
@@ -183,14 +208,25 @@ fn head(dims: &[usize], cfg: &DigitNetConfig, vb: VarBuilder) -> Result<Mlp> {
     Mlp::new(&MlpConfig { batch_norm: cfg.batch_norm, dropout: cfg.dropout, ..MlpConfig::head(dims) }, vb)
 }
 
-/// The MNIST feature extractor alone (input `3 x 28 x 28`, 2352 features).
-pub fn mnist_features(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<MnistFeatures> {
+/// The `VarBuilder` constructors cannot redraw what they created: refuse a scheme they would
+/// silently ignore.
+fn require_pytorch_init(cfg: &DigitNetConfig, who: &str) -> Result<()> {
+    if cfg.init != InitScheme::Pytorch {
+        candle_core::bail!(
+            "{who} creates PyTorch-initialised parameters through a VarBuilder and cannot apply init = {:?}; \
+             build the net with DigitDann::build, which applies it",
+            cfg.init
+        );
+    }
+    Ok(())
+}
+
+fn mnist_feature_blocks(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<MnistFeatures> {
     let specs = [BlockSpec { out_ch: 32, pool: Some((2, 2)) }, BlockSpec { out_ch: 48, pool: Some((2, 2)) }];
     ConvFeatures::new((3, 28, 28), &specs, cfg, vb)
 }
 
-/// The SVHN feature extractor alone (input `3 x 32 x 32`, 6272 features).
-pub fn svhn_features(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<SvhnFeatures> {
+fn svhn_feature_blocks(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<SvhnFeatures> {
     let specs = [
         BlockSpec { out_ch: 64, pool: Some((3, 2)) },
         BlockSpec { out_ch: 64, pool: Some((3, 2)) },
@@ -199,22 +235,69 @@ pub fn svhn_features(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<SvhnFeature
     ConvFeatures::new((3, 32, 32), &specs, cfg, vb)
 }
 
-/// The paper's MNIST DANN: label predictor fc 100-100-10, domain classifier fc 100-2.
-pub fn mnist_dann(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<MnistDann> {
-    let features = mnist_features(cfg, vb.pp("features"))?;
+/// `net` with PyTorch-initialised parameters under `vb`, whatever `cfg.init` says.
+fn pytorch_initialised(net: DigitNet, cfg: &DigitNetConfig, vb: VarBuilder) -> Result<DigitDann> {
+    let (features, label_hidden, domain_hidden): (_, &[usize], &[usize]) = match net {
+        DigitNet::Mnist => (mnist_feature_blocks(cfg, vb.pp("features"))?, &[100, 100], &[100]),
+        DigitNet::Svhn => (svhn_feature_blocks(cfg, vb.pp("features"))?, &[3072, 2048], &[1024, 1024]),
+    };
     let f = features.feature_dim();
-    let label = head(&[f, 100, 100, 10], cfg, vb.pp("label"))?;
-    let domain = head(&[f, 100, 2], cfg, vb.pp("domain"))?;
+    let dims = |hidden: &[usize], out: usize| [&[f][..], hidden, &[out][..]].concat();
+    let label = head(&dims(label_hidden, 10), cfg, vb.pp("label"))?;
+    let domain = head(&dims(domain_hidden, 2), cfg, vb.pp("domain"))?;
     Ok(Dann::new(features, label, domain))
 }
 
-/// The paper's SVHN DANN: label predictor fc 3072-2048-10, domain classifier fc 1024-1024-2.
+/// The parameter prefixes of a [`DigitDann`].
+const DIGIT_DANN_PREFIXES: [&str; 3] = ["features.", "label.", "domain."];
+
+impl Dann<ConvFeatures, Mlp, Mlp> {
+    /// The paper's `net` with `cfg`, its f32 parameters created in `params` on `device` and
+    /// initialised as `cfg.init` says: PyTorch's defaults as the store draws them, or those
+    /// redrawn by [`init::reinitialize`] from `init_seed`. A [`crate::ParamStore`] run passes the
+    /// store's seed (one seed decides every weight, as it always has); a `VarMap` has no seed, so
+    /// with Glorot this one makes its weights reproducible.
+    pub fn build(
+        net: DigitNet,
+        cfg: &DigitNetConfig,
+        params: &dyn NamedParams,
+        init_seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let model = pytorch_initialised(net, cfg, params.var_builder(DType::F32, device))?;
+        for prefix in DIGIT_DANN_PREFIXES {
+            init::reinitialize(params, prefix, cfg.init, init_seed)?;
+        }
+        Ok(model)
+    }
+}
+
+/// The MNIST feature extractor alone (input `3 x 28 x 28`, 2352 features), PyTorch-initialised
+/// (any other `cfg.init` is an error).
+pub fn mnist_features(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<MnistFeatures> {
+    require_pytorch_init(cfg, "mnist_features")?;
+    mnist_feature_blocks(cfg, vb)
+}
+
+/// The SVHN feature extractor alone (input `3 x 32 x 32`, 6272 features), PyTorch-initialised
+/// (any other `cfg.init` is an error).
+pub fn svhn_features(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<SvhnFeatures> {
+    require_pytorch_init(cfg, "svhn_features")?;
+    svhn_feature_blocks(cfg, vb)
+}
+
+/// The paper's MNIST DANN: label predictor fc 100-100-10, domain classifier fc 100-2,
+/// PyTorch-initialised (any other `cfg.init` is an error: use [`DigitDann::build`]).
+pub fn mnist_dann(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<MnistDann> {
+    require_pytorch_init(cfg, "mnist_dann")?;
+    pytorch_initialised(DigitNet::Mnist, cfg, vb)
+}
+
+/// The paper's SVHN DANN: label predictor fc 3072-2048-10, domain classifier fc 1024-1024-2,
+/// PyTorch-initialised (any other `cfg.init` is an error: use [`DigitDann::build`]).
 pub fn svhn_dann(cfg: &DigitNetConfig, vb: VarBuilder) -> Result<SvhnDann> {
-    let features = svhn_features(cfg, vb.pp("features"))?;
-    let f = features.feature_dim();
-    let label = head(&[f, 3072, 2048, 10], cfg, vb.pp("label"))?;
-    let domain = head(&[f, 1024, 1024, 2], cfg, vb.pp("domain"))?;
-    Ok(Dann::new(features, label, domain))
+    require_pytorch_init(cfg, "svhn_dann")?;
+    pytorch_initialised(DigitNet::Svhn, cfg, vb)
 }
 
 #[cfg(test)]
@@ -227,6 +310,87 @@ mod tests {
         let mut n: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
         n.sort();
         n
+    }
+
+    /// FNV-1a over the bits of every value: a checksum that any changed bit changes.
+    fn bits_checksum(t: &Tensor) -> Result<u64> {
+        let values = t.flatten_all()?.to_vec1::<f32>()?;
+        Ok(values
+            .iter()
+            .flat_map(|v| v.to_bits().to_le_bytes())
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)))
+    }
+
+    /// The paper preset's MNIST net at seed 1, as `ParamStore::new(1)` + `mnist_dann` +
+    /// `init::reinitialize(&params, "", Glorot)` built it before `DigitDann::build` applied the
+    /// init itself: (name, length, checksum, first value, last value), pinned then.
+    const PAPER_MNIST_SEED_1: [(&str, usize, u64, f32, f32); 14] = [
+        ("domain.fc0.bias", 100, 0x2c1b93daafb34265, 0.0, 0.0),
+        ("domain.fc0.weight", 76800, 0x8a9cf36be88c4b5c, 0.05888372, -0.07828527),
+        ("domain.fc1.bias", 2, 0xa8c7f832281a39c5, 0.0, 0.0),
+        ("domain.fc1.weight", 200, 0xb8ff1797790e2d8e, 0.06112507, -0.15285923),
+        ("features.conv0.bias", 32, 0x8421ae126c7ced25, 0.0, 0.0),
+        ("features.conv0.weight", 2400, 0xa5ad8c820061c9f5, 0.049112245, 0.068978),
+        ("features.conv1.bias", 48, 0xab0c262759a1d225, 0.0, 0.0),
+        ("features.conv1.weight", 38400, 0xdf3948b586e641b7, 0.030194182, -0.0037456192),
+        ("label.fc0.bias", 100, 0x2c1b93daafb34265, 0.0, 0.0),
+        ("label.fc0.weight", 76800, 0xf4b09e0b6b0f2e0d, -0.06717278, -0.05639694),
+        ("label.fc1.bias", 100, 0x2c1b93daafb34265, 0.0, 0.0),
+        ("label.fc1.weight", 10000, 0x6b633511b47a8adb, 0.122261256, 0.08006653),
+        ("label.fc2.bias", 10, 0x40d69e0cf0f65c45, 0.0, 0.0),
+        ("label.fc2.weight", 1000, 0x410859d5e7bdb5ff, -0.035080522, -0.034809574),
+    ];
+
+    fn paper_mnist() -> DigitNetConfig {
+        DigitNetConfig { init: InitScheme::Glorot, padding: ConvPadding::Valid, ..DigitNetConfig::default() }
+    }
+
+    #[test]
+    fn build_applies_the_init_bit_identically_to_the_old_two_step_recipe() -> Result<()> {
+        let check = |params: &dyn NamedParams, what: &str| -> Result<()> {
+            let vars = params.named_vars();
+            assert_eq!(vars.len(), PAPER_MNIST_SEED_1.len(), "{what}");
+            for ((name, var), (want_name, len, sum, first, last)) in vars.iter().zip(PAPER_MNIST_SEED_1) {
+                assert_eq!(name, want_name, "{what}");
+                let v = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                assert_eq!((v.len(), v[0], v[v.len() - 1]), (len, first, last), "{what}: {name}");
+                assert_eq!(bits_checksum(var.as_tensor())?, sum, "{what}: {name} differs from the pinned weights");
+            }
+            Ok(())
+        };
+        let store = crate::ParamStore::new(1);
+        DigitDann::build(DigitNet::Mnist, &paper_mnist(), &store, store.seed(), &Device::Cpu)?;
+        check(&store, "ParamStore")?;
+        // Glorot redraws every weight and zeroes every bias, so a VarMap given the same seed ends
+        // with the same net, none of candle's unseeded draw left.
+        let vm = VarMap::new();
+        DigitDann::build(DigitNet::Mnist, &paper_mnist(), &vm, 1, &Device::Cpu)?;
+        check(&vm, "VarMap")?;
+        Ok(())
+    }
+
+    #[test]
+    fn var_builder_constructors_refuse_an_init_they_cannot_apply() -> Result<()> {
+        let vb = || VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
+        let cfg = paper_mnist();
+        for err in [
+            mnist_dann(&cfg, vb()).err(),
+            svhn_dann(&cfg, vb()).err(),
+            mnist_features(&cfg, vb()).err(),
+            svhn_features(&cfg, vb()).err(),
+        ] {
+            let err = err.expect("a Glorot config must be refused").to_string();
+            assert!(err.contains("init = Glorot") && err.contains("DigitDann::build"), "{err}");
+        }
+        // PyTorch's init is what they create: accepted, and build agrees with them.
+        let pytorch = DigitNetConfig { init: InitScheme::Pytorch, ..cfg };
+        let (a, b) = (crate::ParamStore::new(4), crate::ParamStore::new(4));
+        mnist_dann(&pytorch, a.var_builder(DType::F32, &Device::Cpu))?;
+        DigitDann::build(DigitNet::Mnist, &pytorch, &b, 99, &Device::Cpu)?;
+        for ((name, x), (_, y)) in a.named_vars().iter().zip(b.named_vars()) {
+            assert_eq!(bits_checksum(x.as_tensor())?, bits_checksum(y.as_tensor())?, "{name}");
+        }
+        Ok(())
     }
 
     #[test]

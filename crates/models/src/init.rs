@@ -4,7 +4,7 @@
 //! `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, and biases with the same bound. candle-nn's `linear`
 //! uses a larger weight range; published DANN recipes were tuned with PyTorch's (or TF's Glorot)
 //! scale, and the deep SVHN net diverges with the larger one.
-use crate::ParamStore;
+use crate::NamedParams;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rand::SeedableRng;
@@ -23,9 +23,14 @@ pub enum InitScheme {
 }
 
 /// Redraws every `*.weight` (2-D fully connected or 4-D convolution) and `*.bias` under
-/// `prefix` with `scheme`, each from its own generator seeded by the store's seed and the
-/// name, so the result does not depend on creation order. BatchNorm parameters are left alone.
-pub fn reinitialize(params: &ParamStore, prefix: &str, scheme: InitScheme) -> Result<()> {
+/// `prefix` with `scheme`, each from its own generator seeded by `seed` and the name, so the
+/// result does not depend on creation order. BatchNorm parameters are left alone.
+///
+/// [`InitScheme::Pytorch`] changes nothing: the constructors already draw PyTorch's defaults.
+/// A [`crate::ParamStore`] run passes the store's own seed ([`crate::ParamStore::seed`]), so
+/// one seed decides every weight; a `VarMap` has no seed of its own, and its Glorot weights
+/// are reproducible only through this one.
+pub fn reinitialize(params: &(impl NamedParams + ?Sized), prefix: &str, scheme: InitScheme, seed: u64) -> Result<()> {
     if scheme == InitScheme::Pytorch {
         return Ok(());
     }
@@ -47,7 +52,7 @@ pub fn reinitialize(params: &ParamStore, prefix: &str, scheme: InitScheme) -> Re
             }
         };
         let bound = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed() ^ fnv1a(name.as_bytes()));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ fnv1a(name.as_bytes()));
         let values: Vec<f32> =
             (0..var.elem_count()).map(|_| rand::Rng::random_range(&mut rng, -bound..=bound)).collect();
         var.set(&Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?)?;
@@ -91,8 +96,10 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<candle_nn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ParamStore;
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
+    use std::collections::HashMap;
 
     #[test]
     fn glorot_reinitialisation_redraws_weights_and_zeroes_biases() -> Result<()> {
@@ -100,7 +107,7 @@ mod tests {
         let vb = params.var_builder(DType::F32, &Device::Cpu);
         linear_params(400, 30, &vb.pp("fc"))?;
         conv2d_params(3, 8, 5, &vb.pp("conv"))?;
-        reinitialize(&params, "", InitScheme::Glorot)?;
+        reinitialize(&params, "", InitScheme::Glorot, params.seed())?;
         let t = params.tensors();
         let w = t["fc.weight"].flatten_all()?.to_vec1::<f32>()?;
         let bound = (6.0f32 / 430.0).sqrt();
@@ -116,8 +123,47 @@ mod tests {
         let vb = again.var_builder(DType::F32, &Device::Cpu);
         conv2d_params(3, 8, 5, &vb.pp("conv"))?;
         linear_params(400, 30, &vb.pp("fc"))?;
-        reinitialize(&again, "", InitScheme::Glorot)?;
+        reinitialize(&again, "", InitScheme::Glorot, again.seed())?;
         assert_eq!(again.tensors()["fc.weight"].flatten_all()?.to_vec1::<f32>()?, w);
+        Ok(())
+    }
+
+    #[test]
+    fn a_var_map_reinitialises_like_a_param_store_of_the_same_seed() -> Result<()> {
+        let build = |params: &dyn NamedParams| -> Result<()> {
+            let vb = params.var_builder(DType::F32, &Device::Cpu);
+            linear_params(40, 30, &vb.pp("fc"))?;
+            conv2d_params(3, 8, 5, &vb.pp("conv"))?;
+            candle_nn::batch_norm(8, 1e-5, vb.pp("bn0"))?;
+            Ok(())
+        };
+        let (vm, store) = (VarMap::new(), ParamStore::new(11));
+        build(&vm)?;
+        build(&store)?;
+        reinitialize(&vm, "", InitScheme::Glorot, 11)?;
+        reinitialize(&store, "", InitScheme::Glorot, store.seed())?;
+        let (a, b) = (NamedParams::tensors(&vm), store.tensors());
+        // Glorot redraws every weight and zeroes every bias: nothing of candle's unseeded draw is
+        // left, so the VarMap now holds exactly the store's values. BatchNorm starts constant.
+        for (name, t) in &a {
+            assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, b[name].flatten_all()?.to_vec1::<f32>()?, "{name}");
+        }
+        assert!(a["fc.bias"].to_vec1::<f32>()?.iter().all(|v| *v == 0.0));
+        // Only what is under the prefix moves; PyTorch's scheme moves nothing.
+        let vm = VarMap::new();
+        build(&vm)?;
+        // Copies: the tensors share the variables' storage, which reinitialising overwrites.
+        let values = |vm: &VarMap| -> Result<HashMap<String, Vec<f32>>> {
+            NamedParams::tensors(vm).into_iter().map(|(k, t)| Ok((k, t.flatten_all()?.to_vec1::<f32>()?))).collect()
+        };
+        let before = values(&vm)?;
+        reinitialize(&vm, "conv", InitScheme::Glorot, 11)?;
+        reinitialize(&vm, "", InitScheme::Pytorch, 11)?;
+        let after = values(&vm)?;
+        assert_eq!(before["fc.weight"], after["fc.weight"]);
+        assert_eq!(before["fc.bias"], after["fc.bias"]);
+        assert_eq!(after["conv.weight"], b["conv.weight"].flatten_all()?.to_vec1::<f32>()?);
+        assert_ne!(before["conv.weight"], after["conv.weight"]);
         Ok(())
     }
 

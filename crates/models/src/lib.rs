@@ -7,7 +7,9 @@
 //! * [`digits`]: the paper's MNIST and SVHN networks.
 //! * [`toy`]: the DANN authors' 2D-toy network.
 //! * [`gta`]: Generate To Adapt's embedding, classifier, generator and discriminator.
-//! * [`params`]: seeded, named parameters with atomic safetensors save/load.
+//! * [`params`]: seeded, named parameters with atomic safetensors save/load, and the
+//!   [`NamedParams`] view of a store that training and checkpoints use (a `ParamStore` or a
+//!   candle-nn `VarMap`).
 //! * [`init`]: explicit, PyTorch-matching initialisation (candle-nn's default is larger, and the
 //!   SVHN net diverged with it).
 pub mod conv;
@@ -21,4 +23,4 @@ pub mod toy;
 
 pub use dann::{Dann, DannOutput};
 pub use mlp::{Activation, Mlp, MlpConfig};
-pub use params::ParamStore;
+pub use params::{NamedParams, ParamStore};

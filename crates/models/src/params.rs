@@ -5,10 +5,14 @@
 //! draws each parameter from its own generator, seeded from the store's seed and the parameter's
 //! name: the same seed gives bit-identical weights whatever the construction order, on any
 //! device. It also saves and restores the parameters as safetensors.
+//!
+//! [`NamedParams`] is what training, initialisation and checkpoints need from a store of named
+//! variables; both [`ParamStore`] and candle-nn's [`VarMap`] provide it, so a model built on a
+//! `VarMap` trains, re-initialises and checkpoints the same way.
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::init::{FanInOut, NormalOrUniform};
 use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Init, VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal, Uniform};
@@ -18,6 +22,77 @@ use std::sync::{Arc, Mutex};
 
 /// Suffixes of non-trainable buffers (BatchNorm running statistics).
 const BUFFER_SUFFIXES: [&str; 2] = ["running_mean", "running_var"];
+
+/// Whether `name` is a non-trainable buffer (a BatchNorm running statistic).
+pub fn is_buffer(name: &str) -> bool {
+    BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// A store of named variables, as training, initialisation and checkpoints use it.
+///
+/// Variable order is always by name, so optimizer state saved by position or by name lines up
+/// between runs whatever order the model created its parameters in.
+pub trait NamedParams {
+    /// Every variable (BatchNorm running statistics included), sorted by name.
+    fn named_vars(&self) -> Vec<(String, Var)>;
+
+    /// A `VarBuilder` that creates missing parameters in this store.
+    fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static>;
+
+    /// Trainable variables (everything but BatchNorm running statistics) whose name starts with
+    /// `prefix` (empty for all), with their names, sorted by name.
+    fn trainable_named_vars(&self, prefix: &str) -> Vec<(String, Var)> {
+        self.named_vars().into_iter().filter(|(k, _)| k.starts_with(prefix) && !is_buffer(k)).collect()
+    }
+
+    /// [`NamedParams::trainable_named_vars`] without the names.
+    fn trainable_vars(&self, prefix: &str) -> Vec<Var> {
+        self.trainable_named_vars(prefix).into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Number of scalar parameters (buffers included).
+    fn elem_count(&self) -> usize {
+        self.named_vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// The current values, detached, keyed by name.
+    fn tensors(&self) -> HashMap<String, Tensor> {
+        self.named_vars().into_iter().map(|(k, v)| (k, v.as_tensor().detach())).collect()
+    }
+
+    /// Overwrites every variable with the tensor of the same name. Every variable must be present
+    /// with its shape; extra tensors are ignored (a checkpoint also holds optimizer state).
+    /// `origin` names the tensors' source in errors.
+    fn assign(&self, tensors: &HashMap<String, Tensor>, origin: &str) -> Result<()> {
+        for (name, var) in self.named_vars() {
+            let t = tensors
+                .get(&name)
+                .ok_or_else(|| candle_core::Error::msg(format!("{origin}: parameter '{name}' is missing")))?;
+            if t.shape() != var.shape() {
+                candle_core::bail!(
+                    "{origin}: parameter '{name}' has shape {:?}, the model needs {:?}",
+                    t.shape(),
+                    var.shape()
+                );
+            }
+            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the parameters as safetensors, atomically (see [`save_safetensors_atomic`]).
+    fn save(&self, path: &Path) -> Result<()> {
+        save_safetensors_atomic(&self.tensors(), path)
+    }
+
+    /// Loads parameters saved by [`NamedParams::save`] (or any safetensors file with the same
+    /// names) onto the device the variables live on.
+    fn load(&self, path: &Path) -> Result<()> {
+        let device = self.named_vars().first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
+        let tensors = load_safetensors(path, &device)?;
+        self.assign(&tensors, &path.display().to_string())
+    }
+}
 
 /// A seeded store of named variables; clones share the same variables.
 #[derive(Clone)]
@@ -85,64 +160,69 @@ impl ParamStore {
         self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// Trainable variables (everything but BatchNorm running statistics) whose name starts with
-    /// `prefix` (empty for all), sorted by name.
+    /// See [`NamedParams::trainable_vars`] (here so callers need not import the trait).
     pub fn trainable_vars(&self, prefix: &str) -> Vec<Var> {
-        self.trainable_named_vars(prefix).into_iter().map(|(_, v)| v).collect()
+        NamedParams::trainable_vars(self, prefix)
     }
 
-    /// [`ParamStore::trainable_vars`] with their names, in the same order.
+    /// See [`NamedParams::trainable_named_vars`].
     pub fn trainable_named_vars(&self, prefix: &str) -> Vec<(String, Var)> {
-        self.lock()
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix) && !BUFFER_SUFFIXES.iter().any(|s| k.ends_with(s)))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        NamedParams::trainable_named_vars(self, prefix)
     }
 
     pub fn get(&self, name: &str) -> Option<Var> {
         self.lock().get(name).cloned()
     }
 
-    /// Number of scalar parameters (buffers included).
+    /// See [`NamedParams::elem_count`].
     pub fn elem_count(&self) -> usize {
-        self.lock().values().map(|v| v.elem_count()).sum()
+        NamedParams::elem_count(self)
     }
 
-    /// The current values, detached, keyed by name.
+    /// See [`NamedParams::tensors`].
     pub fn tensors(&self) -> HashMap<String, Tensor> {
-        self.lock().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
+        NamedParams::tensors(self)
     }
 
-    /// Overwrites every variable with the tensor of the same name. Every variable must be present
-    /// with its shape; extra tensors are ignored (a checkpoint also holds optimizer state).
+    /// See [`NamedParams::assign`].
     pub fn assign(&self, tensors: &HashMap<String, Tensor>, origin: &str) -> Result<()> {
-        for (name, var) in self.lock().iter() {
-            let t = tensors
-                .get(name)
-                .ok_or_else(|| candle_core::Error::msg(format!("{origin}: parameter '{name}' is missing")))?;
-            if t.shape() != var.shape() {
-                candle_core::bail!(
-                    "{origin}: parameter '{name}' has shape {:?}, the model needs {:?}",
-                    t.shape(),
-                    var.shape()
-                );
-            }
-            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
-        }
-        Ok(())
+        NamedParams::assign(self, tensors, origin)
     }
 
-    /// Saves the parameters as safetensors, atomically (see [`save_safetensors_atomic`]).
+    /// See [`NamedParams::save`].
     pub fn save(&self, path: &Path) -> Result<()> {
-        save_safetensors_atomic(&self.tensors(), path)
+        NamedParams::save(self, path)
     }
 
-    /// Loads parameters saved by [`ParamStore::save`] (or any safetensors file with the same names).
+    /// See [`NamedParams::load`].
     pub fn load(&self, path: &Path) -> Result<()> {
-        let device = self.lock().values().next().map(|v| v.device().clone()).unwrap_or(Device::Cpu);
-        let tensors = load_safetensors(path, &device)?;
-        self.assign(&tensors, &path.display().to_string())
+        NamedParams::load(self, path)
+    }
+}
+
+impl NamedParams for ParamStore {
+    fn named_vars(&self) -> Vec<(String, Var)> {
+        ParamStore::named_vars(self)
+    }
+
+    fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        ParamStore::var_builder(self, dtype, device)
+    }
+}
+
+/// A `VarMap` has no seed: its parameters start from candle's unseeded generator, so give
+/// [`crate::init::reinitialize`] a seed to make them reproducible.
+impl NamedParams for VarMap {
+    fn named_vars(&self) -> Vec<(String, Var)> {
+        // A panic elsewhere while holding the lock leaves the map itself consistent.
+        let data = self.data().lock().unwrap_or_else(|e| e.into_inner());
+        let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_varmap(self, dtype, device)
     }
 }
 
@@ -244,6 +324,52 @@ mod tests {
         std::fs::write(dir.join("bad.safetensors"), b"not a safetensors file").unwrap();
         let e = other.load(&dir.join("bad.safetensors")).unwrap_err().to_string();
         assert!(e.contains("bad.safetensors"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+
+    #[test]
+    fn a_var_map_is_a_store_of_named_params_too() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = NamedParams::var_builder(&vm, DType::F32, &Device::Cpu);
+        for name in ["b.weight", "a.weight"] {
+            vb.get_with_hints((2, 3), name, Init::Randn { mean: 0.0, stdev: 1.0 })?;
+        }
+        candle_nn::batch_norm(3, 1e-5, vb.pp("c.bn"))?;
+        let names: Vec<String> = vm.named_vars().into_iter().map(|(k, _)| k).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "named_vars must be sorted by name");
+        let trainable: Vec<String> = vm.trainable_named_vars("").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(trainable, ["a.weight", "b.weight", "c.bn.bias", "c.bn.weight"]);
+        assert_eq!(vm.elem_count(), 2 * 6 + 4 * 3);
+
+        // Saved from a VarMap, loaded into a ParamStore of the same names and back.
+        let dir = std::env::temp_dir().join(format!("adapt-params-varmap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vm.safetensors");
+        NamedParams::save(&vm, &path)?;
+        let store = ParamStore::new(5);
+        let svb = store.var_builder(DType::F32, &Device::Cpu);
+        for name in ["a.weight", "b.weight"] {
+            svb.get_with_hints((2, 3), name, Init::Const(0.0))?;
+        }
+        candle_nn::batch_norm(3, 1e-5, svb.pp("c.bn"))?;
+        store.load(&path)?;
+        let (from, to) = (NamedParams::tensors(&vm), store.tensors());
+        for (name, t) in &from {
+            assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, to[name].flatten_all()?.to_vec1::<f32>()?, "{name}");
+        }
+        store.var_builder(DType::F32, &Device::Cpu).get_with_hints((2, 3), "z.weight", Init::Const(1.0))?;
+        store.save(&path)?;
+        let other = VarMap::new();
+        NamedParams::var_builder(&other, DType::F32, &Device::Cpu).get_with_hints(
+            (2, 3),
+            "z.weight",
+            Init::Const(0.0),
+        )?;
+        NamedParams::load(&other, &path)?;
+        assert_eq!(NamedParams::tensors(&other)["z.weight"].flatten_all()?.to_vec1::<f32>()?, vec![1.0; 6]);
         std::fs::remove_dir_all(&dir).ok();
         Ok(())
     }

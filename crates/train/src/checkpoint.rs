@@ -9,10 +9,12 @@
 //! [`SamplerState`]).
 //!
 //! Writes go through a temporary file and a rename: a crash leaves the previous checkpoint intact.
+//!
+//! Parameters come from any [`NamedParams`] store (a `ParamStore` or a candle-nn `VarMap`).
 use crate::batches::SamplerState;
 use crate::error::{Result, TrainError};
 use crate::optim::MomentumSgd;
-use adapt_models::ParamStore;
+use adapt_models::NamedParams;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,27 +53,39 @@ fn corrupt(path: &Path, what: impl std::fmt::Display) -> TrainError {
     TrainError::Checkpoint { path: path.to_path_buf(), reason: what.to_string() }
 }
 
+/// Names of the variables a [`MomentumSgd`] built on `params.trainable_vars("")` updates, in
+/// its order (it keeps only floating-point variables).
+pub fn momentum_names(params: &dyn NamedParams) -> Vec<String> {
+    params.trainable_named_vars("").into_iter().filter(|(_, v)| v.dtype().is_float()).map(|(n, _)| n).collect()
+}
+
+/// `opt`'s momentum buffers named for a checkpoint (`optim.velocity.<name>`), `names` being its
+/// variables' names in order (see [`momentum_names`]); buffers not yet created are left out.
+pub fn velocity_state(names: &[String], opt: &MomentumSgd) -> Result<Vec<(String, Tensor)>> {
+    if names.len() != opt.velocity().len() {
+        return Err(TrainError::Config(format!(
+            "optimizer holds {} buffers for {} trainable parameters",
+            opt.velocity().len(),
+            names.len()
+        )));
+    }
+    Ok(names
+        .iter()
+        .zip(opt.velocity())
+        .filter_map(|(name, v)| v.as_ref().map(|v| (format!("{VELOCITY_PREFIX}{name}"), v.detach())))
+        .collect())
+}
+
 /// Saves parameters, momentum buffers, step and sampler position to `path`, atomically.
 pub fn save(
     path: &Path,
-    params: &ParamStore,
+    params: &dyn NamedParams,
     opt: &MomentumSgd,
     step: usize,
     steps: usize,
     sampler: SamplerState,
 ) -> Result<()> {
-    let names: Vec<String> = params.trainable_named_vars("").into_iter().map(|(n, _)| n).collect();
-    if names.len() != opt.velocity().len() {
-        return Err(corrupt(
-            path,
-            format!("optimizer holds {} buffers for {} trainable parameters", opt.velocity().len(), names.len()),
-        ));
-    }
-    let velocity = names
-        .iter()
-        .zip(opt.velocity())
-        .filter_map(|(name, v)| v.as_ref().map(|v| (format!("{VELOCITY_PREFIX}{name}"), v.detach())))
-        .collect();
+    let velocity = velocity_state(&momentum_names(params), opt).map_err(|e| corrupt(path, e))?;
     save_state(path, params, velocity, step, steps, sampler)
 }
 
@@ -79,7 +93,7 @@ pub fn save(
 /// [`OPTIMIZER_PREFIX`]), step and sampler position to `path`, atomically.
 pub fn save_state(
     path: &Path,
-    params: &ParamStore,
+    params: &dyn NamedParams,
     optimizer: Vec<(String, Tensor)>,
     step: usize,
     steps: usize,
@@ -109,7 +123,7 @@ pub fn save_state(
 ///
 /// Errors name the file: missing, truncated or not safetensors, not written by [`save`], or
 /// holding parameters that do not fit the model.
-pub fn load(path: &Path, params: &ParamStore, device: &Device) -> Result<Resume> {
+pub fn load(path: &Path, params: &dyn NamedParams, device: &Device) -> Result<Resume> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| corrupt(path, format!("not a readable safetensors file ({e})")))?;
@@ -138,12 +152,28 @@ pub fn load(path: &Path, params: &ParamStore, device: &Device) -> Result<Resume>
     Ok(Resume { step, steps, sampler, velocity, optimizer_state })
 }
 
-/// Puts the restored momentum buffers into `opt` (whose variables are `params`' trainable ones).
-pub fn restore_velocity(path: &Path, params: &ParamStore, opt: &mut MomentumSgd, resume: &Resume) -> Result<()> {
-    let names: Vec<String> = params.trainable_named_vars("").into_iter().map(|(n, _)| n).collect();
+/// The restored momentum buffers for variables `names` (in that order; see [`momentum_names`]),
+/// None where the checkpoint has none. `path` names the file in errors.
+pub fn velocity_buffers(path: &Path, names: &[String], resume: &Resume) -> Result<Vec<Option<Tensor>>> {
     if let Some(extra) = resume.velocity.keys().find(|k| !names.contains(k)) {
         return Err(corrupt(path, format!("momentum buffer for unknown parameter '{extra}'")));
     }
-    let buffers = names.iter().map(|n| resume.velocity.get(n).cloned()).collect();
+    Ok(names.iter().map(|n| resume.velocity.get(n).cloned()).collect())
+}
+
+/// Puts the restored momentum buffers into `opt` (whose variables are `params`' trainable ones).
+pub fn restore_velocity(path: &Path, params: &dyn NamedParams, opt: &mut MomentumSgd, resume: &Resume) -> Result<()> {
+    let buffers = velocity_buffers(path, &momentum_names(params), resume)?;
     opt.set_velocity(buffers).map_err(|e| corrupt(path, e))
+}
+
+/// Refuses a checkpoint saved by a run of another length: the schedules depend on it.
+pub fn check_run_length(path: &Path, resume: &Resume, steps: usize) -> Result<()> {
+    if resume.steps != steps {
+        return Err(corrupt(
+            path,
+            format!("the checkpoint belongs to a run of {} steps, the configuration says {steps}", resume.steps),
+        ));
+    }
+    Ok(())
 }

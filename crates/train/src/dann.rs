@@ -9,18 +9,21 @@
 //! Source-only training runs the same loop with lambda fixed at 0: the features get no domain
 //! gradient, but the domain classifier is still trained, so both methods report how well a
 //! classifier can tell their features apart.
-use crate::batches::MixedSampler;
-use crate::checkpoint::{CheckpointPolicy, Resume};
+//!
+//! [`DannTrainer::step`] is one update, for a loop of one's own; [`train_dann`] runs it in the
+//! shared [`crate::training_loop`] (records, checkpoints, resume, the non-finite-loss stop).
+use crate::batches::{MixedBatch, MixedSampler};
+use crate::checkpoint::{self, Resume};
 use crate::error::{Result, TrainError};
-use crate::log::{MetricsWriter, Progress};
 use crate::optim::{MomentumSgd, SgdSettings, lr_schedule};
+use crate::training_loop::{self, Hooks, LoopTrainer, MetricWindow, Outcome};
 use adapt_grl::lambda_schedule;
-use adapt_models::{Dann, ParamStore};
+use adapt_models::{Dann, NamedParams};
 use candle_core::{D, DType, Device, ModuleT, Tensor};
 use candle_nn::Optimizer;
 use candle_nn::loss::cross_entropy;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
+use std::path::Path;
 
 /// Which objective to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,176 +129,227 @@ pub struct StepMetrics {
 }
 
 /// What a finished run reports.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TrainOutcome {
-    pub steps: usize,
-    pub seconds: f64,
-    /// The last metrics record.
-    pub last: StepMetrics,
+pub type TrainOutcome = Outcome<StepMetrics>;
+
+/// Where a DANN run reports and saves, and where it starts from (see [`Hooks`]).
+pub type TrainHooks<'a> = Hooks<'a, StepMetrics>;
+
+/// What one DANN update reports.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DannStepLosses {
+    pub label_loss: f32,
+    pub domain_loss: f32,
+    /// Source rows the label predictor got right, of `labelled` (before the update).
+    pub label_correct: usize,
+    pub labelled: usize,
+    /// Rows whose domain the domain classifier got right, of `rows` (before the update).
+    pub domain_correct: usize,
+    pub rows: usize,
+    pub lambda: f64,
+    pub lr: f64,
 }
 
-/// Running sums between two metrics records.
-#[derive(Default)]
-struct Window {
-    steps: usize,
-    label_loss: f64,
-    domain_loss: f64,
-    label_correct: f64,
-    label_total: f64,
-    domain_correct: f64,
-    domain_total: f64,
-}
+impl DannStepLosses {
+    pub fn label_acc(&self) -> f64 {
+        self.label_correct as f64 / self.labelled.max(1) as f64
+    }
 
-fn correct(logits: &Tensor, labels: &Tensor) -> Result<f64> {
-    Ok(logits.argmax(D::Minus1)?.eq(labels)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as f64)
-}
-
-/// Where a run reports and saves, and where it starts from.
-pub struct TrainHooks<'a> {
-    /// Every metrics record is appended here.
-    pub metrics: Option<&'a mut MetricsWriter>,
-    pub progress: &'a Progress,
-    /// Periodic checkpoints (their interval must be a multiple of `log_every`, so a resumed run
-    /// writes the same metrics records as an unbroken one).
-    pub checkpoint: Option<CheckpointPolicy>,
-    /// State from [`crate::checkpoint::load`] (which has already restored the parameters).
-    pub resume: Option<Resume>,
-    /// Sees every metrics record.
-    pub on_record: &'a mut dyn FnMut(&StepMetrics),
-    /// Called after each checkpoint is written, with the step count (e.g. for model selection).
-    pub on_checkpoint: Option<&'a mut dyn FnMut(usize) -> Result<()>>,
-}
-
-impl<'a> TrainHooks<'a> {
-    /// No metrics file, no checkpoints, fresh start.
-    pub fn quiet(progress: &'a Progress, on_record: &'a mut dyn FnMut(&StepMetrics)) -> Self {
-        Self { metrics: None, progress, checkpoint: None, resume: None, on_record, on_checkpoint: None }
+    pub fn domain_acc(&self) -> f64 {
+        self.domain_correct as f64 / self.rows.max(1) as f64
     }
 }
 
-/// Trains `model` (parameters in `params`) for `cfg.steps` steps on batches from `sampler`.
+fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
+    Ok(logits.argmax(D::Minus1)?.eq(labels)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize)
+}
+
+/// Runs DANN (or source-only) updates on a [`Dann`]: one momentum SGD over every trainable
+/// parameter, the paper's lambda and learning-rate schedules.
+pub struct DannTrainer<'m, F, L, Dm> {
+    model: &'m Dann<F, L, Dm>,
+    cfg: TrainConfig,
+    opt: MomentumSgd,
+    /// The optimizer's variables' names, in its order (checkpoints name the momentum by them).
+    names: Vec<String>,
+    done: usize,
+}
+
+impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
+    /// A trainer for `model`, whose parameters live in `params` (a `ParamStore` or a `VarMap`:
+    /// the store the model was built from). The model is shared, not copied: updates show in it.
+    pub fn new(model: &'m Dann<F, L, Dm>, params: &dyn NamedParams, cfg: &TrainConfig) -> Result<Self> {
+        cfg.validate()?;
+        let vars = params.trainable_vars("");
+        if vars.is_empty() {
+            return Err(TrainError::Config(
+                "the parameter store has no trainable variables: build the model from this store's var_builder".into(),
+            ));
+        }
+        let opt = MomentumSgd::new(vars, cfg.sgd)?;
+        Ok(Self { model, cfg: cfg.clone(), opt, names: checkpoint::momentum_names(params), done: 0 })
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    pub fn optimizer(&self) -> &MomentumSgd {
+        &self.opt
+    }
+
+    /// Updates done (the `step` of the last [`DannTrainer::step`] plus one, or a checkpoint's).
+    pub fn steps_done(&self) -> usize {
+        self.done
+    }
+
+    /// One update on `batch` at 0-based `step` of `cfg.steps`, which sets lambda and the learning
+    /// rate. A NaN or infinite loss stops with [`TrainError::NonFiniteLoss`] (1-based step)
+    /// before the update.
+    pub fn step(&mut self, batch: &MixedBatch, step: usize) -> Result<DannStepLosses> {
+        let p = step as f64 / self.cfg.steps as f64;
+        let (lambda, lr) = (self.cfg.lambda_at(p), self.cfg.lr_at(p));
+        self.opt.set_learning_rate(lr);
+        let (rows, n) = (batch.inputs.dim(0)?, batch.n_source);
+        let device = batch.inputs.device();
+        let domain_labels =
+            Tensor::cat(&[Tensor::zeros(n, DType::U32, device)?, Tensor::ones(rows - n, DType::U32, device)?], 0)?;
+        let out = self.model.forward_mixed(&batch.inputs, n, lambda, true)?;
+        let label_loss = cross_entropy(&out.class_logits, &batch.source_labels)?;
+        let domain_loss = cross_entropy(&out.domain_logits, &domain_labels)?;
+        let (ll, dl) = (label_loss.to_scalar::<f32>()?, domain_loss.to_scalar::<f32>()?);
+        TrainError::check_finite(step + 1, &[("label", ll), ("domain", dl)])?;
+        let loss = (&label_loss + (domain_loss * self.cfg.domain_loss_weight)?)?;
+        self.opt.backward_step(&loss)?;
+        self.done = step + 1;
+        Ok(DannStepLosses {
+            label_loss: ll,
+            domain_loss: dl,
+            label_correct: correct(&out.class_logits, &batch.source_labels)?,
+            labelled: n,
+            domain_correct: correct(&out.domain_logits, &domain_labels)?,
+            rows,
+            lambda,
+            lr,
+        })
+    }
+
+    /// The momentum buffers, named for [`crate::checkpoint::save_state`].
+    pub fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
+        checkpoint::velocity_state(&self.names, &self.opt)
+    }
+
+    /// Continues from a checkpoint (whose parameters [`crate::checkpoint::load`] has already
+    /// restored): momentum buffers, steps done and the sampler's position. `path` names the file
+    /// in errors.
+    pub fn restore(&mut self, path: &Path, resume: &Resume, sampler: &mut MixedSampler) -> Result<()> {
+        training_loop::restore(self, path, resume, sampler)
+    }
+
+    /// Runs the remaining steps up to `cfg.steps` in the shared loop (see [`train_dann`]).
+    pub fn train(
+        &mut self,
+        params: &dyn NamedParams,
+        sampler: &mut MixedSampler,
+        device: &Device,
+        hooks: TrainHooks<'_>,
+    ) -> Result<TrainOutcome> {
+        training_loop::run(self, params, sampler, device, hooks)
+    }
+}
+
+/// Slots of a DANN step in the metrics window.
+const LABEL_LOSS: usize = 0;
+const DOMAIN_LOSS: usize = 1;
+const LABEL_CORRECT: usize = 2;
+const LABELLED: usize = 3;
+const DOMAIN_CORRECT: usize = 4;
+const ROWS: usize = 5;
+
+impl<F: ModuleT, L: ModuleT, Dm: ModuleT> LoopTrainer for DannTrainer<'_, F, L, Dm> {
+    type Losses = DannStepLosses;
+    type Record = StepMetrics;
+
+    fn total_steps(&self) -> usize {
+        self.cfg.steps
+    }
+
+    fn log_every(&self) -> usize {
+        self.cfg.log_every
+    }
+
+    fn batch_size(&self) -> usize {
+        self.cfg.batch_size
+    }
+
+    fn steps_done(&self) -> usize {
+        self.done
+    }
+
+    fn train_step(&mut self, batch: &MixedBatch) -> Result<DannStepLosses> {
+        self.step(batch, self.done)
+    }
+
+    fn window_values(l: &DannStepLosses) -> Vec<Option<f64>> {
+        let mut values = vec![None; ROWS + 1];
+        values[LABEL_LOSS] = Some(l.label_loss as f64);
+        values[DOMAIN_LOSS] = Some(l.domain_loss as f64);
+        values[LABEL_CORRECT] = Some(l.label_correct as f64);
+        values[LABELLED] = Some(l.labelled as f64);
+        values[DOMAIN_CORRECT] = Some(l.domain_correct as f64);
+        values[ROWS] = Some(l.rows as f64);
+        values
+    }
+
+    fn record(&self, w: &MetricWindow, done: usize) -> StepMetrics {
+        // The schedules' values at the window's last step.
+        let p = (done - 1) as f64 / self.cfg.steps as f64;
+        StepMetrics {
+            step: done,
+            label_loss: w.mean(LABEL_LOSS),
+            domain_loss: w.mean(DOMAIN_LOSS),
+            label_acc: w.sum(LABEL_CORRECT) / w.sum(LABELLED),
+            domain_acc: w.sum(DOMAIN_CORRECT) / w.sum(ROWS),
+            lambda: self.cfg.lambda_at(p),
+            lr: self.cfg.lr_at(p),
+        }
+    }
+
+    fn progress_message(r: &StepMetrics) -> String {
+        format!(
+            "loss {:.3}/{:.3} acc {:.3} dom {:.3} lambda {:.3} lr {:.4}",
+            r.label_loss, r.domain_loss, r.label_acc, r.domain_acc, r.lambda, r.lr
+        )
+    }
+
+    fn checkpoint_state(&self) -> Result<Vec<(String, Tensor)>> {
+        self.optimizer_state()
+    }
+
+    fn restore_state(&mut self, path: &Path, resume: &Resume) -> Result<()> {
+        let buffers = checkpoint::velocity_buffers(path, &self.names, resume)?;
+        self.opt
+            .set_velocity(buffers)
+            .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })?;
+        self.done = resume.step;
+        Ok(())
+    }
+}
+
+/// Trains `model` (parameters in `params`, a `ParamStore` or a `VarMap`) for `cfg.steps` steps on
+/// batches from `sampler`: a [`DannTrainer`] in the shared [`crate::training_loop`].
 ///
 /// A loss that is NaN or infinite stops the run with [`TrainError::NonFiniteLoss`] before the bad
 /// update is applied; the last checkpoint on disk stays the last good one. With `hooks.resume`
 /// the loop continues from the saved step with the saved sampler position and momentum buffers,
-/// and on the CPU ends with the same weights as an unbroken run.
+/// and on the CPU ends with the same weights as an unbroken run. [`TrainHooks::default`] trains
+/// quietly: no progress bar, no metrics file, no checkpoints.
 pub fn train_dann<F: ModuleT, L: ModuleT, Dm: ModuleT>(
     model: &Dann<F, L, Dm>,
-    params: &ParamStore,
+    params: &dyn NamedParams,
     sampler: &mut MixedSampler,
     device: &Device,
     cfg: &TrainConfig,
     hooks: TrainHooks<'_>,
 ) -> Result<TrainOutcome> {
-    cfg.validate()?;
-    if sampler.per_domain() != cfg.batch_size {
-        return Err(TrainError::Config(format!(
-            "sampler draws {} rows per domain, the configuration says {}",
-            sampler.per_domain(),
-            cfg.batch_size
-        )));
-    }
-    let TrainHooks { mut metrics, progress, checkpoint, resume, on_record, mut on_checkpoint } = hooks;
-    if let Some(c) = &checkpoint
-        && (c.every == 0 || c.every % cfg.log_every != 0)
-    {
-        return Err(TrainError::Config(format!(
-            "checkpoint interval {} must be a positive multiple of the log interval {}",
-            c.every, cfg.log_every
-        )));
-    }
-    let mut opt = MomentumSgd::new(params.trainable_vars(""), cfg.sgd)?;
-    let mut first_step = 0;
-    if let Some(r) = &resume {
-        if r.steps != cfg.steps {
-            return Err(TrainError::Config(format!(
-                "the checkpoint belongs to a run of {} steps, the configuration says {}",
-                r.steps, cfg.steps
-            )));
-        }
-        let origin = checkpoint.as_ref().map(|c| c.path.clone()).unwrap_or_default();
-        crate::checkpoint::restore_velocity(&origin, params, &mut opt, r)?;
-        sampler.restore(r.sampler);
-        first_step = r.step;
-    }
-    let n = cfg.batch_size;
-    let domain_labels = Tensor::cat(&[Tensor::zeros(n, DType::U32, device)?, Tensor::ones(n, DType::U32, device)?], 0)?;
-    let start = Instant::now();
-    let mut window = Window::default();
-    let mut last = None;
-    for step in first_step..cfg.steps {
-        let p = step as f64 / cfg.steps as f64;
-        let lambda = cfg.lambda_at(p);
-        let lr = cfg.lr_at(p);
-        opt.set_learning_rate(lr);
-
-        let batch = sampler.next_batch(device)?;
-        let out = model.forward_mixed(&batch.inputs, batch.n_source, lambda, true)?;
-        let label_loss = cross_entropy(&out.class_logits, &batch.source_labels)?;
-        let domain_loss = cross_entropy(&out.domain_logits, &domain_labels)?;
-        let (ll, dl) = (label_loss.to_scalar::<f32>()?, domain_loss.to_scalar::<f32>()?);
-        if !ll.is_finite() || !dl.is_finite() {
-            progress.finish();
-            if let Some(m) = metrics.as_deref_mut() {
-                m.flush()?;
-            }
-            return Err(TrainError::NonFiniteLoss { step: step + 1, label_loss: ll, domain_loss: dl });
-        }
-        let loss = (&label_loss + (domain_loss * cfg.domain_loss_weight)?)?;
-        opt.backward_step(&loss)?;
-
-        window.steps += 1;
-        window.label_loss += ll as f64;
-        window.domain_loss += dl as f64;
-        window.label_correct += correct(&out.class_logits, &batch.source_labels)?;
-        window.label_total += n as f64;
-        window.domain_correct += correct(&out.domain_logits, &domain_labels)?;
-        window.domain_total += 2.0 * n as f64;
-
-        let done = step + 1;
-        if done % cfg.log_every == 0 || done == cfg.steps {
-            let k = window.steps as f64;
-            let record = StepMetrics {
-                step: done,
-                label_loss: window.label_loss / k,
-                domain_loss: window.domain_loss / k,
-                label_acc: window.label_correct / window.label_total,
-                domain_acc: window.domain_correct / window.domain_total,
-                lambda,
-                lr,
-            };
-            window = Window::default();
-            if let Some(m) = metrics.as_deref_mut() {
-                m.write(&record)?;
-            }
-            progress.update(
-                done as u64,
-                format!(
-                    "loss {:.3}/{:.3} acc {:.3} dom {:.3} lambda {:.3} lr {:.4}",
-                    record.label_loss, record.domain_loss, record.label_acc, record.domain_acc, lambda, lr
-                ),
-            );
-            on_record(&record);
-            last = Some(record);
-        }
-        if let Some(c) = &checkpoint
-            && (done % c.every == 0 || done == cfg.steps)
-        {
-            // Metrics first: a checkpoint must never be ahead of the records on disk.
-            if let Some(m) = metrics.as_deref_mut() {
-                m.flush()?;
-            }
-            crate::checkpoint::save(&c.path, params, &opt, done, cfg.steps, sampler.state())?;
-            if let Some(f) = on_checkpoint.as_deref_mut() {
-                f(done)?;
-            }
-        }
-    }
-    if let Some(m) = metrics {
-        m.flush()?;
-    }
-    progress.finish();
-    let last =
-        last.ok_or_else(|| TrainError::Config("no step was run: the checkpoint is already at the end".into()))?;
-    Ok(TrainOutcome { steps: cfg.steps, seconds: start.elapsed().as_secs_f64(), last })
+    DannTrainer::new(model, params, cfg)?.train(params, sampler, device, hooks)
 }

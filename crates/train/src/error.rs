@@ -13,12 +13,15 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    /// The loss stopped being a number: the run is stopped rather than left producing garbage.
+    /// The loss stopped being a number: the run is stopped before the update it would have
+    /// made, rather than left producing garbage. `losses` names each loss checked at that point
+    /// with its value (e.g. `("label", 0.7), ("domain", NaN)`).
     #[error(
-        "loss is not finite at step {step} (label loss {label_loss}, domain loss {domain_loss}); \
-         stopping the run. Lower the learning rate or check the input data for NaN/inf values"
+        "loss is not finite at step {step} ({}); stopping the run. Lower the learning rate or check \
+         the input data for NaN/inf values",
+        describe_losses(.losses)
     )]
-    NonFiniteLoss { step: usize, label_loss: f32, domain_loss: f32 },
+    NonFiniteLoss { step: usize, losses: Vec<(&'static str, f32)> },
     /// A checkpoint that cannot be written or used.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
@@ -27,6 +30,10 @@ pub enum TrainError {
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;
+
+fn describe_losses(losses: &[(&'static str, f32)]) -> String {
+    losses.iter().map(|(name, value)| format!("{name} loss {value}")).collect::<Vec<_>>().join(", ")
+}
 
 impl TrainError {
     /// The loop sizes every training configuration has: each must be at least 1.
@@ -37,6 +44,15 @@ impl TrainError {
             )));
         }
         Ok(())
+    }
+
+    /// [`TrainError::NonFiniteLoss`] at 1-based `step` if any of `losses` is NaN or infinite:
+    /// every trainer calls this before applying the update of a loss.
+    pub fn check_finite(step: usize, losses: &[(&'static str, f32)]) -> Result<()> {
+        if losses.iter().all(|(_, v)| v.is_finite()) {
+            return Ok(());
+        }
+        Err(TrainError::NonFiniteLoss { step, losses: losses.to_vec() })
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

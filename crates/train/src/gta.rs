@@ -29,12 +29,15 @@
 //! [`GtaVariant`] selects the rows of the ablation (seed 001): stream 1 only (F + C, source
 //! only), stream 2 with only the real/fake classifier (no auxiliary-class terms in any loss), and
 //! the full method.
-use crate::batches::MixedSampler;
-use crate::checkpoint::{CheckpointPolicy, Resume};
+//!
+//! [`GtaTrainer::step`] is one iteration, for a loop of one's own; [`train_gta`] runs it in the
+//! shared [`crate::training_loop`] (records, checkpoints, resume, the non-finite-loss stop).
+use crate::batches::{MixedBatch, MixedSampler};
+use crate::checkpoint::Resume;
 use crate::error::{Result, TrainError};
-use crate::log::{MetricsWriter, Progress};
 use crate::optim::{AdamSettings, inverse_decay};
-use adapt_models::ParamStore;
+use crate::training_loop::{self, Hooks, LoopTrainer, MetricWindow, Outcome};
+use adapt_models::NamedParams;
 use adapt_models::gta::{DiscriminatorOutput, GtaModel, class_code, generator_input, sample_noise, target_code};
 use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Device, ModuleT, Tensor, Var};
@@ -44,7 +47,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::time::Instant;
+use std::path::Path;
 
 /// Which rows of the GTA ablation to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -99,7 +102,7 @@ pub struct GtaConfig {
     pub steps: usize,
     /// Images per domain in each iteration.
     pub batch_size: usize,
-    /// Seeds the noise `z` (the parameters have their own seed in the `ParamStore`).
+    /// Seeds the noise `z` (the parameters are drawn by their store: a `ParamStore` has its own seed).
     pub seed: u64,
     /// Adam for all four networks (the paper: lr 5e-4, beta1 0.8).
     pub adam: AdamSettings,
@@ -403,13 +406,7 @@ pub struct GtaStepMetrics {
 }
 
 /// What a finished run reports.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GtaOutcome {
-    pub steps: usize,
-    pub seconds: f64,
-    /// The last metrics record.
-    pub last: GtaStepMetrics,
-}
+pub type GtaOutcome = Outcome<GtaStepMetrics>;
 
 fn accuracy(logits: &Tensor, labels: &Tensor) -> Result<f32> {
     let n = labels.dim(0)?.max(1) as f32;
@@ -427,7 +424,7 @@ fn scalar(t: &Tensor) -> Result<f32> {
 }
 
 /// One optimizer per network, built from the store's variables under the network's prefix.
-fn adam_for(params: &ParamStore, prefix: &str, settings: AdamSettings) -> Result<Adam> {
+fn adam_for(params: &dyn NamedParams, prefix: &str, settings: AdamSettings) -> Result<Adam> {
     let vars = params.trainable_vars(prefix);
     if vars.is_empty() {
         return Err(TrainError::Config(format!(
@@ -440,29 +437,9 @@ fn adam_for(params: &ParamStore, prefix: &str, settings: AdamSettings) -> Result
 /// Names of the Adam state in GTA checkpoints: `optim.adam.D.0.m` and so on.
 const ADAM_STATE_PREFIX: &str = "optim.adam.";
 
-/// Where a GTA run reports and saves, and where it starts from.
-pub struct GtaHooks<'a> {
-    /// Every metrics record is appended here.
-    pub metrics: Option<&'a mut MetricsWriter>,
-    pub progress: &'a Progress,
-    /// Periodic checkpoints (parameters, the four optimizers' state, iteration, sampler
-    /// position); the interval must be a multiple of `log_every`, so a resumed run writes the
-    /// same metrics records as an unbroken one.
-    pub checkpoint: Option<CheckpointPolicy>,
-    /// State from [`crate::checkpoint::load`] (which has already restored the parameters).
-    pub resume: Option<Resume>,
-    /// Sees every metrics record.
-    pub on_record: &'a mut dyn FnMut(&GtaStepMetrics),
-    /// Called after each checkpoint is written, with the iteration count.
-    pub on_checkpoint: Option<&'a mut dyn FnMut(usize) -> Result<()>>,
-}
-
-impl<'a> GtaHooks<'a> {
-    /// No metrics file, no checkpoints, fresh start.
-    pub fn quiet(progress: &'a Progress, on_record: &'a mut dyn FnMut(&GtaStepMetrics)) -> Self {
-        Self { metrics: None, progress, checkpoint: None, resume: None, on_record, on_checkpoint: None }
-    }
-}
+/// Where a GTA run reports and saves, and where it starts from (see [`Hooks`]); checkpoints hold
+/// the parameters, the four optimizers' state, the iteration and the sampler position.
+pub type GtaHooks<'a> = Hooks<'a, GtaStepMetrics>;
 
 /// Runs GTA iterations on a [`GtaModel`].
 pub struct GtaTrainer {
@@ -478,8 +455,9 @@ pub struct GtaTrainer {
 
 impl GtaTrainer {
     /// A trainer for `model`, whose parameters live in `params` under `F.`, `C.`, `G.`, `D.`
-    /// (as [`GtaModel::new`] names them). The model is shared, not copied: updates show in it.
-    pub fn new(model: &GtaModel, params: &ParamStore, cfg: &GtaConfig) -> Result<Self> {
+    /// (as [`GtaModel::new`] names them; a `ParamStore` or a `VarMap`). The model is shared, not
+    /// copied: updates show in it.
+    pub fn new(model: &GtaModel, params: &dyn NamedParams, cfg: &GtaConfig) -> Result<Self> {
         cfg.validate()?;
         let adv = cfg.variant.adversarial();
         Ok(Self {
@@ -541,31 +519,8 @@ impl GtaTrainer {
     /// Continues from a checkpoint written by [`GtaTrainer::train`] (whose parameters
     /// [`crate::checkpoint::load`] has already restored): optimizer state, iteration and the
     /// sampler's position. `path` names the file in errors.
-    pub fn restore(&mut self, path: &std::path::Path, resume: &Resume, sampler: &mut MixedSampler) -> Result<()> {
-        let bad = |reason: String| TrainError::Checkpoint { path: path.to_path_buf(), reason };
-        if resume.steps != self.cfg.steps {
-            return Err(bad(format!(
-                "the checkpoint belongs to a run of {} iterations, the configuration says {}",
-                resume.steps, self.cfg.steps
-            )));
-        }
-        let mut known = 0;
-        for (prefix, opt) in self.optimizers_mut() {
-            if let Some(opt) = opt {
-                let prefix = format!("{ADAM_STATE_PREFIX}{prefix}");
-                known += resume.optimizer_state.keys().filter(|k| k.starts_with(&prefix)).count();
-                opt.load_state_tensors(&resume.optimizer_state, &prefix).map_err(|e| bad(e.to_string()))?;
-            }
-        }
-        if known != resume.optimizer_state.len() {
-            return Err(bad(format!(
-                "{} optimizer tensors do not belong to this variant's optimizers (a checkpoint of another method?)",
-                resume.optimizer_state.len() - known
-            )));
-        }
-        sampler.restore(resume.sampler);
-        self.set_iteration(resume.step);
-        Ok(())
+    pub fn restore(&mut self, path: &Path, resume: &Resume, sampler: &mut MixedSampler) -> Result<()> {
+        training_loop::restore(self, path, resume, sampler)
     }
 
     fn apply_lr_decay(&mut self) {
@@ -616,11 +571,6 @@ impl GtaTrainer {
         let (model, frozen) = (&self.model, &self.frozen);
         let classes = model.config().classes;
         let aux = self.cfg.variant.auxiliary();
-        let non_finite = |label: f32, domain: f32| TrainError::NonFiniteLoss {
-            step: step_no,
-            label_loss: label,
-            domain_loss: domain,
-        };
 
         let e_s = model.f.forward_t(source_x, true)?;
         // C's forward does not depend on the D and G updates: its loss is known up front.
@@ -651,9 +601,7 @@ impl GtaTrainer {
             let d_fake_t = model.d.forward_t(&gen_t, true)?;
             let loss_d = discriminator_loss(&d_real, &d_fake_s, &d_fake_t, &labels, aux)?;
             let d_value = scalar(&loss_d)?;
-            if !d_value.is_finite() {
-                return Err(non_finite(c_value, d_value));
-            }
+            TrainError::check_finite(step_no, &[("D", d_value)])?;
             out.d = Some(d_value);
             out.d_real_acc = Some(share_called(&d_real.real_fake, true)?);
             let fake_called = share_called(&d_fake_s.real_fake, false)? * n_s as f32
@@ -665,9 +613,7 @@ impl GtaTrainer {
             // G: the updated D judges the source images again.
             let loss_g = generator_loss(&frozen.d.forward_t(&gen_s, true)?, &labels, aux)?;
             let g_value = scalar(&loss_g)?;
-            if !g_value.is_finite() {
-                return Err(non_finite(c_value, g_value));
-            }
+            TrainError::check_finite(step_no, &[("G", g_value)])?;
             out.g = Some(g_value);
             opt_g.backward_step(&loss_g)?;
             after_update("G.");
@@ -675,9 +621,7 @@ impl GtaTrainer {
         }
 
         // C.
-        if !c_value.is_finite() {
-            return Err(non_finite(c_value, out.d.unwrap_or(0.0)));
-        }
+        TrainError::check_finite(step_no, &[("C", c_value)])?;
         self.opt_c.backward_step(&loss_c)?;
         after_update("C.");
 
@@ -697,9 +641,7 @@ impl GtaTrainer {
             }
         };
         let f_value = scalar(&loss_f)?;
-        if !f_value.is_finite() {
-            return Err(non_finite(c_value, f_value));
-        }
+        TrainError::check_finite(step_no, &[("F", f_value)])?;
         out.f = f_value;
         self.opt_f.backward_step(&loss_f)?;
         after_update("F.");
@@ -729,157 +671,127 @@ impl GtaTrainer {
         ))
     }
 
-    /// Runs the remaining iterations up to `cfg.steps` on batches from `sampler`, writing a
-    /// metrics record every `cfg.log_every` steps (and at the last) to `metrics` and `on_record`.
+    /// Runs the remaining iterations up to `cfg.steps` on batches from `sampler` in the shared
+    /// loop, writing a metrics record every `cfg.log_every` steps (and at the last).
     ///
-    /// With `hooks.checkpoint`, saves after every `every` iterations and after the last; with
-    /// `hooks.resume`, continues from that checkpoint (see [`GtaTrainer::restore`]) and on the
-    /// CPU ends with the parameters of an unbroken run.
+    /// With `hooks.checkpoint`, saves `params` and the optimizers after every `every` iterations
+    /// and after the last; with `hooks.resume`, continues from that checkpoint (see
+    /// [`GtaTrainer::restore`]) and on the CPU ends with the parameters of an unbroken run.
     pub fn train(
         &mut self,
-        params: &ParamStore,
+        params: &dyn NamedParams,
         sampler: &mut MixedSampler,
         device: &Device,
         hooks: GtaHooks<'_>,
     ) -> Result<GtaOutcome> {
-        let GtaHooks { mut metrics, progress, checkpoint, resume, on_record, mut on_checkpoint } = hooks;
-        if sampler.per_domain() != self.cfg.batch_size {
-            return Err(TrainError::Config(format!(
-                "sampler draws {} rows per domain, the configuration says {}",
-                sampler.per_domain(),
-                self.cfg.batch_size
-            )));
-        }
-        if let Some(c) = &checkpoint
-            && (c.every == 0 || c.every % self.cfg.log_every != 0)
-        {
-            return Err(TrainError::Config(format!(
-                "checkpoint interval {} must be a positive multiple of the log interval {}",
-                c.every, self.cfg.log_every
-            )));
-        }
-        if let Some(r) = &resume {
-            let origin = checkpoint.as_ref().map(|c| c.path.clone()).unwrap_or_default();
-            self.restore(&origin, r, sampler)?;
-        }
-        let start = Instant::now();
-        let mut window = Window::default();
-        let mut last = None;
-        while self.iteration < self.cfg.steps {
-            let batch = sampler.next_batch(device)?;
-            let n = batch.n_source;
-            let source = batch.inputs.narrow(0, 0, n)?;
-            let target = batch.inputs.narrow(0, n, batch.inputs.dim(0)? - n)?;
-            let losses = match self.step(&source, &batch.source_labels, &target) {
-                Ok(l) => l,
-                Err(e) => {
-                    progress.finish();
-                    return Err(e);
-                }
-            };
-            window.add(&losses);
-            let step = self.iteration;
-            if step.is_multiple_of(self.cfg.log_every) || step == self.cfg.steps {
-                let record = window.record(step, self.cfg.decayed_lr(step - 1));
-                window = Window::default();
-                if let Some(m) = metrics.as_deref_mut() {
-                    m.write(&record)?;
-                }
-                let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-                progress.update(
-                    step as u64,
-                    format!(
-                        "D {} G {} C {:.3} F {:.3} acc {:.3}",
-                        opt(record.d_loss),
-                        opt(record.g_loss),
-                        record.c_loss,
-                        record.f_loss,
-                        record.label_acc
-                    ),
-                );
-                on_record(&record);
-                last = Some(record);
-            }
-            if let Some(c) = &checkpoint
-                && (step.is_multiple_of(c.every) || step == self.cfg.steps)
-            {
-                // Metrics first: a checkpoint must never be ahead of the records on disk.
-                if let Some(m) = metrics.as_deref_mut() {
-                    m.flush()?;
-                }
-                let state = self.optimizer_state()?;
-                crate::checkpoint::save_state(&c.path, params, state, step, self.cfg.steps, sampler.state())?;
-                if let Some(f) = on_checkpoint.as_deref_mut() {
-                    f(step)?;
-                }
-            }
-        }
-        if let Some(m) = metrics {
-            m.flush()?;
-        }
-        progress.finish();
-        let last =
-            last.ok_or_else(|| TrainError::Config("no step was run: the checkpoint is already at the end".into()))?;
-        Ok(GtaOutcome { steps: self.cfg.steps, seconds: start.elapsed().as_secs_f64(), last })
+        training_loop::run(self, params, sampler, device, hooks)
     }
 }
 
-/// Running sums between two metrics records.
-#[derive(Default)]
-struct Window {
-    steps: usize,
-    d: Option<f64>,
-    g: Option<f64>,
-    c: f64,
-    f: f64,
-    label_acc: f64,
-    d_real_acc: Option<f64>,
-    d_fake_acc: Option<f64>,
-}
+/// Slots of a GTA iteration in the metrics window.
+const D_LOSS: usize = 0;
+const G_LOSS: usize = 1;
+const C_LOSS: usize = 2;
+const F_LOSS: usize = 3;
+const LABEL_ACC: usize = 4;
+const D_REAL_ACC: usize = 5;
+const D_FAKE_ACC: usize = 6;
 
-impl Window {
-    fn add(&mut self, l: &GtaStepLosses) {
-        let acc = |sum: &mut Option<f64>, v: Option<f32>| {
-            if let Some(v) = v {
-                *sum = Some(sum.unwrap_or(0.0) + v as f64);
-            }
-        };
-        self.steps += 1;
-        acc(&mut self.d, l.d);
-        acc(&mut self.g, l.g);
-        acc(&mut self.d_real_acc, l.d_real_acc);
-        acc(&mut self.d_fake_acc, l.d_fake_acc);
-        self.c += l.c as f64;
-        self.f += l.f as f64;
-        self.label_acc += l.label_acc as f64;
+impl LoopTrainer for GtaTrainer {
+    type Losses = GtaStepLosses;
+    type Record = GtaStepMetrics;
+
+    fn total_steps(&self) -> usize {
+        self.cfg.steps
     }
 
-    fn record(&self, step: usize, lr: f64) -> GtaStepMetrics {
-        let k = self.steps.max(1) as f64;
+    fn log_every(&self) -> usize {
+        self.cfg.log_every
+    }
+
+    fn batch_size(&self) -> usize {
+        self.cfg.batch_size
+    }
+
+    fn steps_done(&self) -> usize {
+        self.iteration
+    }
+
+    fn train_step(&mut self, batch: &MixedBatch) -> Result<GtaStepLosses> {
+        let n = batch.n_source;
+        let source = batch.inputs.narrow(0, 0, n)?;
+        let target = batch.inputs.narrow(0, n, batch.inputs.dim(0)? - n)?;
+        self.step(&source, &batch.source_labels, &target)
+    }
+
+    fn window_values(l: &GtaStepLosses) -> Vec<Option<f64>> {
+        let mut values = vec![None; D_FAKE_ACC + 1];
+        values[D_LOSS] = l.d.map(f64::from);
+        values[G_LOSS] = l.g.map(f64::from);
+        values[C_LOSS] = Some(l.c as f64);
+        values[F_LOSS] = Some(l.f as f64);
+        values[LABEL_ACC] = Some(l.label_acc as f64);
+        values[D_REAL_ACC] = l.d_real_acc.map(f64::from);
+        values[D_FAKE_ACC] = l.d_fake_acc.map(f64::from);
+        values
+    }
+
+    fn record(&self, w: &MetricWindow, done: usize) -> GtaStepMetrics {
         GtaStepMetrics {
-            step,
-            d_loss: self.d.map(|v| v / k),
-            g_loss: self.g.map(|v| v / k),
-            c_loss: self.c / k,
-            f_loss: self.f / k,
-            label_acc: self.label_acc / k,
-            d_real_acc: self.d_real_acc.map(|v| v / k),
-            d_fake_acc: self.d_fake_acc.map(|v| v / k),
-            lr,
+            step: done,
+            d_loss: w.optional_mean(D_LOSS),
+            g_loss: w.optional_mean(G_LOSS),
+            c_loss: w.mean(C_LOSS),
+            f_loss: w.mean(F_LOSS),
+            label_acc: w.mean(LABEL_ACC),
+            d_real_acc: w.optional_mean(D_REAL_ACC),
+            d_fake_acc: w.optional_mean(D_FAKE_ACC),
+            // The rate of the window's last iteration.
+            lr: self.cfg.decayed_lr(done - 1),
         }
+    }
+
+    fn progress_message(r: &GtaStepMetrics) -> String {
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        format!("D {} G {} C {:.3} F {:.3} acc {:.3}", opt(r.d_loss), opt(r.g_loss), r.c_loss, r.f_loss, r.label_acc)
+    }
+
+    fn checkpoint_state(&self) -> Result<Vec<(String, Tensor)>> {
+        self.optimizer_state()
+    }
+
+    fn restore_state(&mut self, path: &Path, resume: &Resume) -> Result<()> {
+        let bad = |reason: String| TrainError::Checkpoint { path: path.to_path_buf(), reason };
+        let mut known = 0;
+        for (prefix, opt) in self.optimizers_mut() {
+            if let Some(opt) = opt {
+                let prefix = format!("{ADAM_STATE_PREFIX}{prefix}");
+                known += resume.optimizer_state.keys().filter(|k| k.starts_with(&prefix)).count();
+                opt.load_state_tensors(&resume.optimizer_state, &prefix).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        if known != resume.optimizer_state.len() {
+            return Err(bad(format!(
+                "{} optimizer tensors do not belong to this variant's optimizers (a checkpoint of another method?)",
+                resume.optimizer_state.len() - known
+            )));
+        }
+        self.set_iteration(resume.step);
+        Ok(())
     }
 }
 
-/// Trains `model` (parameters in `params`) for `cfg.steps` iterations on batches from `sampler`
-/// (`cfg.batch_size` source and target images each, `[3, 32, 32]` rows normalised as
-/// `cfg.input_mean` / `cfg.input_std` say).
+/// Trains `model` (parameters in `params`, a `ParamStore` or a `VarMap`) for `cfg.steps`
+/// iterations on batches from `sampler` (`cfg.batch_size` source and target images each,
+/// `[3, 32, 32]` rows normalised as `cfg.input_mean` / `cfg.input_std` say): a [`GtaTrainer`] in
+/// the shared [`crate::training_loop`].
 ///
 /// `hooks.on_record` sees every metrics record (it is also appended to `hooks.metrics` when
 /// given); it may read the model (e.g. F's embeddings for a t-SNE at some step) through the
 /// caller's own reference, which shares the parameters.
 pub fn train_gta(
     model: &GtaModel,
-    params: &ParamStore,
+    params: &dyn NamedParams,
     sampler: &mut MixedSampler,
     device: &Device,
     cfg: &GtaConfig,
@@ -891,6 +803,7 @@ pub fn train_gta(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use adapt_models::ParamStore;
     use adapt_models::gta::GtaModel;
 
     fn d_out(real_fake: &[f32], class_logits: Vec<Vec<f32>>) -> DiscriminatorOutput {

@@ -70,16 +70,16 @@ fn run_poisoned(
     };
     let hooks = TrainHooks {
         metrics: Some(&mut metrics),
-        progress: &progress,
+        progress: Some(&progress),
         checkpoint: Some(CheckpointPolicy { path, every: 10 }),
         resume,
-        on_record: &mut |r| {
+        on_record: Some(&mut |r| {
             if Some(r.step) == poison_at {
                 for var in params.trainable_vars("") {
                     var.set(&(var.as_tensor() * f64::NAN).unwrap()).unwrap();
                 }
             }
-        },
+        }),
         on_checkpoint: Some(&mut on_checkpoint),
     };
     train_dann(&model, &params, &mut sampler, &device, cfg, hooks)?;

@@ -81,6 +81,15 @@ fn trainable(store: &ParamStore) -> HashMap<String, Vec<f32>> {
         .collect()
 }
 
+/// [`trainable`] of any store.
+fn trainable_of(store: &dyn adapt_models::NamedParams) -> HashMap<String, Vec<f32>> {
+    store
+        .trainable_named_vars("")
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
 /// After each optimizer step of an iteration, exactly its own network's parameters changed and
 /// every other parameter is bit-identical.
 #[test]
@@ -278,6 +287,43 @@ fn checkpoint_file_resumes_an_interrupted_run() -> R {
     let mut sampler = MixedSampler::new(src.clone(), tgt.clone(), 8, 4)?;
     let err = GtaTrainer::new(&model_d, &store_d, &stream1)?.restore(&path, &resume, &mut sampler).unwrap_err();
     assert!(err.to_string().contains("b.safetensors") && err.to_string().contains("another method"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// The four networks on a candle-nn `VarMap` train in the shared loop with no hooks but a
+/// checkpoint, and the checkpoint restores them into another `VarMap`.
+#[test]
+fn a_var_map_model_trains_and_checkpoints() -> R {
+    use adapt_models::NamedParams;
+    let src: Arc<dyn Rows> = Arc::new(domain(16, false, 30));
+    let tgt: Arc<dyn Rows> = Arc::new(domain(16, true, 31));
+    let cfg = GtaConfig { steps: 4, batch_size: 4, log_every: 2, ..Default::default() };
+    let build = || -> candle_core::Result<(candle_nn::VarMap, GtaModel)> {
+        let vm = candle_nn::VarMap::new();
+        let model = GtaModel::new(&tiny_net(), NamedParams::var_builder(&vm, DType::F32, &Device::Cpu))?;
+        Ok((vm, model))
+    };
+    let (vm, model) = build()?;
+    let before = trainable_of(&vm);
+    let dir = std::env::temp_dir().join(format!("adapt-gta-varmap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ckpt.safetensors");
+    let hooks = GtaHooks {
+        checkpoint: Some(adapt_train::checkpoint::CheckpointPolicy { path: path.clone(), every: 2 }),
+        ..GtaHooks::default()
+    };
+    let mut sampler = MixedSampler::new(src, tgt, 4, 2)?;
+    let outcome = train_gta(&model, &vm, &mut sampler, &Device::Cpu, &cfg, hooks)?;
+    assert_eq!((outcome.steps, outcome.last.step), (4, 4));
+    let after = trainable_of(&vm);
+    for net in ["F.", "C.", "G.", "D."] {
+        assert!(after.iter().any(|(k, v)| k.starts_with(net) && before[k] != *v), "{net} did not train");
+    }
+    let (other, _) = build()?;
+    let resume = adapt_train::checkpoint::load(&path, &other, &Device::Cpu)?;
+    assert_eq!(resume.step, 4);
+    assert_eq!(trainable_of(&other), after);
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

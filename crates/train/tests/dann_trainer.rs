@@ -1,0 +1,177 @@
+//! DANN outside the `ParamStore` + `train_dann` path: the per-step [`DannTrainer`] in a loop of
+//! one's own, and a model whose parameters live in a candle-nn `VarMap` trained, checkpointed and
+//! resumed by the shared loop.
+use adapt_datasets::toy::{RotatedMoons, RotatedMoonsConfig};
+use adapt_models::init::{InitScheme, reinitialize};
+use adapt_models::toy::{ToyConfig, ToyDann, toy_dann};
+use adapt_models::{NamedParams, ParamStore};
+use adapt_train::batches::MixedSampler;
+use adapt_train::checkpoint::{self, CheckpointPolicy};
+use adapt_train::log::MetricsWriter;
+use adapt_train::optim::SgdSettings;
+use adapt_train::{DannTrainer, Method, StepMetrics, TrainConfig, TrainError, TrainHooks, train_dann};
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+type R = adapt_train::Result<()>;
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("adapt-dann-trainer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config() -> TrainConfig {
+    TrainConfig {
+        method: Method::Dann,
+        steps: 40,
+        batch_size: 16,
+        seed: 3,
+        sgd: SgdSettings { lr: 0.05, ..SgdSettings::default() },
+        log_every: 5,
+        ..TrainConfig::default()
+    }
+}
+
+fn sampler(cfg: &TrainConfig) -> adapt_train::Result<MixedSampler> {
+    let data = RotatedMoons::generate(&RotatedMoonsConfig::default())?;
+    MixedSampler::new(Arc::new(data.source_train), Arc::new(data.target_train), cfg.batch_size, cfg.seed)
+}
+
+/// Every value of every parameter (copies: the store's tensors share the variables' storage).
+fn values(params: &dyn NamedParams) -> HashMap<String, Vec<f32>> {
+    params.tensors().into_iter().map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect()
+}
+
+fn store(seed: u64) -> adapt_train::Result<(ParamStore, ToyDann)> {
+    let params = ParamStore::new(seed);
+    let model = toy_dann(&ToyConfig::default(), params.var_builder(DType::F32, &Device::Cpu))?;
+    Ok((params, model))
+}
+
+/// A `VarMap` draws from candle's unseeded generator; the Glorot redraw with a seed makes the toy
+/// net (fully connected layers only) the same on every call.
+fn var_map(seed: u64) -> adapt_train::Result<(VarMap, ToyDann)> {
+    let vm = VarMap::new();
+    let model = toy_dann(&ToyConfig::default(), NamedParams::var_builder(&vm, DType::F32, &Device::Cpu))?;
+    reinitialize(&vm, "", InitScheme::Glorot, seed)?;
+    Ok((vm, model))
+}
+
+#[test]
+fn own_loop_over_the_per_step_api_reproduces_train_dann() -> R {
+    let cfg = config();
+    let (params_a, model_a) = store(cfg.seed)?;
+    let mut records = Vec::new();
+    let mut on_record = |r: &StepMetrics| records.push(*r);
+    // The quiet library call: no progress bar, no metrics file, no checkpoints.
+    let hooks = TrainHooks { on_record: Some(&mut on_record), ..TrainHooks::default() };
+    let outcome = train_dann(&model_a, &params_a, &mut sampler(&cfg)?, &Device::Cpu, &cfg, hooks)?;
+    assert_eq!(outcome.steps, cfg.steps);
+
+    let (params_b, model_b) = store(cfg.seed)?;
+    let mut trainer = DannTrainer::new(&model_b, &params_b, &cfg)?;
+    let mut batches = sampler(&cfg)?;
+    let mut losses = Vec::new();
+    for step in 0..cfg.steps {
+        losses.push(trainer.step(&batches.next_batch(&Device::Cpu)?, step)?);
+    }
+    assert_eq!(trainer.steps_done(), cfg.steps);
+    assert_eq!(values(&params_a), values(&params_b), "the per-step loop ended elsewhere than train_dann");
+    assert_ne!(values(&params_b), values(&store(cfg.seed)?.0), "training changed nothing: the comparison is empty");
+
+    // Each record averages the steps since the previous one, with the schedules of its last step.
+    assert_eq!(records.len(), cfg.steps / cfg.log_every);
+    for (record, window) in records.iter().zip(losses.chunks(cfg.log_every)) {
+        let label_loss = window.iter().fold(0.0, |sum, l| sum + l.label_loss as f64) / window.len() as f64;
+        let correct: usize = window.iter().map(|l| l.label_correct).sum();
+        let labelled: usize = window.iter().map(|l| l.labelled).sum();
+        let last = window.last().unwrap();
+        assert_eq!(record.label_loss, label_loss, "step {}", record.step);
+        assert_eq!(record.label_acc, correct as f64 / labelled as f64);
+        assert_eq!((record.lambda, record.lr), (last.lambda, last.lr));
+    }
+    assert_eq!(outcome.last, *records.last().unwrap());
+    Ok(())
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_step_before_its_update_and_names_the_losses() -> R {
+    let cfg = config();
+    let (params, model) = store(cfg.seed)?;
+    let mut trainer = DannTrainer::new(&model, &params, &cfg)?;
+    let batch = sampler(&cfg)?.next_batch(&Device::Cpu)?;
+    trainer.step(&batch, 0)?;
+    let var = params.get("label.fc0.weight").unwrap();
+    var.set(&(var.as_tensor() * f64::NAN)?)?;
+    let before = values(&params);
+    let err = trainer.step(&batch, 1).unwrap_err();
+    let TrainError::NonFiniteLoss { step, losses } = &err else { panic!("expected a non-finite loss, got {err}") };
+    assert_eq!(*step, 2);
+    assert_eq!(losses.iter().map(|(name, _)| *name).collect::<Vec<_>>(), ["label", "domain"]);
+    assert!(losses[0].1.is_nan() && losses[1].1.is_finite(), "{losses:?}");
+    assert!(err.to_string().contains("label loss NaN"), "{err}");
+    // Bit-identical: the NaN weights are NaN again, every other weight is untouched.
+    let after = values(&params);
+    for (name, v) in &before {
+        let same = v.iter().zip(&after[name]).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{name} changed although the step was refused");
+    }
+    assert_eq!(trainer.steps_done(), 1);
+    Ok(())
+}
+
+/// Runs (or resumes) the VarMap toy DANN in `dir`, checkpointing every 10 steps; `stop_at` fails
+/// the checkpoint hook there, as a process killed right after saving would stop.
+fn run_var_map(dir: &Path, cfg: &TrainConfig, resume: bool, stop_at: Option<usize>) -> adapt_train::Result<VarMap> {
+    // A resumed run starts from different weights: the checkpoint must bring back the saved ones.
+    let (vm, model) = var_map(if resume { 1234 } else { cfg.seed })?;
+    let path = dir.join(checkpoint::CHECKPOINT_FILE);
+    let resume = if resume { Some(checkpoint::load(&path, &vm, &Device::Cpu)?) } else { None };
+    let mut metrics = MetricsWriter::append(&dir.join("metrics.jsonl"))?;
+    let mut stop = |step: usize| match stop_at {
+        Some(s) if s == step => Err(TrainError::Config(format!("interrupted at {step}"))),
+        _ => Ok(()),
+    };
+    let hooks = TrainHooks {
+        metrics: Some(&mut metrics),
+        checkpoint: Some(CheckpointPolicy { path, every: 10 }),
+        resume,
+        on_checkpoint: Some(&mut stop),
+        ..TrainHooks::default()
+    };
+    train_dann(&model, &vm, &mut sampler(cfg)?, &Device::Cpu, cfg, hooks)?;
+    Ok(vm)
+}
+
+#[test]
+fn a_var_map_model_checkpoints_and_resumes_bit_identically() -> R {
+    let cfg = config();
+    let unbroken_dir = tmp_dir("unbroken");
+    let unbroken = run_var_map(&unbroken_dir, &cfg, false, None)?;
+
+    let dir = tmp_dir("resumed");
+    let err = run_var_map(&dir, &cfg, false, Some(20)).err().expect("the run is interrupted");
+    assert!(err.to_string().contains("interrupted at 20"), "{err}");
+    let saved = checkpoint::load(&dir.join(checkpoint::CHECKPOINT_FILE), &VarMap::new(), &Device::Cpu)?;
+    assert_eq!(saved.step, 20);
+    assert!(!saved.velocity.is_empty(), "the momentum buffers were not saved");
+    let resumed = run_var_map(&dir, &cfg, true, None)?;
+
+    assert_eq!(values(&unbroken), values(&resumed), "the resumed VarMap run ended elsewhere");
+    assert_ne!(values(&unbroken), values(&var_map(cfg.seed)?.0), "training changed nothing");
+    let read = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    assert_eq!(read(&unbroken_dir), read(&dir), "the resumed run's records differ");
+    assert_eq!(read(&dir).lines().count(), cfg.steps / cfg.log_every);
+    // The VarMap's checkpoint is an ordinary one: a ParamStore model loads it as well.
+    let (params, _) = store(99)?;
+    checkpoint::load(&dir.join(checkpoint::CHECKPOINT_FILE), &params, &Device::Cpu)?;
+    assert_eq!(values(&params), values(&resumed));
+    std::fs::remove_dir_all(&unbroken_dir).ok();
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
