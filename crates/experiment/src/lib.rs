@@ -10,7 +10,9 @@
 //! * [`aggregate`]: runs gathered into tables, mean ± std over seeds; the digit matrix.
 //! * [`dann_run`]: one DANN-family method in its folder, for any `Dann<F, L, D>`.
 //! * [`toy`], [`digits`], [`gta`]: the experiment families.
+//! * [`bench`]: full training steps on random data, timed.
 pub mod aggregate;
+pub mod bench;
 pub mod dann_run;
 pub mod digits;
 pub mod error;
