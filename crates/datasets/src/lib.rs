@@ -11,6 +11,14 @@
 //! Every loader returns plain Rust data (`Vec<f32>` + `Vec<u32>` with shapes), so this crate does
 //! not depend on candle; the training crates turn batches into tensors.
 //!
+//! Cargo features, both on by default:
+//!
+//! * `hub`: the Hugging Face Hub client ([`hub`]) and Hub-layout parquet files ([`parquet_hub`]),
+//!   from the HF cache or a local dataset folder. Without it a dataset that would come from the
+//!   Hub, or a folder holding only parquet files, is a [`DatasetError::FeatureDisabled`] error.
+//! * `generators`: the MNIST-M and SynDigits generators ([`mnist_m_gen`], [`syn_digits`]) and the
+//!   contact sheets ([`preview`]), with the fonts they draw with.
+//!
 //! The simplest entry point is [`load`]:
 //!
 //! ```no_run
@@ -22,18 +30,22 @@
 pub mod batches;
 pub mod cards;
 pub mod error;
+#[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;
 pub mod mat;
 pub mod mnist;
 pub mod mnist_m;
+#[cfg(feature = "generators")]
 pub mod mnist_m_gen;
 pub mod parquet_hub;
 pub mod preprocess;
+#[cfg(feature = "generators")]
 pub mod preview;
 pub mod registry;
 pub mod rows;
 pub mod svhn;
+#[cfg(feature = "generators")]
 pub mod syn_digits;
 pub mod toy;
 pub mod usps;

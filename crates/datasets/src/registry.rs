@@ -246,6 +246,16 @@ pub fn load_id(id: DatasetId, split: Split, data_dir: Option<&Path>) -> Result<I
         return load_local(id, split, &folder);
     }
     match id.hub() {
+        #[cfg(not(feature = "hub"))]
+        Some(hub) => Err(DatasetError::FeatureDisabled {
+            feature: "hub",
+            what: format!(
+                "{id} {split} has no local folder ({}), and loading its Hub copy {}",
+                where_local(id, data_dir),
+                hub.repo
+            ),
+        }),
+        #[cfg(feature = "hub")]
         Some(hub) => {
             let files = crate::hub::split_files(hub, split).map_err(|detail| DatasetError::NotFound {
                 name: id.name().into(),
@@ -296,7 +306,19 @@ pub fn load_local(id: DatasetId, split: Split, folder: &Path) -> Result<ImageDat
             ds
         }
         LocalFormat::EslText(path) => crate::usps::load_esl(&path, split)?,
+        #[cfg(feature = "hub")]
         LocalFormat::Parquet(files) => crate::parquet_hub::load_parquet(id, split, &files)?,
+        #[cfg(not(feature = "hub"))]
+        LocalFormat::Parquet(files) => {
+            return Err(DatasetError::FeatureDisabled {
+                feature: "hub",
+                what: format!(
+                    "{id} {split} in {} is Hub-layout parquet ({}), and reading parquet",
+                    folder.display(),
+                    files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
     };
     ds.name = id.name().into();
     Ok(ds)
