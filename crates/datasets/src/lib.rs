@@ -5,7 +5,8 @@
 //!   SynDigits, loaded from their original file formats in a data directory (see [`registry`]) or
 //!   from the Hugging Face Hub cache ([`hub`]), plus generators for the two datasets that were
 //!   generated in the first place ([`mnist_m_gen`], [`syn_digits`]).
-//! * [`preprocess`]: padding, grey to RGB, resizing, scaling, mean subtraction, binarisation.
+//! * [`preprocess`]: padding, grey to RGB, resizing, scaling, mean subtraction, binarisation, and
+//!   the [`InputStep`](preprocess::InputStep)s they resolve to for a given image size.
 //! * [`batches`]: a seeded, resumable shuffling batch iterator.
 //!
 //! Every loader returns plain Rust data (`Vec<f32>` + `Vec<u32>` with shapes), so this crate does
@@ -103,7 +104,7 @@ impl std::str::FromStr for Split {
 
 /// A set that was only partly present on disk: MNIST-M's shared training folder holds the first
 /// 30000 of the 59001 listed PNGs, for example. The loaded images are the present ones, in list order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Partial {
     /// Images actually loaded.
     pub loaded: usize,
