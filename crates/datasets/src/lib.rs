@@ -7,6 +7,7 @@
 //!   generated in the first place ([`mnist_m_gen`], [`syn_digits`]).
 //! * [`preprocess`]: padding, grey to RGB, resizing, scaling, mean subtraction, binarisation, and
 //!   the [`InputStep`](preprocess::InputStep)s they resolve to for a given image size.
+//! * [`stats`]: label-free input statistics and a source/target comparison ([`compare_inputs`]).
 //! * [`batches`]: a seeded, resumable shuffling batch iterator.
 //!
 //! Every loader returns plain Rust data (`Vec<f32>` + `Vec<u32>` with shapes), so this crate does
@@ -45,6 +46,7 @@ pub mod preprocess;
 pub mod preview;
 pub mod registry;
 pub mod rows;
+pub mod stats;
 pub mod svhn;
 #[cfg(feature = "generators")]
 pub mod syn_digits;
@@ -58,6 +60,7 @@ pub use error::{DatasetError, Result};
 pub use preprocess::Preprocess;
 pub use registry::{DatasetId, Origin};
 pub use rows::{Rows, Subset, validation_split};
+pub use stats::{InputStats, InputWarning, compare_inputs};
 
 use std::fmt;
 use std::path::Path;
