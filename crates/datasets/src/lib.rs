@@ -7,6 +7,9 @@
 //!   generated in the first place ([`mnist_m_gen`], [`syn_digits`]).
 //! * [`preprocess`]: padding, grey to RGB, resizing, scaling, mean subtraction, binarisation, and
 //!   the [`InputStep`](preprocess::InputStep)s they resolve to for a given image size.
+//! * [`pair`]: a source -> target digit pair made into network inputs in one call
+//!   ([`load_digit_pair`]), the DANN and GTA recipes ([`PairSpec`]), and a description of the
+//!   steps another framework can follow ([`InputDescription`]).
 //! * [`stats`]: label-free input statistics and a source/target comparison ([`compare_inputs`]).
 //! * [`batches`]: a seeded, resumable shuffling batch iterator.
 //!
@@ -40,6 +43,7 @@ pub mod mnist;
 pub mod mnist_m;
 #[cfg(feature = "generators")]
 pub mod mnist_m_gen;
+pub mod pair;
 pub mod parquet_hub;
 pub mod preprocess;
 #[cfg(feature = "generators")]
@@ -57,6 +61,7 @@ mod raw;
 
 pub use batches::{BatchIter, BatchState};
 pub use error::{DatasetError, Result};
+pub use pair::{DigitNet, DomainPair, InputDescription, Normalization, PairSpec, load_digit_pair};
 pub use preprocess::Preprocess;
 pub use registry::{DatasetId, Origin};
 pub use rows::{Rows, Subset, validation_split};

@@ -122,6 +122,20 @@ impl std::str::FromStr for DatasetId {
     }
 }
 
+/// As its canonical name (`"mnist-m"`); either spelling reads back.
+impl serde::Serialize for DatasetId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DatasetId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The data directory: `arg` if given, else `ADAPT_DATA_DIR` when set and non-empty.
 pub fn resolve_data_dir(arg: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = arg {
