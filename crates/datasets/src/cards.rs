@@ -1,6 +1,7 @@
-//! Dataset cards: one TOML file per dataset in the repository's `datasets/` folder (hub id,
-//! revision, files with their known sha256, counts, licence, citation), embedded at build time so
-//! that `verify` can check a data directory against them.
+//! Dataset cards: one TOML file per dataset in this crate's `cards/` folder (hub id, revision,
+//! files with their known sha256, counts, licence, citation), embedded at build time so that
+//! `verify` can check a data directory against them. The cards live inside the crate so that it
+//! packages on its own; the repository's top-level `datasets/` is a symlink to them.
 use crate::raw::{format_err, io_err};
 use crate::{DatasetError, Result};
 use serde::Deserialize;
@@ -11,12 +12,12 @@ use std::path::{Path, PathBuf};
 
 /// The card TOML texts, keyed by the card's file stem.
 pub const CARD_SOURCES: [(&str, &str); 6] = [
-    ("mnist", include_str!("../../../datasets/mnist.toml")),
-    ("mnist_m", include_str!("../../../datasets/mnist_m.toml")),
-    ("svhn", include_str!("../../../datasets/svhn.toml")),
-    ("usps", include_str!("../../../datasets/usps.toml")),
-    ("syn_digits", include_str!("../../../datasets/syn_digits.toml")),
-    ("bsds500", include_str!("../../../datasets/bsds500.toml")),
+    ("mnist", include_str!("../cards/mnist.toml")),
+    ("mnist_m", include_str!("../cards/mnist_m.toml")),
+    ("svhn", include_str!("../cards/svhn.toml")),
+    ("usps", include_str!("../cards/usps.toml")),
+    ("syn_digits", include_str!("../cards/syn_digits.toml")),
+    ("bsds500", include_str!("../cards/bsds500.toml")),
 ];
 
 /// A file a card knows about.
@@ -68,7 +69,7 @@ pub fn all() -> Result<Vec<Card>> {
         .iter()
         .map(|(stem, text)| {
             toml::from_str(text).map_err(|e| DatasetError::Format {
-                path: PathBuf::from(format!("datasets/{stem}.toml")),
+                path: PathBuf::from(format!("crates/datasets/cards/{stem}.toml")),
                 problem: format!("bad dataset card: {e}"),
             })
         })

@@ -22,6 +22,13 @@ pub enum DatasetError {
     /// The dataset was not found anywhere it could be loaded from.
     #[error("dataset '{name}' not found: {detail}")]
     NotFound { name: String, detail: String },
+    /// Data that only a cargo feature this build was compiled without can load: `what` names the
+    /// data (and its file, where there is one), `feature` the feature to enable.
+    #[error(
+        "{what} needs the `{feature}` feature of adapt-datasets, which this build does not have \
+         (enable it: adapt-datasets = {{ features = [\"{feature}\"] }})"
+    )]
+    FeatureDisabled { feature: &'static str, what: String },
 }
 
 pub type Result<T> = std::result::Result<T, DatasetError>;

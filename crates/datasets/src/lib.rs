@@ -5,11 +5,24 @@
 //!   SynDigits, loaded from their original file formats in a data directory (see [`registry`]) or
 //!   from the Hugging Face Hub cache ([`hub`]), plus generators for the two datasets that were
 //!   generated in the first place ([`mnist_m_gen`], [`syn_digits`]).
-//! * [`preprocess`]: padding, grey to RGB, resizing, scaling, mean subtraction, binarisation.
+//! * [`preprocess`]: padding, grey to RGB, resizing, scaling, mean subtraction, binarisation, and
+//!   the [`InputStep`](preprocess::InputStep)s they resolve to for a given image size.
+//! * [`pair`]: a source -> target digit pair made into network inputs in one call
+//!   ([`load_digit_pair`]), the DANN and GTA recipes ([`PairSpec`]), and a description of the
+//!   steps another framework can follow ([`InputDescription`]).
+//! * [`stats`]: label-free input statistics and a source/target comparison ([`compare_inputs`]).
 //! * [`batches`]: a seeded, resumable shuffling batch iterator.
 //!
 //! Every loader returns plain Rust data (`Vec<f32>` + `Vec<u32>` with shapes), so this crate does
 //! not depend on candle; the training crates turn batches into tensors.
+//!
+//! Cargo features, both on by default:
+//!
+//! * `hub`: the Hugging Face Hub client ([`hub`]) and Hub-layout parquet files ([`parquet_hub`]),
+//!   from the HF cache or a local dataset folder. Without it a dataset that would come from the
+//!   Hub, or a folder holding only parquet files, is a [`DatasetError::FeatureDisabled`] error.
+//! * `generators`: the MNIST-M and SynDigits generators ([`mnist_m_gen`], [`syn_digits`]) and the
+//!   contact sheets ([`preview`]), with the fonts they draw with.
 //!
 //! The simplest entry point is [`load`]:
 //!
@@ -22,18 +35,24 @@
 pub mod batches;
 pub mod cards;
 pub mod error;
+#[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;
 pub mod mat;
 pub mod mnist;
 pub mod mnist_m;
+#[cfg(feature = "generators")]
 pub mod mnist_m_gen;
+pub mod pair;
 pub mod parquet_hub;
 pub mod preprocess;
+#[cfg(feature = "generators")]
 pub mod preview;
 pub mod registry;
 pub mod rows;
+pub mod stats;
 pub mod svhn;
+#[cfg(feature = "generators")]
 pub mod syn_digits;
 pub mod toy;
 pub mod usps;
@@ -42,9 +61,11 @@ mod raw;
 
 pub use batches::{BatchIter, BatchState};
 pub use error::{DatasetError, Result};
+pub use pair::{DigitNet, DomainPair, InputDescription, Normalization, PairSpec, load_digit_pair};
 pub use preprocess::Preprocess;
 pub use registry::{DatasetId, Origin};
 pub use rows::{Rows, Subset, validation_split};
+pub use stats::{InputStats, InputWarning, compare_inputs};
 
 use std::fmt;
 use std::path::Path;
@@ -91,7 +112,7 @@ impl std::str::FromStr for Split {
 
 /// A set that was only partly present on disk: MNIST-M's shared training folder holds the first
 /// 30000 of the 59001 listed PNGs, for example. The loaded images are the present ones, in list order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Partial {
     /// Images actually loaded.
     pub loaded: usize,

@@ -2,12 +2,20 @@
 //! `{bytes: binary (PNG/JPEG), path: string}` and an integer label column. The same files load
 //! from the Hub cache and from a local dataset folder.
 //!
-//! Uses the `parquet` crate's row API, which needs none of the Arrow machinery.
+//! Uses the `parquet` crate's row API, which needs none of the Arrow machinery. Finding a split's
+//! files needs no parquet reader and is always there; reading them needs the `hub` feature.
+use crate::Split;
+#[cfg(feature = "hub")]
 use crate::raw::{check_labels, decode_image, format_err, io_err};
+#[cfg(feature = "hub")]
 use crate::registry::DatasetId;
-use crate::{DatasetError, ImageDataset, Result, Split};
+#[cfg(feature = "hub")]
+use crate::{DatasetError, ImageDataset, Result};
+#[cfg(feature = "hub")]
 use parquet::file::reader::{FileReader, SerializedFileReader};
+#[cfg(feature = "hub")]
 use parquet::record::{Field, Row};
+#[cfg(feature = "hub")]
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -52,12 +60,14 @@ pub fn split_files_in(folder: &Path, config_dir: &str, split: Split) -> Vec<Path
     if !config_dir.is_empty() && sub.is_dir() { split_files(&sub, split) } else { split_files(folder, split) }
 }
 
+#[cfg(feature = "hub")]
 fn parquet_err(path: &Path, e: parquet::errors::ParquetError) -> DatasetError {
     format_err(path, format!("corrupt or unsupported parquet file: {e}"))
 }
 
 /// The image bytes of a row: a `{bytes, path}` struct (or a bare binary column) named `image`/`img`,
 /// else the first such column.
+#[cfg(feature = "hub")]
 fn image_bytes(row: &Row) -> Option<&[u8]> {
     let mut fallback = None;
     for (name, field) in row.get_column_iter() {
@@ -80,6 +90,7 @@ fn image_bytes(row: &Row) -> Option<&[u8]> {
 }
 
 /// The label of a row: an integer column named `label`/`labels`, else the first integer column.
+#[cfg(feature = "hub")]
 fn label(row: &Row) -> Option<i64> {
     let int = |f: &Field| match *f {
         Field::Byte(v) => Some(v as i64),
@@ -105,6 +116,7 @@ fn label(row: &Row) -> Option<i64> {
 }
 
 /// Reads `(encoded image, label)` pairs from one parquet file.
+#[cfg(feature = "hub")]
 pub fn read_rows(path: &Path) -> Result<Vec<(Vec<u8>, i64)>> {
     let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| parquet_err(path, e))?;
@@ -121,6 +133,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<(Vec<u8>, i64)>> {
 }
 
 /// Loads Hub-layout parquet shards `files` (in order) as one split of `id`.
+#[cfg(feature = "hub")]
 pub fn load_parquet(id: DatasetId, split: Split, files: &[PathBuf]) -> Result<ImageDataset> {
     let channels = id.image_shape()[0];
     let mut pixels = Vec::new();

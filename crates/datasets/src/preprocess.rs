@@ -5,8 +5,137 @@
 //! The order is fixed so that each step sees the values it is defined on: binarisation thresholds
 //! raw `[0, 255]` pixels, and the mean is the mean of the final (scaled, 3-channel) images, which is
 //! what [`channel_mean`] computes when given already-preprocessed sets.
+//!
+//! [`Preprocess::plan`] turns the settings into the [`InputStep`]s a dataset of a given shape goes
+//! through, and [`Preprocess::apply`] runs exactly that plan, so a plan written into a report or a
+//! weights file is what was done, not a second account of it.
 use crate::{DatasetError, ImageDataset, Result};
 use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One preprocessing step as it is applied, with every size and offset resolved: enough to redo it
+/// in another framework. All values are `f32`; images are `[C, H, W]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum InputStep {
+    /// Raw pixels `>= threshold` become 255, the others 0.
+    Binarize { threshold: f32 },
+    /// Keep rows `top..top + height` and columns `left..left + width` (a centred crop; an odd
+    /// extra pixel is dropped from the bottom/right).
+    CenterCrop { height: usize, width: usize, top: usize, left: usize },
+    /// Bilinear resize to `height x width` with half-pixel centres: output pixel `o` samples the
+    /// input at `(o + 0.5) * in / out - 0.5`, clamped to `[0, in - 1]`, no antialiasing. This is
+    /// `torch.nn.functional.interpolate(x, size, mode="bilinear", align_corners=False,
+    /// antialias=False)` (up to float rounding); it is not PIL's resize, which treats the borders
+    /// differently.
+    Resize { height: usize, width: usize, mode: String, align_corners: bool, antialias: bool },
+    /// Zero padding to `height x width`: `top`, `bottom`, `left`, `right` pixels of `value`
+    /// (`torch.nn.functional.pad(x, (left, right, top, bottom), value=value)`).
+    Pad { height: usize, width: usize, top: usize, bottom: usize, left: usize, right: usize, value: f32 },
+    /// The single grey channel copied to `channels` channels.
+    RepeatChannels { channels: usize },
+    /// Every value divided by `divide_by` (`x / 255` maps raw pixels to `[0, 1]`).
+    Scale { divide_by: f32 },
+    /// Per channel `c`: `(x - mean[c]) * (1 / std[c])`, the reciprocal taken in `f32` (the
+    /// multiplication is skipped where `std[c]` is 1). One value per channel.
+    Normalize { mean: Vec<f32>, std: Vec<f32> },
+}
+
+impl InputStep {
+    /// The bilinear resize this crate does (see [`InputStep::Resize`]).
+    pub fn bilinear(height: usize, width: usize) -> Self {
+        InputStep::Resize { height, width, mode: "bilinear".into(), align_corners: false, antialias: false }
+    }
+
+    /// Runs the step on `ds` in place.
+    pub fn apply(&self, ds: &mut ImageDataset) -> Result<()> {
+        match self {
+            InputStep::Binarize { threshold } => {
+                for v in &mut ds.images {
+                    *v = if *v >= *threshold { 255.0 } else { 0.0 };
+                }
+            }
+            InputStep::CenterCrop { height, width, top, left } => {
+                let centred = ds.height.checked_sub(*height).is_some_and(|d| *top == d / 2)
+                    && ds.width.checked_sub(*width).is_some_and(|d| *left == d / 2);
+                if !centred {
+                    return Err(DatasetError::InvalidParameters(format!(
+                        "{}: a {height}x{width} crop at ({top}, {left}) is not the centred crop of {}x{} images",
+                        ds.name, ds.height, ds.width
+                    )));
+                }
+                crop(ds, *height, *width)?;
+            }
+            InputStep::Resize { height, width, mode, align_corners, antialias } => {
+                if mode != "bilinear" || *align_corners || *antialias {
+                    return Err(DatasetError::InvalidParameters(format!(
+                        "{}: only bilinear resizing without align_corners or antialiasing is implemented \
+                         (asked: {mode}, align_corners {align_corners}, antialias {antialias})",
+                        ds.name
+                    )));
+                }
+                resize(ds, *height, *width)?;
+            }
+            InputStep::Pad { height, width, top, bottom, left, right, value } => {
+                let centred = height.checked_sub(ds.height).is_some_and(|d| (*top, *bottom) == (d / 2, d - d / 2))
+                    && width.checked_sub(ds.width).is_some_and(|d| (*left, *right) == (d / 2, d - d / 2));
+                if !centred || *value != 0.0 {
+                    return Err(DatasetError::InvalidParameters(format!(
+                        "{}: padding {}x{} images by ({top}, {bottom}, {left}, {right}) with {value} to {height}x{width} \
+                         is not the centred zero padding",
+                        ds.name, ds.height, ds.width
+                    )));
+                }
+                pad(ds, *height, *width)?;
+            }
+            InputStep::RepeatChannels { channels } => {
+                if ds.channels != 1 || *channels != 3 {
+                    return Err(DatasetError::InvalidParameters(format!(
+                        "{}: cannot repeat {} channels to {channels}: only grey to 3 channels is implemented",
+                        ds.name, ds.channels
+                    )));
+                }
+                to_rgb(ds);
+            }
+            InputStep::Scale { divide_by } => {
+                for v in &mut ds.images {
+                    *v /= *divide_by;
+                }
+            }
+            InputStep::Normalize { mean, std } => normalize(ds, mean, std)?,
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for InputStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[f32]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", ");
+        match self {
+            InputStep::Binarize { threshold } => write!(f, "binarise (raw pixel >= {threshold} -> 255, else 0)"),
+            InputStep::CenterCrop { height, width, top, left } => {
+                write!(f, "centre crop to {height}x{width} (rows from {top}, columns from {left})")
+            }
+            InputStep::Resize { height, width, .. } => {
+                write!(
+                    f,
+                    "bilinear resize to {height}x{width} (half-pixel centres, align_corners=False, no antialiasing)"
+                )
+            }
+            InputStep::Pad { height, width, top, bottom, left, right, value } => {
+                write!(
+                    f,
+                    "pad with {value} to {height}x{width} (top {top}, bottom {bottom}, left {left}, right {right})"
+                )
+            }
+            InputStep::RepeatChannels { channels } => write!(f, "grey copied to {channels} channels"),
+            InputStep::Scale { divide_by } => write!(f, "divide by {divide_by}"),
+            InputStep::Normalize { mean, std } => {
+                write!(f, "(x - mean) / std per channel, mean [{}], std [{}]", list(mean), list(std))
+            }
+        }
+    }
+}
 
 /// Selectable preprocessing steps; `Default` does nothing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -48,37 +177,79 @@ impl Preprocess {
         self
     }
 
-    /// Applies the steps to `ds` in place.
-    pub fn apply(&self, ds: &mut ImageDataset) -> Result<()> {
-        if let Some(t) = self.binarize {
-            for v in &mut ds.images {
-                *v = if *v >= t { 255.0 } else { 0.0 };
-            }
+    /// The steps a dataset of `name` with `[C, H, W]` images goes through, in order, with no-ops
+    /// (a resize or pad to the size the images already have, grey to RGB on RGB images) left out.
+    /// Errors are the ones applying the steps would raise.
+    pub fn plan(&self, name: &str, [mut c, mut h, mut w]: [usize; 3]) -> Result<Vec<InputStep>> {
+        let bad = |what: String| Err(DatasetError::InvalidParameters(format!("{name}: {what}")));
+        let mut steps = Vec::new();
+        if let Some(threshold) = self.binarize {
+            steps.push(InputStep::Binarize { threshold });
         }
         if let Some(size) = self.crop_to {
-            crop(ds, size, size)?;
+            if size > h || size > w || size == 0 {
+                return bad(format!("cannot crop {h}x{w} images to {size}x{size}"));
+            }
+            if (size, size) != (h, w) {
+                steps.push(InputStep::CenterCrop {
+                    height: size,
+                    width: size,
+                    top: (h - size) / 2,
+                    left: (w - size) / 2,
+                });
+                (h, w) = (size, size);
+            }
         }
         if let Some(size) = self.resize {
+            if size == 0 {
+                return bad(format!("cannot resize to {size}x{size}"));
+            }
             // Padding is the paper's way from 28 to 32 for MNIST; when a pad step is also requested
             // to the same size, leave the size change to it.
-            let padded_later = self.pad_to.is_some_and(|p| p == size && ds.height <= p && ds.width <= p);
-            if !padded_later {
-                resize(ds, size, size)?;
+            let padded_later = self.pad_to.is_some_and(|p| p == size && h <= p && w <= p);
+            if !padded_later && (size, size) != (h, w) {
+                steps.push(InputStep::bilinear(size, size));
+                (h, w) = (size, size);
             }
         }
         if let Some(size) = self.pad_to {
-            pad(ds, size, size)?;
-        }
-        if self.to_rgb && ds.channels == 1 {
-            to_rgb(ds);
-        }
-        if self.scale {
-            for v in &mut ds.images {
-                *v /= 255.0;
+            if size < h || size < w {
+                return bad(format!("cannot pad {h}x{w} images to the smaller {size}x{size}"));
+            }
+            if (size, size) != (h, w) {
+                let (dh, dw) = (size - h, size - w);
+                steps.push(InputStep::Pad {
+                    height: size,
+                    width: size,
+                    top: dh / 2,
+                    bottom: dh - dh / 2,
+                    left: dw / 2,
+                    right: dw - dw / 2,
+                    value: 0.0,
+                });
             }
         }
+        if self.to_rgb && c == 1 {
+            steps.push(InputStep::RepeatChannels { channels: 3 });
+            c = 3;
+        }
+        if self.scale {
+            steps.push(InputStep::Scale { divide_by: 255.0 });
+        }
         if let Some(mean) = &self.mean {
-            subtract_mean(ds, mean)?;
+            if mean.len() != c && mean.len() != 1 {
+                return bad(format!("mean has {} values for {c} channels", mean.len()));
+            }
+            let per_channel = (0..c).map(|ch| if mean.len() == 1 { mean[0] } else { mean[ch] }).collect();
+            steps.push(InputStep::Normalize { mean: per_channel, std: vec![1.0; c] });
+        }
+        Ok(steps)
+    }
+
+    /// Applies the steps to `ds` in place: runs [`Preprocess::plan`] for its shape.
+    pub fn apply(&self, ds: &mut ImageDataset) -> Result<()> {
+        for step in self.plan(&ds.name, [ds.channels, ds.height, ds.width])? {
+            step.apply(ds)?;
         }
         Ok(())
     }
@@ -228,6 +399,35 @@ pub fn channel_mean(sets: &[&ImageDataset]) -> Result<Vec<f32>> {
     Ok(sum.iter().map(|s| (s / count as f64) as f32).collect())
 }
 
+/// `(x - mean[c]) * (1 / std[c])` on channel `c` (a single value applies to all channels), the
+/// reciprocal taken in `f32`: bit for bit what subtracting the mean and then multiplying by
+/// `1.0 / std` gives. Where `std[c]` is 1 only the mean is subtracted.
+pub fn normalize(ds: &mut ImageDataset, mean: &[f32], std: &[f32]) -> Result<()> {
+    let c = ds.channels;
+    if std.len() != c && std.len() != 1 {
+        return Err(DatasetError::InvalidParameters(format!(
+            "{}: std has {} values for {c} channels",
+            ds.name,
+            std.len()
+        )));
+    }
+    if let Some(bad) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return Err(DatasetError::InvalidParameters(format!("{}: std {bad} is not a positive number", ds.name)));
+    }
+    subtract_mean(ds, mean)?;
+    let plane = ds.height * ds.width;
+    for img in ds.images.chunks_exact_mut(c * plane) {
+        for ch in 0..c {
+            let s = if std.len() == 1 { std[0] } else { std[ch] };
+            if s != 1.0 {
+                let factor = 1.0 / s;
+                img[ch * plane..(ch + 1) * plane].iter_mut().for_each(|v| *v *= factor);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Subtracts `mean[c]` from channel `c` (a single value applies to all channels).
 pub fn subtract_mean(ds: &mut ImageDataset, mean: &[f32]) -> Result<()> {
     let c = ds.channels;
@@ -339,5 +539,109 @@ mod tests {
         Preprocess { pad_to: Some(32), ..Preprocess::rgb(32) }.apply(&mut mnist).unwrap();
         assert_eq!(mnist.shape(), [1, 3, 32, 32]);
         assert_eq!(mnist.images[0], 0.0, "padded, not resized");
+    }
+
+    #[test]
+    fn plans_resolve_sizes_and_offsets_and_leave_out_no_ops() {
+        let pad = Preprocess { pad_to: Some(32), ..Preprocess::rgb(32) };
+        assert_eq!(
+            pad.plan("mnist", [1, 28, 28]).unwrap(),
+            [
+                InputStep::Pad { height: 32, width: 32, top: 2, bottom: 2, left: 2, right: 2, value: 0.0 },
+                InputStep::RepeatChannels { channels: 3 },
+                InputStep::Scale { divide_by: 255.0 },
+            ]
+        );
+        // An odd difference puts the extra pixel bottom/right, as `pad` does.
+        let odd = Preprocess { pad_to: Some(5), ..Default::default() }.plan("t", [1, 2, 4]).unwrap();
+        assert_eq!(odd, [InputStep::Pad { height: 5, width: 5, top: 1, bottom: 2, left: 0, right: 1, value: 0.0 }]);
+        assert_eq!(
+            Preprocess::rgb(28).plan("usps", [1, 16, 16]).unwrap(),
+            [
+                InputStep::bilinear(28, 28),
+                InputStep::RepeatChannels { channels: 3 },
+                InputStep::Scale { divide_by: 255.0 }
+            ]
+        );
+        // RGB images already at size: only the scaling is left; one mean value becomes one per channel.
+        let crop = Preprocess { crop_to: Some(28), ..Preprocess::rgb(28) }.with_mean(vec![0.5]);
+        assert_eq!(
+            crop.plan("mnist-m", [3, 32, 32]).unwrap(),
+            [
+                InputStep::CenterCrop { height: 28, width: 28, top: 2, left: 2 },
+                InputStep::Scale { divide_by: 255.0 },
+                InputStep::Normalize { mean: vec![0.5; 3], std: vec![1.0; 3] },
+            ]
+        );
+        assert_eq!(Preprocess::rgb(28).plan("t", [3, 28, 28]).unwrap(), [InputStep::Scale { divide_by: 255.0 }]);
+        let bin = Preprocess { binarize: Some(1.0), ..Default::default() };
+        assert_eq!(bin.plan("t", [1, 28, 28]).unwrap(), [InputStep::Binarize { threshold: 1.0 }]);
+        // Impossible plans fail with apply's errors, naming the dataset.
+        for (pre, shape) in [
+            (Preprocess { crop_to: Some(30), ..Default::default() }, [1, 28, 28]),
+            (Preprocess { pad_to: Some(16), ..Default::default() }, [1, 28, 28]),
+            (Preprocess { resize: Some(0), ..Default::default() }, [1, 28, 28]),
+            (Preprocess { to_rgb: true, mean: Some(vec![1.0, 2.0]), ..Default::default() }, [1, 28, 28]),
+        ] {
+            let e = pre.plan("usps", shape).unwrap_err().to_string();
+            assert!(e.contains("usps"), "{e}");
+            let mut ds = grey(1, 28, 28, |_, _, _| 0);
+            ds.name = "usps".into();
+            assert_eq!(pre.apply(&mut ds).unwrap_err().to_string(), e);
+        }
+    }
+
+    #[test]
+    fn steps_reject_what_they_cannot_do_and_round_trip_through_json() {
+        let mut ds = grey(1, 28, 28, |_, y, x| (y + x) as u8);
+        let off_centre = InputStep::CenterCrop { height: 24, width: 24, top: 0, left: 2 };
+        assert!(off_centre.apply(&mut ds).unwrap_err().to_string().contains("centred"));
+        let too_big = InputStep::CenterCrop { height: 30, width: 30, top: 0, left: 0 };
+        assert!(too_big.apply(&mut ds).is_err());
+        let nearest =
+            InputStep::Resize { height: 8, width: 8, mode: "nearest".into(), align_corners: false, antialias: false };
+        assert!(nearest.apply(&mut ds).unwrap_err().to_string().contains("nearest"));
+        let lopsided = InputStep::Pad { height: 32, width: 32, top: 4, bottom: 0, left: 2, right: 2, value: 0.0 };
+        assert!(lopsided.apply(&mut ds).is_err());
+        assert_eq!(ds.shape(), [1, 1, 28, 28], "rejected steps leave the data alone");
+        let steps = vec![
+            InputStep::Binarize { threshold: 1.0 },
+            InputStep::CenterCrop { height: 28, width: 28, top: 2, left: 2 },
+            InputStep::bilinear(28, 28),
+            InputStep::Pad { height: 32, width: 32, top: 2, bottom: 2, left: 2, right: 2, value: 0.0 },
+            InputStep::RepeatChannels { channels: 3 },
+            InputStep::Scale { divide_by: 255.0 },
+            InputStep::Normalize { mean: vec![0.5, 0.25, 0.125], std: vec![0.5, 1.0, 2.0] },
+        ];
+        let json = serde_json::to_string(&steps).unwrap();
+        assert!(json.contains(r#"{"op":"pad","height":32"#) && json.contains(r#""align_corners":false"#), "{json}");
+        assert_eq!(serde_json::from_str::<Vec<InputStep>>(&json).unwrap(), steps);
+        assert!(steps[6].to_string().contains("0.5000, 0.2500, 0.1250"), "{}", steps[6]);
+    }
+
+    #[test]
+    fn normalize_is_subtract_then_multiply_by_the_reciprocal() {
+        let src = grey(2, 5, 5, |i, y, x| (i * 40 + y * 9 + x * 3) as u8);
+        let mut a = src.clone();
+        Preprocess::unit().apply(&mut a).unwrap();
+        let mut b = a.clone();
+        normalize(&mut a, &[0.5], &[0.5]).unwrap();
+        subtract_mean(&mut b, &[0.5]).unwrap();
+        b.images.iter_mut().for_each(|v| *v *= 1.0 / 0.5f32);
+        assert!(a.images.iter().zip(&b.images).all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert!(a.pixel_range().0 >= -1.0 && a.pixel_range().1 <= 1.0);
+        // Per channel, and std 1 subtracts only.
+        let mut rgb = src.clone();
+        Preprocess { to_rgb: true, scale: true, ..Default::default() }.apply(&mut rgb).unwrap();
+        let before = rgb.clone();
+        normalize(&mut rgb, &[0.1, 0.2, 0.3], &[1.0, 2.0, 4.0]).unwrap();
+        let plane = 25;
+        for (ch, (m, s)) in [(0.1f32, 1.0f32), (0.2, 2.0), (0.3, 4.0)].into_iter().enumerate() {
+            let (x, y) = (before.images[ch * plane + 7], rgb.images[ch * plane + 7]);
+            assert_eq!(y.to_bits(), if s == 1.0 { x - m } else { (x - m) * (1.0 / s) }.to_bits());
+        }
+        for bad in [&[0.0f32][..], &[-1.0], &[f32::NAN], &[1.0, 1.0]] {
+            assert!(normalize(&mut rgb.clone(), &[0.0], bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -122,6 +122,20 @@ impl std::str::FromStr for DatasetId {
     }
 }
 
+/// As its canonical name (`"mnist-m"`); either spelling reads back.
+impl serde::Serialize for DatasetId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DatasetId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The data directory: `arg` if given, else `ADAPT_DATA_DIR` when set and non-empty.
 pub fn resolve_data_dir(arg: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = arg {
@@ -246,6 +260,16 @@ pub fn load_id(id: DatasetId, split: Split, data_dir: Option<&Path>) -> Result<I
         return load_local(id, split, &folder);
     }
     match id.hub() {
+        #[cfg(not(feature = "hub"))]
+        Some(hub) => Err(DatasetError::FeatureDisabled {
+            feature: "hub",
+            what: format!(
+                "{id} {split} has no local folder ({}), and loading its Hub copy {}",
+                where_local(id, data_dir),
+                hub.repo
+            ),
+        }),
+        #[cfg(feature = "hub")]
         Some(hub) => {
             let files = crate::hub::split_files(hub, split).map_err(|detail| DatasetError::NotFound {
                 name: id.name().into(),
@@ -296,7 +320,19 @@ pub fn load_local(id: DatasetId, split: Split, folder: &Path) -> Result<ImageDat
             ds
         }
         LocalFormat::EslText(path) => crate::usps::load_esl(&path, split)?,
+        #[cfg(feature = "hub")]
         LocalFormat::Parquet(files) => crate::parquet_hub::load_parquet(id, split, &files)?,
+        #[cfg(not(feature = "hub"))]
+        LocalFormat::Parquet(files) => {
+            return Err(DatasetError::FeatureDisabled {
+                feature: "hub",
+                what: format!(
+                    "{id} {split} in {} is Hub-layout parquet ({}), and reading parquet",
+                    folder.display(),
+                    files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
     };
     ds.name = id.name().into();
     Ok(ds)

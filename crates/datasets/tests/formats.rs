@@ -1,6 +1,5 @@
 //! Every loader on small fixtures written from the format descriptions.
 mod common;
-use adapt_datasets::registry::{DatasetId, load_local};
 use adapt_datasets::{Split, load};
 use common::*;
 
@@ -109,8 +108,10 @@ fn usps_esl_text_gzipped_with_float_labels() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[cfg(feature = "hub")]
 #[test]
 fn hub_layout_parquet_in_a_local_folder() {
+    use adapt_datasets::registry::{DatasetId, load_local};
     let dir = tmp("pq-local");
     let labels: Vec<i64> = (0..10).map(|i| (i * 3) % 10).collect();
     write_hub_parquet(&dir.join("mnist/mnist/train-00000-of-00002.parquet"), &grey_pngs(6, 28), &labels[..6]);

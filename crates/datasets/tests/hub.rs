@@ -1,12 +1,14 @@
 //! The Hub path, offline: a Hugging Face cache folder (`HF_HOME/hub/datasets--OWNER--NAME/refs/main`
 //! + `snapshots/REV/...`) holding parquet files in the Hub's schema loads without network.
 //!
-//! One test function, because it sets process-wide environment variables.
+//! One test function, because it sets process-wide environment variables. Without the `hub`
+//! feature the same loads are errors that name the feature.
 mod common;
 use adapt_datasets::registry::{DatasetId, load_id};
 use adapt_datasets::{DatasetError, Split};
 use common::*;
 
+#[cfg(feature = "hub")]
 #[test]
 fn datasets_in_the_hf_cache_load_offline() {
     let root = tmp("hub");
@@ -58,5 +60,27 @@ fn datasets_in_the_hf_cache_load_offline() {
     assert!(msg.contains("HF_HUB_OFFLINE") && msg.contains("ylecun/mnist"), "{msg}");
     let e = load_id(DatasetId::Svhn, Split::Train, Some(&data)).unwrap_err().to_string();
     assert!(e.contains("ufldl-stanford/svhn"), "{e}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[cfg(not(feature = "hub"))]
+#[test]
+fn without_the_hub_feature_hub_and_parquet_data_are_errors_naming_it() {
+    let root = tmp("no-hub");
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let e = load_id(DatasetId::Mnist, Split::Train, Some(&data)).unwrap_err();
+    assert!(matches!(e, DatasetError::FeatureDisabled { feature: "hub", .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("`hub` feature") && msg.contains("ylecun/mnist"), "{msg}");
+    // Parquet files are recognised by name, so a placeholder is enough to take the parquet path.
+    let shard = data.join("mnist/mnist/train-00000-of-00001.parquet");
+    std::fs::create_dir_all(shard.parent().unwrap()).unwrap();
+    std::fs::write(&shard, b"PAR1").unwrap();
+    let msg = load_id(DatasetId::Mnist, Split::Train, Some(&data)).unwrap_err().to_string();
+    assert!(msg.contains("`hub` feature") && msg.contains("train-00000-of-00001.parquet"), "{msg}");
+    // The original formats still load.
+    write_mnist(&data.join("mnist"), 3, 28, true);
+    assert_eq!(load_id(DatasetId::Mnist, Split::Train, Some(&data)).unwrap().len(), 3);
     std::fs::remove_dir_all(&root).unwrap();
 }

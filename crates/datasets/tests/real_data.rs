@@ -1,7 +1,7 @@
 //! Loads the real shared data when `ADAPT_DATA_DIR` points at it; prints "skipped: no data"
 //! otherwise. The expected histograms were computed from the real files (and agree with the
 //! PROVENANCE notes of the shared copy).
-use adapt_datasets::{BatchIter, Preprocess, Split, load, mnist_m_gen, preprocess};
+use adapt_datasets::{BatchIter, Preprocess, Split, load, preprocess};
 use std::path::PathBuf;
 
 fn data_dir() -> Option<PathBuf> {
@@ -103,8 +103,10 @@ fn mnist_m_digits_are_mnist_padded_by_two() {
     assert!(padded > resized + 0.03, "padded IoU {padded:.3} vs resized {resized:.3}");
 }
 
+#[cfg(feature = "generators")]
 #[test]
 fn bsds500_has_200_photos_and_generation_works_on_them() {
+    use adapt_datasets::mnist_m_gen;
     let Some(dir) = data_dir() else { return };
     let photos = mnist_m_gen::list_photos(&dir.join("bsds500")).unwrap();
     assert_eq!(photos.len(), 200);

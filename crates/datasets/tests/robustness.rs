@@ -222,33 +222,41 @@ fn corrupted_inputs_never_panic_and_errors_name_the_file() {
         t.check(&format!("labels {bad:?}"), guarded(&dir, "mnist-m", Split::Train), file, true);
     }
 
-    // ---- Hub-layout parquet in a local folder ----
-    let dir = root.join("pq");
-    let p = dir.join("mnist/train-00000-of-00001.parquet");
-    write_hub_parquet(&p, &grey_pngs(4, 28), &[1, 2, 3, 4]);
-    let good = std::fs::read(&p).unwrap();
-    for k in offsets(good.len(), &mut rng, 100) {
-        std::fs::write(&p, &good[..k]).unwrap();
+    // ---- Hub-layout parquet in a local folder (read only with the `hub` feature) ----
+    #[cfg(feature = "hub")]
+    {
+        let dir = root.join("pq");
+        let p = dir.join("mnist/train-00000-of-00001.parquet");
+        write_hub_parquet(&p, &grey_pngs(4, 28), &[1, 2, 3, 4]);
+        let good = std::fs::read(&p).unwrap();
+        for k in offsets(good.len(), &mut rng, 100) {
+            std::fs::write(&p, &good[..k]).unwrap();
+            t.check(
+                &format!("parquet truncated at {k}"),
+                guarded(&dir, "mnist", Split::Train),
+                "train-00000-of-00001.parquet",
+                true,
+            );
+        }
+        for _ in 0..300 {
+            let mut bad = good.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let k = rng.random_range(0..bad.len());
+                bad[k] ^= rng.random_range(1..=255u8);
+            }
+            std::fs::write(&p, &bad).unwrap();
+            t.check("parquet byte flips", guarded(&dir, "mnist", Split::Train), "train-00000-of-00001.parquet", false);
+        }
+        write_hub_parquet(&p, &grey_pngs(2, 28), &[3, 10]);
         t.check(
-            &format!("parquet truncated at {k}"),
+            "parquet label out of range",
             guarded(&dir, "mnist", Split::Train),
             "train-00000-of-00001.parquet",
             true,
         );
+        write_hub_parquet(&p, &[b"not a png".to_vec()], &[3]);
+        t.check("parquet corrupt PNG", guarded(&dir, "mnist", Split::Train), "train-00000-of-00001.parquet", true);
     }
-    for _ in 0..300 {
-        let mut bad = good.clone();
-        for _ in 0..rng.random_range(1..4) {
-            let k = rng.random_range(0..bad.len());
-            bad[k] ^= rng.random_range(1..=255u8);
-        }
-        std::fs::write(&p, &bad).unwrap();
-        t.check("parquet byte flips", guarded(&dir, "mnist", Split::Train), "train-00000-of-00001.parquet", false);
-    }
-    write_hub_parquet(&p, &grey_pngs(2, 28), &[3, 10]);
-    t.check("parquet label out of range", guarded(&dir, "mnist", Split::Train), "train-00000-of-00001.parquet", true);
-    write_hub_parquet(&p, &[b"not a png".to_vec()], &[3]);
-    t.check("parquet corrupt PNG", guarded(&dir, "mnist", Split::Train), "train-00000-of-00001.parquet", true);
 
     std::fs::remove_dir_all(&root).unwrap();
     println!(

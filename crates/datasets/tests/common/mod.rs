@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// A fresh, empty temporary folder unique to this test.
 pub fn tmp(tag: &str) -> PathBuf {
@@ -205,6 +204,7 @@ pub fn esl_value(i: usize, p: usize) -> f32 {
 // ---- parquet in the Hub layout: image {bytes, path}, label int64 ----
 
 /// Writes a Hub-layout parquet file with the given encoded images and labels.
+#[cfg(feature = "hub")]
 pub fn write_hub_parquet(path: &Path, images: &[Vec<u8>], labels: &[i64]) {
     use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
     use parquet::file::properties::WriterProperties;
@@ -219,7 +219,7 @@ pub fn write_hub_parquet(path: &Path, images: &[Vec<u8>], labels: &[i64]) {
     let props = WriterProperties::builder().set_compression(parquet::basic::Compression::SNAPPY).build();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let file = std::fs::File::create(path).unwrap();
-    let mut w = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
+    let mut w = SerializedFileWriter::new(file, std::sync::Arc::new(schema), std::sync::Arc::new(props)).unwrap();
     let mut rg = w.next_row_group().unwrap();
     let n = images.len();
     // Leaf columns in schema order: image.bytes, image.path, label. Both levels optional: def 2 = set.
