@@ -13,10 +13,10 @@
 //! * `curves.png`, `summary.json`.
 use crate::error::{Context, ExperimentError, Result, ensure};
 use crate::files::{BEST_FILE, METRICS_FILE, MODEL_FILE, SELECTION_FILE, open_run_folder, read_json, write_json};
-use crate::pair::DomainData;
 use crate::recipe::RunOptions;
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{WeightsInfo, WeightsStep, save_weights};
+use adapt_datasets::DomainPair;
 use adapt_datasets::Rows;
 use adapt_eval::plots::{self, Series};
 use adapt_eval::{evaluate_dann, predict, proxy_a_distance};
@@ -56,7 +56,7 @@ pub fn label_accuracy<F: ModuleT, L: ModuleT, D: ModuleT>(
 /// Proxy A-distance of the features of the first [`ANALYSIS_POINTS`] test images per domain.
 pub fn feature_a_distance<F: ModuleT, L: ModuleT, D: ModuleT>(
     model: &Dann<F, L, D>,
-    data: &DomainData,
+    data: &DomainPair,
     device: &Device,
     seed: u64,
 ) -> Result<f64> {
@@ -69,7 +69,7 @@ pub fn feature_a_distance<F: ModuleT, L: ModuleT, D: ModuleT>(
 /// whose run fields (`method`, `steps`, ...) the caller fills in.
 pub fn evaluate_model<F: ModuleT, L: ModuleT, D: ModuleT>(
     model: &Dann<F, L, D>,
-    data: &DomainData,
+    data: &DomainPair,
     device: &Device,
     seed: u64,
 ) -> Result<(adapt_eval::DomainEval, f64)> {
@@ -104,7 +104,7 @@ pub fn train_and_evaluate<F, L, D, C>(
     run: &MethodRun<'_, C>,
     model: &Dann<F, L, D>,
     params: &ParamStore,
-    data: &DomainData,
+    data: &DomainPair,
     dir: &Path,
     device: &Device,
     opts: &RunOptions,

@@ -3,13 +3,10 @@
 use crate::dann_run::{ANALYSIS_POINTS, MethodRun, train_and_evaluate};
 use crate::error::{Context, Result};
 use crate::files::{RECIPE_FILE, REPORT_FILE, RunLock, create_dir, run_folder_path, write_json};
-use crate::pair::DomainData;
-use crate::recipe::{DigitRecipe, Preset, Recipe, RunOptions, RunRecord, net_for_pair};
+use crate::recipe::{DigitRecipe, Preset, Recipe, RunOptions, RunRecord};
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsInfo};
-use adapt_datasets::preprocess::channel_mean;
-use adapt_datasets::validation_split;
-use adapt_datasets::{DatasetId, ImageDataset, Preprocess, Split};
+use adapt_datasets::{DatasetId, DomainPair, InputWarning, Normalization, PairSpec, load_digit_pair};
 use adapt_eval::plots::{self, DomainPoint, ScatterPanel};
 use adapt_eval::report::{Report, percent};
 use adapt_eval::{TsneConfig, predict, principal_scores, tsne};
@@ -20,7 +17,6 @@ use adapt_train::{Method, TrainConfig};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::Arc;
 
 /// Everything that defines one digit run; written to `config.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,106 +35,24 @@ pub struct DigitRunConfig {
     pub train: TrainConfig,
 }
 
-/// One in this many source training images is held out for validation.
-pub const VALIDATION_FRACTION: usize = 12;
-/// The held-out split is the same for every run seed, so runs differ only in what they learn.
-const VALIDATION_SEED: u64 = 0x5eed_0da7a;
-/// Seed 002 keeps every non-zero MNIST pixel (`images > 0` on `[0, 1]` floats).
-const MNIST_BINARIZE_THRESHOLD: f32 = 1.0;
-
-/// `/255`, 3 channels at `size x size`. MNIST-M's 32x32 images are MNIST digits padded by 2
-/// pixels, so MNIST pads 28 -> 32 and MNIST-M crops 32 -> 28: the digits keep one scale in both
-/// domains. Other sizes (USPS 16 -> 28/32) are resized bilinearly.
-fn shape_steps(id: DatasetId, ds: &ImageDataset, size: usize, binarize: bool) -> Preprocess {
-    let mut pre = Preprocess::rgb(size);
-    if binarize {
-        pre.binarize = Some(MNIST_BINARIZE_THRESHOLD);
-    }
-    if ds.height == 28 && size == 32 {
-        pre.resize = None;
-        pre.pad_to = Some(32);
-    }
-    if id == DatasetId::MnistM && ds.height == 32 && size == 28 {
-        pre.resize = None;
-        pre.crop_to = Some(28);
-    }
-    pre
-}
-
-fn load(
-    id: DatasetId,
-    split: Split,
-    size: usize,
-    binarize_mnist: bool,
-    data_dir: Option<&Path>,
-    notes: &mut Vec<String>,
-) -> Result<ImageDataset> {
-    let mut ds =
-        adapt_datasets::load(id.name(), split, data_dir).context(|| format!("loading {} {split}", id.name()))?;
-    shape_steps(id, &ds, size, binarize_mnist && id == DatasetId::Mnist).apply(&mut ds)?;
-    if let Some(p) = ds.partial {
-        notes.push(format!(
-            "{} {split}: {} of {} listed images present; training on those",
-            id.name(),
-            p.loaded,
-            p.listed
-        ));
-    }
-    Ok(ds)
-}
-
-/// A loaded pair, with what the loaders had to say (e.g. a partial dataset).
-pub struct LoadedPair {
-    pub data: DomainData,
-    pub mean: Vec<f32>,
-    pub notes: Vec<String>,
-}
-
-/// Loads and preprocesses the four splits of `source -> target` and holds out the source
-/// validation split. `mean`: the pixel mean to subtract (None: computed over both training sets).
-pub fn load_pair(
-    source: DatasetId,
-    target: DatasetId,
-    size: usize,
-    binarize_mnist: bool,
-    mean: Option<Vec<f32>>,
-    data_dir: Option<&Path>,
-) -> Result<LoadedPair> {
-    let mut notes = Vec::new();
-    let mut source_train = load(source, Split::Train, size, binarize_mnist, data_dir, &mut notes)?;
-    let mut target_train = load(target, Split::Train, size, binarize_mnist, data_dir, &mut notes)?;
-    let mut source_test = load(source, Split::Test, size, binarize_mnist, data_dir, &mut notes)?;
-    let mut target_test = load(target, Split::Test, size, binarize_mnist, data_dir, &mut notes)?;
-    // Seed 002's normalisation: the pixel mean over both training sets, subtracted everywhere.
-    let mean = match mean {
-        Some(m) => m,
-        None => channel_mean(&[&source_train, &target_train])?,
+/// How `preset` brings `source -> target` to the net's input; `mean` fixes the mean to subtract
+/// (a saved run's), `None` computes it over both training sets.
+pub fn pair_spec(source: DatasetId, target: DatasetId, preset: Preset, mean: Option<Vec<f32>>) -> PairSpec {
+    let spec = match preset {
+        Preset::Paper => PairSpec::dann_paper(source, target),
+        Preset::Bn => PairSpec::dann_bn(source, target),
     };
-    for ds in [&mut source_train, &mut target_train, &mut source_test, &mut target_test] {
-        adapt_datasets::preprocess::subtract_mean(ds, &mean)?;
+    match mean {
+        Some(mean) => PairSpec { normalization: Normalization::Fixed { mean, std: vec![1.0] }, ..spec },
+        None => spec,
     }
-    // Seed 002 trains on 55000 MNIST images and keeps 5000 for validation: one in twelve is held
-    // out from every source (with either selection rule, so the choice never changes training).
-    let source_all: Arc<dyn adapt_datasets::Rows> = Arc::new(source_train);
-    let held_out = source_all.len() / VALIDATION_FRACTION;
-    let (source_fit, source_val) = validation_split(source_all, held_out, VALIDATION_SEED)?;
-    let data = DomainData {
-        source_name: source.name().into(),
-        target_name: target.name().into(),
-        source_train: Arc::new(source_fit),
-        source_val: Some(Arc::new(source_val)),
-        target_train: Arc::new(target_train),
-        source_test: Arc::new(source_test),
-        target_test: Arc::new(target_test),
-    };
-    Ok(LoadedPair { data, mean, notes })
 }
 
 impl DigitRunConfig {
     /// The run of `method` in `recipe`, with the pixel mean its data was normalised with.
     pub fn new(recipe: &DigitRecipe, method: Method, pixel_mean: Vec<f32>) -> Result<Self> {
         let (source, target) = recipe.pair()?;
-        let net = net_for_pair(source, target);
+        let net = DigitNet::for_pair(source, target);
         Ok(Self {
             source: source.name().into(),
             target: target.name().into(),
@@ -146,7 +60,7 @@ impl DigitRunConfig {
             preset: recipe.preset,
             binarize_mnist: recipe.preset.binarize_mnist(),
             model: recipe.model.clone(),
-            image_size: net.input_size(),
+            image_size: net.image_size(),
             pixel_mean,
             train: TrainConfig {
                 method,
@@ -166,58 +80,11 @@ impl DigitRunConfig {
     }
 
     /// Loads this run's data with its recorded pixel mean.
-    pub fn load_data(&self, data_dir: Option<&Path>) -> Result<LoadedPair> {
+    pub fn load_data(&self, data_dir: Option<&Path>) -> Result<DomainPair> {
         let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
-        load_pair(source, target, self.image_size, self.binarize_mnist, Some(self.pixel_mean.clone()), data_dir)
+        let spec = pair_spec(source, target, self.preset, Some(self.pixel_mean.clone()));
+        Ok(load_digit_pair(&spec, data_dir)?)
     }
-
-    /// How each domain's images became the net's input, for the weights' metadata.
-    pub fn input_description(&self) -> Result<serde_json::Value> {
-        let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
-        Ok(describe_input(&[source, target], self.image_size, self.binarize_mnist, &self.pixel_mean, &[1.0]))
-    }
-}
-
-/// The preprocessing of each dataset in `ids` at `size`, as JSON: the steps in the order they
-/// are applied, then `(x - mean) / std` per channel, NCHW f32.
-pub fn describe_input(
-    ids: &[DatasetId],
-    size: usize,
-    binarize_mnist: bool,
-    mean: &[f32],
-    std: &[f32],
-) -> serde_json::Value {
-    let domains: Vec<serde_json::Value> = ids
-        .iter()
-        .map(|&id| {
-            let native = match id {
-                DatasetId::Mnist => 28,
-                DatasetId::Usps => 16,
-                _ => 32,
-            };
-            let mut steps = Vec::new();
-            if binarize_mnist && id == DatasetId::Mnist {
-                steps.push(format!("binarise: raw pixels >= {MNIST_BINARIZE_THRESHOLD} of 255 become 255, others 0"));
-            }
-            if id == DatasetId::MnistM && native == 32 && size == 28 {
-                steps.push("centre crop 32x32 -> 28x28".to_string());
-            } else if native == 28 && size == 32 {
-                steps.push("zero-pad 28x28 -> 32x32, centred".to_string());
-            } else if native != size {
-                steps.push(format!(
-                    "bilinear resize {native}x{native} -> {size}x{size} (half-pixel centres, as PyTorch align_corners=False)"
-                ));
-            }
-            steps.push("grey to RGB by copying the channel (RGB unchanged)".to_string());
-            steps.push("divide by 255".to_string());
-            serde_json::json!({ "dataset": id.name(), "native_size": native, "steps": steps })
-        })
-        .collect();
-    serde_json::json!({
-        "layout": format!("[N, 3, {size}, {size}] f32"),
-        "domains": domains,
-        "normalisation": { "mean": mean, "std": std, "formula": "(x - mean) / std per channel, after the steps" },
-    })
 }
 
 /// 2D views of the features of the first 500 source and 500 target test images: PCA and t-SNE,
@@ -227,7 +94,7 @@ pub struct FeatureViews {
     pub tsne: Vec<DomainPoint>,
 }
 
-pub fn feature_views(model: &DigitDann, data: &DomainData, device: &Device, seed: u64) -> Result<FeatureViews> {
+pub fn feature_views(model: &DigitDann, data: &DomainPair, device: &Device, seed: u64) -> Result<FeatureViews> {
     let n = ANALYSIS_POINTS;
     let s = predict(model, data.source_test.as_ref(), Some(n), device, 250, true)?;
     let t = predict(model, data.target_test.as_ref(), Some(n), device, 250, true)?;
@@ -282,11 +149,15 @@ pub struct DigitRun {
 pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<DigitRun> {
     recipe.validate()?;
     let (source, target) = recipe.pair()?;
-    let net = net_for_pair(source, target);
-    let loaded =
-        load_pair(source, target, net.input_size(), recipe.preset.binarize_mnist(), None, opts.data_dir.as_deref())?;
-    let data = &loaded.data;
-    data.check_batch(recipe.batch_size)?;
+    let net = DigitNet::for_pair(source, target);
+    let loaded = load_digit_pair(&pair_spec(source, target, recipe.preset, None), opts.data_dir.as_deref())
+        .context(|| format!("loading {} -> {}", source.name(), target.name()))?;
+    let data = &loaded;
+    crate::pair::check_batch(data, recipe.batch_size)?;
+    // A label-free look at whether both domains reached the net alike (scale, placement, contrast).
+    let input_warnings = loaded.compare_inputs(INPUT_CHECK_IMAGES)?;
+    let mut notes = loaded.notes.clone();
+    notes.extend(input_warnings.iter().map(|w| format!("input check: {w}")));
     let methods = &recipe.methods;
     let label = if methods.len() > 1 { "compare" } else { methods[0].as_str() };
     let dir = run_folder_path(opts.out.as_deref(), label, source.name(), target.name());
@@ -300,7 +171,7 @@ pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<D
         let sub = if methods.len() > 1 { dir.join(method.as_str()) } else { dir.clone() };
         let params = ParamStore::new(cfg.train.seed);
         let model = cfg.build_model(&params, device)?;
-        let info = WeightsInfo { input: cfg.input_description()?, config: RunConfig::Digits(cfg.clone()) };
+        let info = WeightsInfo { input: input_json(data)?, config: RunConfig::Digits(cfg.clone()) };
         let run = MethodRun {
             kind: RunKind::Digits,
             train: &cfg.train,
@@ -313,18 +184,33 @@ pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<D
         summaries.push(summary);
     }
     write_feature_plots(&dir, &views)?;
-    write_report(&dir, &summaries, recipe, net)?;
-    Ok(DigitRun { summaries, notes: loaded.notes })
+    write_report(&dir, &summaries, recipe, net, data, &input_warnings)?;
+    Ok(DigitRun { summaries, notes })
 }
 
-fn write_report(dir: &Path, summaries: &[RunSummary], recipe: &DigitRecipe, net: DigitNet) -> Result<()> {
+/// Training images per domain the input check compares.
+pub const INPUT_CHECK_IMAGES: usize = 2000;
+
+/// The pair's input description as it goes into the weights' metadata.
+fn input_json(pair: &DomainPair) -> Result<serde_json::Value> {
+    serde_json::to_value(&pair.input).map_err(|e| crate::ExperimentError::Invalid(format!("input description: {e}")))
+}
+
+fn write_report(
+    dir: &Path,
+    summaries: &[RunSummary],
+    recipe: &DigitRecipe,
+    net: DigitNet,
+    data: &DomainPair,
+    input_warnings: &[InputWarning],
+) -> Result<()> {
     let (source, target) = (&summaries[0].source, &summaries[0].target);
-    let size = net.input_size();
+    let size = net.image_size();
     let mut report = Report::new(&format!("{source} -> {target}"));
     report.paragraph(&format!(
         "The paper's {} network ({} convolutions) on {size}x{size} RGB inputs, preset `{}`{}, pixel mean of both \
          training sets subtracted. \
-         Seed {}. One in {VALIDATION_FRACTION} source training images is held out as a source validation split. \
+         Seed {}. One in {} source training images is held out as a source validation split. \
          Target labels are used for the test accuracies below only, never for training or for choosing a model; \
          the reported weights are {}.",
         if net == DigitNet::Mnist { "MNIST" } else { "SVHN" },
@@ -335,6 +221,7 @@ fn write_report(dir: &Path, summaries: &[RunSummary], recipe: &DigitRecipe, net:
         recipe.preset.as_str(),
         if recipe.preset == Preset::Paper { " (binarised MNIST, as seed 002)" } else { "" },
         recipe.seed,
+        adapt_datasets::pair::VALIDATION_FRACTION,
         match recipe.select {
             Selection::Last => "those of the last step",
             Selection::SourceVal => "those of the checkpoint with the best source validation accuracy",
@@ -363,6 +250,22 @@ fn write_report(dir: &Path, summaries: &[RunSummary], recipe: &DigitRecipe, net:
          A-distance: proxy A-distance 2(1 - 2 err) of a linear domain classifier trained on frozen features of \
          500 + 500 test images (0: indistinguishable, 2: separable).",
     );
+    report.heading("Inputs");
+    if let Some(input) = &data.input {
+        report.paragraph(&format!("How each domain became the net's input:\n\n```\n{input}\n```"));
+    }
+    report.paragraph(&if input_warnings.is_empty() {
+        format!(
+            "Label-free input check (first {INPUT_CHECK_IMAGES} training images per domain: per-channel mean and std, \
+             ink bounding box): the domains agree within the limits of `adapt_datasets::stats`."
+        )
+    } else {
+        format!(
+            "**Input check warnings** (first {INPUT_CHECK_IMAGES} training images per domain; limits in \
+             `adapt_datasets::stats`):\n\n{}",
+            input_warnings.iter().map(|w| format!("- {w}")).collect::<Vec<_>>().join("\n")
+        )
+    });
     report.heading("Features");
     report.paragraph(
         "Features of 500 source and 500 target test images; PCA and t-SNE each fitted once on their union. \

@@ -148,7 +148,7 @@ fn evaluate_config(
             let params = ParamStore::new(cfg.train.seed);
             let model = cfg.build_model(&params, device)?;
             params.load(weights)?;
-            let data = cfg.load_data(data_dir)?.data;
+            let data = cfg.load_data(data_dir)?;
             let (eval, a_distance) = crate::dann_run::evaluate_model(&model, &data, device, cfg.train.seed)?;
             let source_val_acc = match &data.source_val {
                 Some(val) => Some(label_accuracy(&model, val.as_ref(), device)?),

@@ -7,17 +7,15 @@
 //! the first epoch and at the end), `generated.png` (G's images from source and from target
 //! embeddings), `summary.json` and `report.md`.
 use crate::dann_run::{ANALYSIS_POINTS, previous_seconds};
-use crate::digits::{describe_input, load_pair};
 use crate::error::{Context, ExperimentError, Result, ensure};
 use crate::files::{
     METRICS_FILE, MODEL_FILE, RECIPE_FILE, REPORT_FILE, RunLock, create_dir, open_run_folder, run_folder_path,
     write_json,
 };
-use crate::pair::DomainData;
 use crate::recipe::{GtaRecipe, Recipe, RunOptions, RunRecord};
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsInfo, WeightsStep, save_weights};
-use adapt_datasets::{ImageDataset, Rows, Split};
+use adapt_datasets::{DomainPair, ImageDataset, PairSpec, Rows, Split, load_digit_pair};
 use adapt_eval::plots::{self, DomainPoint, ScatterPanel, Series};
 use adapt_eval::report::{Report, percent};
 use adapt_eval::{TsneConfig, accuracy, adjusted_rand_index, proxy_a_distance, tsne};
@@ -31,7 +29,6 @@ use candle_core::{D, DType, Device, Tensor};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::Arc;
 
 /// Everything that defines one GTA run; written to `config.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,48 +49,10 @@ pub struct GtaRunConfig {
 pub const INPUT_MEAN: f32 = 0.5;
 pub const INPUT_STD: f32 = 0.5;
 
-/// Rows of another dataset multiplied by a constant.
-struct Scaled {
-    inner: Arc<dyn Rows>,
-    factor: f32,
-}
-
-impl Rows for Scaled {
-    fn len(&self) -> usize {
-        self.inner.len()
-    }
-
-    fn row_shape(&self) -> Vec<usize> {
-        self.inner.row_shape()
-    }
-
-    fn copy_row(&self, i: usize, out: &mut [f32]) {
-        self.inner.copy_row(i, out);
-        out.iter_mut().for_each(|v| *v *= self.factor);
-    }
-
-    fn label(&self, i: usize) -> u32 {
-        self.inner.label(i)
-    }
-}
-
-/// 32x32 RGB in `[-1, 1]` ([`INPUT_MEAN`], [`INPUT_STD`]), with the mean for the config and the
-/// loaders' notes.
-pub fn load_data(recipe: &GtaRecipe, data_dir: Option<&Path>) -> Result<(DomainData, Vec<f32>, Vec<String>)> {
+/// 32x32 RGB in `[-1, 1]` ([`INPUT_MEAN`], [`INPUT_STD`]).
+pub fn load_data(recipe: &GtaRecipe, data_dir: Option<&Path>) -> Result<DomainPair> {
     let (source, target) = recipe.pair()?;
-    let loaded = load_pair(source, target, 32, false, Some(vec![INPUT_MEAN]), data_dir)?;
-    let d = loaded.data;
-    let scale = |rows: Arc<dyn Rows>| -> Arc<dyn Rows> { Arc::new(Scaled { inner: rows, factor: 1.0 / INPUT_STD }) };
-    let data = DomainData {
-        source_name: d.source_name,
-        target_name: d.target_name,
-        source_train: scale(d.source_train),
-        source_val: d.source_val.map(scale),
-        target_train: scale(d.target_train),
-        source_test: scale(d.source_test),
-        target_test: scale(d.target_test),
-    };
-    Ok((data, loaded.mean, loaded.notes))
+    Ok(load_digit_pair(&PairSpec::gta(source, target), data_dir)?)
 }
 
 /// Up to `n` test rows of `rows` as one `[n, C, H, W]` tensor, with their labels.
@@ -130,7 +89,7 @@ struct Embeddings {
 }
 
 /// F's embeddings of the first 500 source and 500 target test images.
-fn embeddings(model: &GtaModel, data: &DomainData, device: &Device) -> Result<Embeddings> {
+fn embeddings(model: &GtaModel, data: &DomainPair, device: &Device) -> Result<Embeddings> {
     let (xs, ys) = first_rows(data.source_test.as_ref(), ANALYSIS_POINTS, device)?;
     let (xt, yt) = first_rows(data.target_test.as_ref(), ANALYSIS_POINTS, device)?;
     let es = model.embed(&xs)?;
@@ -154,7 +113,7 @@ fn tsne_points(emb: &Embeddings, seed: u64) -> Result<Vec<DomainPoint>> {
 
 /// G's images from the first source and target test images (one row per digit class where the
 /// source has it), as a grid: rows of source-embedding images, then rows of target-embedding ones.
-fn write_generated(model: &GtaModel, data: &DomainData, seed: u64, path: &Path, device: &Device) -> Result<()> {
+fn write_generated(model: &GtaModel, data: &DomainPair, seed: u64, path: &Path, device: &Device) -> Result<()> {
     const PER_DOMAIN: usize = 40;
     let (xs, ys) = first_rows(data.source_test.as_ref(), PER_DOMAIN, device)?;
     let (xt, yt) = first_rows(data.target_test.as_ref(), PER_DOMAIN, device)?;
@@ -247,28 +206,15 @@ impl GtaRunConfig {
     }
 
     /// Loads this run's data as it was trained on.
-    pub fn load_data(&self, data_dir: Option<&Path>) -> Result<DomainData> {
-        let recipe = GtaRecipe {
-            source: self.source.clone(),
-            target: self.target.clone(),
-            variant: self.train.variant,
-            steps: self.train.steps,
-            batch_size: self.train.batch_size,
-            seed: self.train.seed,
-        };
-        Ok(load_data(&recipe, data_dir)?.0)
-    }
-
-    /// How each domain's images became the nets' input, for the weights' metadata.
-    pub fn input_description(&self) -> Result<serde_json::Value> {
+    pub fn load_data(&self, data_dir: Option<&Path>) -> Result<DomainPair> {
         let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
-        Ok(describe_input(&[source, target], self.image_size, false, &self.pixel_mean, &[INPUT_STD]))
+        Ok(load_digit_pair(&PairSpec::gta(source, target), data_dir)?)
     }
 }
 
 /// F + C's accuracies and F's A-distance on the test sets, as a summary whose run fields the
 /// caller fills in.
-pub fn evaluate_model(model: &GtaModel, data: &DomainData, device: &Device, seed: u64) -> Result<GtaEval> {
+pub fn evaluate_model(model: &GtaModel, data: &DomainPair, device: &Device, seed: u64) -> Result<GtaEval> {
     let (source_acc, _) = test_accuracy(model, data.source_test.as_ref(), device)?;
     let (target_acc, target_ari) = test_accuracy(model, data.target_test.as_ref(), device)?;
     let last = embeddings(model, data, device)?;
@@ -292,7 +238,7 @@ pub struct GtaEval {
 /// and evaluates it.
 pub fn run_in(
     recipe: &GtaRecipe,
-    data: &DomainData,
+    data: &DomainPair,
     mean: &[f32],
     dir: &Path,
     device: &Device,
@@ -301,7 +247,9 @@ pub fn run_in(
     create_dir(dir)?;
     let cfg = GtaRunConfig::new(recipe, mean)?;
     let (variant, steps, batch_size, seed) = (recipe.variant, recipe.steps, recipe.batch_size, recipe.seed);
-    let info = WeightsInfo { input: cfg.input_description()?, config: RunConfig::Gta(cfg.clone()) };
+    let input =
+        serde_json::to_value(&data.input).map_err(|e| ExperimentError::Invalid(format!("input description: {e}")))?;
+    let info = WeightsInfo { input, config: RunConfig::Gta(cfg.clone()) };
     let (ckpt_path, metrics_path) = (dir.join(CHECKPOINT_FILE), dir.join(METRICS_FILE));
     let params = ParamStore::new(seed);
     let model = cfg.build_model(&params, device)?;
@@ -444,8 +392,9 @@ fn write_report(dir: &Path, s: &RunSummary, variant: GtaVariant, has_first_epoch
 pub fn run(recipe: &GtaRecipe, opts: &RunOptions, device: &Device) -> Result<(RunSummary, Vec<String>)> {
     recipe.validate()?;
     let (source, target) = recipe.pair()?;
-    let (data, mean, notes) = load_data(recipe, opts.data_dir.as_deref())?;
-    data.check_batch(recipe.batch_size)?;
+    let data = load_data(recipe, opts.data_dir.as_deref())?;
+    let (mean, notes) = (data.mean.clone(), data.notes.clone());
+    crate::pair::check_batch(&data, recipe.batch_size)?;
     let dir = run_folder_path(opts.out.as_deref(), "gta", source.name(), target.name());
     create_dir(&dir)?;
     let _lock = RunLock::acquire(&dir)?;
@@ -476,8 +425,9 @@ pub fn ablation(spec: &GtaAblation, opts: &RunOptions, device: &Device) -> Resul
         ..GtaRecipe::new(source, target, variant, seed)
     };
     recipe_of(GtaVariant::Full, 0).validate()?;
-    let (data, mean, _) = load_data(&recipe_of(GtaVariant::Full, 0), opts.data_dir.as_deref())?;
-    data.check_batch(spec.batch_size)?;
+    let data = load_data(&recipe_of(GtaVariant::Full, 0), opts.data_dir.as_deref())?;
+    let mean = data.mean.clone();
+    crate::pair::check_batch(&data, spec.batch_size)?;
     let opts = RunOptions { resume: true, out: None, ..opts.clone() };
     let mut runs = Vec::new();
     for seed in 0..spec.seeds {

@@ -92,13 +92,6 @@ impl Preset {
     }
 }
 
-/// Which of the paper's two networks a pair uses: the MNIST net (28x28) for MNIST, MNIST-M and
-/// USPS pairs, the SVHN net (32x32) for any pair with SVHN or SynDigits.
-pub fn net_for_pair(source: DatasetId, target: DatasetId) -> DigitNet {
-    let small = |d: DatasetId| matches!(d, DatasetId::Mnist | DatasetId::MnistM | DatasetId::Usps);
-    if small(source) && small(target) { DigitNet::Mnist } else { DigitNet::Svhn }
-}
-
 /// Source-only and/or DANN with the paper's digit nets on a digit pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DigitRecipe {
@@ -126,7 +119,7 @@ impl DigitRecipe {
             target: target.name().into(),
             methods,
             preset,
-            model: preset.model(net_for_pair(source, target)),
+            model: preset.model(DigitNet::for_pair(source, target)),
             steps: 8600,
             batch_size: 32,
             lr: 0.01,

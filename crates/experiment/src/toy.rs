@@ -3,10 +3,10 @@
 use crate::dann_run::{MethodRun, train_and_evaluate};
 use crate::error::Result;
 use crate::files::{RECIPE_FILE, REPORT_FILE, RunLock, create_dir, run_folder_path, write_json};
-use crate::pair::DomainData;
 use crate::recipe::{Recipe, RunOptions, RunRecord, ToyRecipe};
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsInfo};
+use adapt_datasets::DomainPair;
 use adapt_datasets::toy::{Points2d, RotatedMoons, RotatedMoonsConfig};
 use adapt_eval::plots::{self, BoundaryPanel, DomainPoint, ScatterPanel};
 use adapt_eval::report::{Report, percent};
@@ -54,9 +54,9 @@ impl ToyRunConfig {
     }
 
     /// The generated moons as the runs see them.
-    pub fn data(&self) -> Result<(RotatedMoons, DomainData)> {
+    pub fn data(&self) -> Result<(RotatedMoons, DomainPair)> {
         let data = RotatedMoons::generate(&self.data)?;
-        let domains = DomainData {
+        let domains = DomainPair {
             source_name: TOY_SOURCE.into(),
             target_name: TOY_TARGET.into(),
             source_train: Arc::new(data.source_train.clone()),
@@ -65,6 +65,10 @@ impl ToyRunConfig {
             target_train: Arc::new(data.target_train.clone()),
             source_test: Arc::new(data.source_test.clone()),
             target_test: Arc::new(data.target_test.clone()),
+            mean: Vec::new(),
+            std: Vec::new(),
+            input: None,
+            notes: Vec::new(),
         };
         Ok((data, domains))
     }
@@ -125,7 +129,7 @@ pub fn run(recipe: &ToyRecipe, opts: &RunOptions, device: &Device) -> Result<Vec
     let methods = &recipe.methods;
     let data_cfg = ToyRunConfig::new(recipe, Method::Dann);
     let (data, domains) = data_cfg.data()?;
-    domains.check_batch(recipe.batch_size)?;
+    crate::pair::check_batch(&domains, recipe.batch_size)?;
     let label = if methods.len() > 1 { "compare" } else { methods[0].as_str() };
     let dir = run_folder_path(opts.out.as_deref(), label, TOY_SOURCE, TOY_TARGET);
     create_dir(&dir)?;

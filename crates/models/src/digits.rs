@@ -25,25 +25,9 @@ use candle_core::{DType, Device, Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-/// Which of the paper's two networks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DigitNet {
-    /// 3x28x28 input: for MNIST, MNIST-M and USPS pairs.
-    Mnist,
-    /// 3x32x32 input: for any pair with SVHN or SynDigits.
-    Svhn,
-}
-
-impl DigitNet {
-    /// Height and width of the net's `3 x size x size` input.
-    pub fn input_size(self) -> usize {
-        match self {
-            DigitNet::Mnist => 28,
-            DigitNet::Svhn => 32,
-        }
-    }
-}
+/// Which of the paper's two networks: the dataset crate's choice for a pair, so that the net
+/// and the input size it expects can never disagree.
+pub use adapt_datasets::DigitNet;
 
 /// Regularisation and kernel choice of the digit networks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
