@@ -79,10 +79,7 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 Some(names) => Some(names.iter().map(|n| DatasetId::parse(n)).collect::<Result<Vec<_>, _>>()?),
                 None => None,
             };
-            let preset = match a.preset {
-                PresetChoice::Paper => Preset::Paper,
-                PresetChoice::Bn => Preset::Bn,
-            };
+            let preset = Preset::from(a.preset);
             let spec = DigitMatrix { datasets, seeds: a.seeds, steps: a.steps, preset, out: a.out.clone() };
             let (runs, md) = digit_matrix(&spec, &options(&a.data_dir, a.quiet), &Device::Cpu)?;
             (runs, md, a.out.join("matrix.md"))

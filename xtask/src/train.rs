@@ -29,6 +29,19 @@ pub enum PresetChoice {
     Paper,
     /// BatchNorm after every convolution and hidden layer, PyTorch init, MNIST not binarised.
     Bn,
+    /// adapt's recipe: batches of 64 + 64, USPS in MNIST's digit box, information maximisation
+    /// on the target predictions.
+    Recommended,
+}
+
+impl From<PresetChoice> for Preset {
+    fn from(c: PresetChoice) -> Self {
+        match c {
+            PresetChoice::Paper => Preset::Paper,
+            PresetChoice::Bn => Preset::Bn,
+            PresetChoice::Recommended => Preset::Recommended,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,6 +112,10 @@ pub struct TrainArgs {
     /// Border handling of the digit nets' 5x5 convolutions, instead of the preset's.
     #[arg(long, value_enum)]
     pub padding: Option<PaddingChoice>,
+    /// Weight of information maximisation on the target's predictions (digit DANN runs; default:
+    /// the preset's).
+    #[arg(long, allow_hyphen_values = true)]
+    pub target_im: Option<f64>,
     /// Which weights to report (digit DANN runs; default last). Target labels are never used to choose.
     #[arg(long, value_enum)]
     pub select: Option<SelectChoice>,
@@ -194,6 +211,7 @@ impl TrainArgs {
                         ("--init", self.init.is_some()),
                         ("--padding", self.padding.is_some()),
                         ("--select", self.select.is_some()),
+                        ("--target-im", self.target_im.is_some()),
                     ],
                     "the 2D toy (it has its own net and reports its last step)",
                 )?;
@@ -211,6 +229,7 @@ impl TrainArgs {
                         ("--init", self.init.is_some()),
                         ("--padding", self.padding.is_some()),
                         ("--select", self.select.is_some()),
+                        ("--target-im", self.target_im.is_some()),
                     ],
                     "--method gta (the authors' Adam settings, nets and last-iteration protocol)",
                 )?;
@@ -222,10 +241,7 @@ impl TrainArgs {
             }
             Family::Digits => {
                 let (source, target) = self.pair()?;
-                let preset = match self.preset.unwrap_or(PresetChoice::Paper) {
-                    PresetChoice::Paper => Preset::Paper,
-                    PresetChoice::Bn => Preset::Bn,
-                };
+                let preset = Preset::from(self.preset.unwrap_or(PresetChoice::Paper));
                 let mut r = DigitRecipe::new(source, target, self.methods(), preset, seed);
                 if let Some(init) = self.init {
                     r.model.init = match init {
@@ -243,6 +259,7 @@ impl TrainArgs {
                 r.batch_size = self.batch_size.unwrap_or(r.batch_size);
                 r.lr = self.lr.unwrap_or(r.lr);
                 r.select = self.select.map_or(Selection::Last, Selection::from);
+                r.target_im_weight = self.target_im.unwrap_or(r.target_im_weight);
                 Ok(Recipe::Digits(r))
             }
         }
@@ -295,6 +312,7 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
                     ("--init", args.init.is_some()),
                     ("--padding", args.padding.is_some()),
                     ("--select", args.select.is_some()),
+                    ("--target-im", args.target_im.is_some()),
                     ("--checkpoint-every", args.checkpoint_every.is_some()),
                 ],
                 "--resume (it continues the run with its saved recipe)",

@@ -89,6 +89,11 @@ pub struct PairSpec {
     /// other datasets are never binarised.
     pub binarize_mnist: bool,
     pub normalization: Normalization,
+    /// USPS digits fill their 16x16 frame while MNIST's sit in a 20x20 box centred in 28x28:
+    /// with `Some(b)`, USPS is resized to `b x b` and zero-padded (centred) to `image_size`, so
+    /// both domains draw digits at one scale; `None` resizes USPS to the whole input.
+    #[serde(default)]
+    pub usps_digit_box: Option<usize>,
 }
 
 impl PairSpec {
@@ -101,6 +106,7 @@ impl PairSpec {
             image_size: DigitNet::for_pair(source, target).image_size(),
             binarize_mnist: true,
             normalization: Normalization::TrainMean,
+            usps_digit_box: None,
         }
     }
 
@@ -118,6 +124,7 @@ impl PairSpec {
             image_size: 32,
             binarize_mnist: false,
             normalization: Normalization::Fixed { mean: vec![GTA_MEAN], std: vec![GTA_STD] },
+            usps_digit_box: None,
         }
     }
 
@@ -131,6 +138,11 @@ impl PairSpec {
             |what: String| Err(DatasetError::InvalidParameters(format!("{} -> {}: {what}", self.source, self.target)));
         if self.image_size == 0 {
             return bad("image size 0".into());
+        }
+        if let Some(b) = self.usps_digit_box
+            && (b == 0 || b > self.image_size)
+        {
+            return bad(format!("a USPS digit box of {b} does not fit a {0}x{0} input", self.image_size));
         }
         if let Normalization::Fixed { mean, std } = &self.normalization {
             for (name, v) in [("mean", mean), ("std", std)] {
@@ -149,7 +161,8 @@ impl PairSpec {
 /// The shape steps of one dataset of a pair: `/255`, 3 channels at `size x size`. MNIST-M's 32x32
 /// images are MNIST digits padded by 2 pixels, so MNIST (28 high) pads 28 -> 32 and MNIST-M crops
 /// 32 -> 28: the digits keep one scale in both domains. Other sizes (USPS 16 -> 28/32) are
-/// resized bilinearly. `height` is the loaded images' height.
+/// resized bilinearly (see [`PairSpec::usps_digit_box`] for USPS into a digit box). `height` is
+/// the loaded images' height.
 pub fn shape_steps(id: DatasetId, height: usize, size: usize, binarize: bool) -> Preprocess {
     let mut pre = Preprocess::rgb(size);
     if binarize {
@@ -326,7 +339,11 @@ pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<Domai
     let mut load = |id: DatasetId, split: Split| -> Result<Shaped> {
         let mut ds = registry::load_id(id, split, data_dir)?;
         let original = [ds.channels, ds.height, ds.width];
-        let pre = shape_steps(id, ds.height, spec.image_size, spec.binarize_mnist && id == DatasetId::Mnist);
+        let mut pre = shape_steps(id, ds.height, spec.image_size, spec.binarize_mnist && id == DatasetId::Mnist);
+        if let (DatasetId::Usps, Some(b)) = (id, spec.usps_digit_box) {
+            pre.resize = Some(b);
+            pre.pad_to = Some(spec.image_size);
+        }
         let steps = pre.plan(&ds.name, original)?;
         for step in &steps {
             step.apply(&mut ds)?;

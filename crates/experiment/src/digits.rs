@@ -25,8 +25,11 @@ pub struct DigitRunConfig {
     pub target: String,
     pub net: DigitNet,
     pub preset: Preset,
-    /// MNIST pixels `>= 1` become 255, the others 0 (seed 002's `mnist > 0`).
+    /// MNIST pixels `>= 1` become 255, the others 0 (reference 002's `mnist > 0`).
     pub binarize_mnist: bool,
+    /// USPS resized into a box of this side and zero-padded to `image_size`.
+    #[serde(default)]
+    pub usps_digit_box: Option<usize>,
     pub model: DigitNetConfig,
     /// Pixel size both domains are brought to (28 or 32).
     pub image_size: usize,
@@ -35,17 +38,20 @@ pub struct DigitRunConfig {
     pub train: TrainConfig,
 }
 
-/// How `preset` brings `source -> target` to the net's input; `mean` fixes the mean to subtract
-/// (a saved run's), `None` computes it over both training sets.
-pub fn pair_spec(source: DatasetId, target: DatasetId, preset: Preset, mean: Option<Vec<f32>>) -> PairSpec {
-    let spec = match preset {
-        Preset::Paper => PairSpec::dann_paper(source, target),
-        Preset::Bn => PairSpec::dann_bn(source, target),
+/// How `source -> target` reaches the net's input; `mean` fixes the mean to subtract (a saved
+/// run's), `None` computes it over both training sets.
+pub fn pair_spec(
+    source: DatasetId,
+    target: DatasetId,
+    binarize_mnist: bool,
+    usps_digit_box: Option<usize>,
+    mean: Option<Vec<f32>>,
+) -> PairSpec {
+    let normalization = match mean {
+        Some(mean) => Normalization::Fixed { mean, std: vec![1.0] },
+        None => Normalization::TrainMean,
     };
-    match mean {
-        Some(mean) => PairSpec { normalization: Normalization::Fixed { mean, std: vec![1.0] }, ..spec },
-        None => spec,
-    }
+    PairSpec { binarize_mnist, usps_digit_box, normalization, ..PairSpec::dann_paper(source, target) }
 }
 
 impl DigitRunConfig {
@@ -58,7 +64,8 @@ impl DigitRunConfig {
             target: target.name().into(),
             net,
             preset: recipe.preset,
-            binarize_mnist: recipe.preset.binarize_mnist(),
+            binarize_mnist: recipe.binarize_mnist,
+            usps_digit_box: recipe.usps_digit_box,
             model: recipe.model.clone(),
             image_size: net.image_size(),
             pixel_mean,
@@ -69,6 +76,9 @@ impl DigitRunConfig {
                 seed: recipe.seed,
                 sgd: SgdSettings { lr: recipe.lr, ..SgdSettings::default() },
                 log_every: 50,
+                // Information maximisation needs class predictions on the target: DANN only, so
+                // source-only stays trained on source labels alone.
+                target_im_weight: if method == Method::Dann { recipe.target_im_weight } else { 0.0 },
                 ..TrainConfig::default()
             },
         })
@@ -82,7 +92,7 @@ impl DigitRunConfig {
     /// Loads this run's data with its recorded pixel mean.
     pub fn load_data(&self, data_dir: Option<&Path>) -> Result<DomainPair> {
         let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
-        let spec = pair_spec(source, target, self.preset, Some(self.pixel_mean.clone()));
+        let spec = pair_spec(source, target, self.binarize_mnist, self.usps_digit_box, Some(self.pixel_mean.clone()));
         Ok(load_digit_pair(&spec, data_dir)?)
     }
 }
@@ -150,7 +160,8 @@ pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<D
     recipe.validate()?;
     let (source, target) = recipe.pair()?;
     let net = DigitNet::for_pair(source, target);
-    let loaded = load_digit_pair(&pair_spec(source, target, recipe.preset, None), opts.data_dir.as_deref())
+    let spec = pair_spec(source, target, recipe.binarize_mnist, recipe.usps_digit_box, None);
+    let loaded = load_digit_pair(&spec, opts.data_dir.as_deref())
         .context(|| format!("loading {} -> {}", source.name(), target.name()))?;
     let data = &loaded;
     crate::pair::check_batch(data, recipe.batch_size)?;
@@ -219,7 +230,7 @@ fn write_report(
             ConvPadding::Valid => "unpadded",
         },
         recipe.preset.as_str(),
-        if recipe.preset == Preset::Paper { " (binarised MNIST, as seed 002)" } else { "" },
+        if recipe.binarize_mnist { " (binarised MNIST, as reference 002)" } else { "" },
         recipe.seed,
         adapt_datasets::pair::VALIDATION_FRACTION,
         match recipe.select {

@@ -65,6 +65,10 @@ pub struct TrainConfig {
     pub domain_loss_weight: f64,
     /// Write a metrics record every this many steps.
     pub log_every: usize,
+    /// Weight of [`crate::losses::information_maximization`] on the target half's class
+    /// predictions (0: not computed, the paper's objective).
+    #[serde(default)]
+    pub target_im_weight: f64,
 }
 
 impl Default for TrainConfig {
@@ -82,6 +86,7 @@ impl Default for TrainConfig {
             lambda_max: 1.0,
             domain_loss_weight: 1.0,
             log_every: 50,
+            target_im_weight: 0.0,
         }
     }
 }
@@ -89,9 +94,12 @@ impl Default for TrainConfig {
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         TrainError::check_loop_sizes(self.steps, self.batch_size, self.log_every)?;
-        for (name, v) in
-            [("gamma", self.gamma), ("lambda_max", self.lambda_max), ("domain_loss_weight", self.domain_loss_weight)]
-        {
+        for (name, v) in [
+            ("gamma", self.gamma),
+            ("lambda_max", self.lambda_max),
+            ("domain_loss_weight", self.domain_loss_weight),
+            ("target_im_weight", self.target_im_weight),
+        ] {
             if !v.is_finite() {
                 return Err(TrainError::Config(format!("{name} must be finite, got {v}")));
             }
@@ -218,7 +226,16 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
         let domain_loss = cross_entropy(&out.domain_logits, &domain_labels)?;
         let (ll, dl) = (label_loss.to_scalar::<f32>()?, domain_loss.to_scalar::<f32>()?);
         TrainError::check_finite(step + 1, &[("label", ll), ("domain", dl)])?;
-        let loss = (&label_loss + (domain_loss * self.cfg.domain_loss_weight)?)?;
+        let mut loss = (&label_loss + (domain_loss * self.cfg.domain_loss_weight)?)?;
+        if self.cfg.target_im_weight != 0.0 {
+            // The target half's class predictions: the label predictor on its features, in
+            // training mode like the source half's.
+            let target_features = out.features.narrow(0, n, rows - n)?;
+            let target_logits = self.model.label_predictor.forward_t(&target_features, true)?;
+            let im = crate::losses::information_maximization(&target_logits)?;
+            TrainError::check_finite(step + 1, &[("target information maximisation", im.to_scalar::<f32>()?)])?;
+            loss = (loss + (im * self.cfg.target_im_weight)?)?;
+        }
         self.opt.backward_step(&loss)?;
         self.done = step + 1;
         Ok(DannStepLosses {

@@ -14,12 +14,14 @@
 //! * [`batches`]: mixed source/target batches as tensors.
 //! * [`checkpoint`]: parameters, momentum, step and sampler position in one safetensors file.
 //! * [`log`]: the run's `metrics.jsonl` and progress bar.
+//! * [`losses`]: label-free losses on target predictions (entropy, information maximisation).
 pub mod batches;
 pub mod checkpoint;
 pub mod dann;
 pub mod error;
 pub mod gta;
 pub mod log;
+pub mod losses;
 pub mod optim;
 pub mod training_loop;
 
