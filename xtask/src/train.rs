@@ -103,7 +103,7 @@ pub struct TrainArgs {
     pub lr: Option<f64>,
     #[arg(long, allow_hyphen_values = true)]
     pub seed: Option<u64>,
-    /// Recipe for digit pairs (default paper).
+    /// Recipe for digit pairs (default: recommended without --method, paper with one).
     #[arg(long, value_enum)]
     pub preset: Option<PresetChoice>,
     /// Starting weights of the digit nets, instead of the preset's.
@@ -241,7 +241,10 @@ impl TrainArgs {
             }
             Family::Digits => {
                 let (source, target) = self.pair()?;
-                let preset = Preset::from(self.preset.unwrap_or(PresetChoice::Paper));
+                // Without --method a digit pair gets source-only beside the recommended recipe;
+                // a method named alone keeps the paper's recipe unless --preset says otherwise.
+                let default = if self.method.is_none() { PresetChoice::Recommended } else { PresetChoice::Paper };
+                let preset = Preset::from(self.preset.unwrap_or(default));
                 let mut r = DigitRecipe::new(source, target, self.methods(), preset, seed);
                 if let Some(init) = self.init {
                     r.model.init = match init {

@@ -14,6 +14,10 @@ pub struct Predictions {
     pub domains: Vec<u32>,
     /// Probability of the second class (meaningful for two-class problems like the toy).
     pub class1_probability: Vec<f32>,
+    /// Softmax class probabilities, `[N, num_classes]` row-major (for the label-free validators
+    /// of [`crate::validators`]).
+    pub probabilities: Vec<f32>,
+    pub num_classes: usize,
     /// `[N, feature_dim]` row-major, when asked for.
     pub features: Vec<f32>,
     pub feature_dim: usize,
@@ -43,6 +47,8 @@ pub fn predict<F: ModuleT, L: ModuleT, Dm: ModuleT>(
         out.classes.extend(class_logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
         out.domains.extend(domain_logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
         let probs = candle_nn::ops::softmax_last_dim(&class_logits)?;
+        out.num_classes = probs.dim(1)?;
+        out.probabilities.extend(probs.flatten_all()?.to_vec1::<f32>()?);
         if probs.dim(1)? >= 2 {
             out.class1_probability.extend(probs.narrow(1, 1, 1)?.flatten_all()?.to_vec1::<f32>()?);
         }

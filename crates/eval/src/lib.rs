@@ -15,6 +15,7 @@ pub mod pca;
 pub mod plots;
 pub mod report;
 pub mod tsne;
+pub mod validators;
 
 pub use a_distance::{ADistance, proxy_a_distance};
 pub use error::{EvalError, Result};

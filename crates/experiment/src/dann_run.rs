@@ -33,13 +33,59 @@ use std::path::Path;
 /// Images per domain for the feature analyses (A-distance, PCA, t-SNE), as in the paper's plots.
 pub const ANALYSIS_POINTS: usize = 500;
 
-/// Best source validation accuracy so far; kept on disk so a resumed run continues the choice.
+/// Best source validation accuracy so far and every checkpoint's label-free scores; kept on disk
+/// (`selection.json`) so a resumed run continues the choice.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SelectionRecord {
     pub best_step: usize,
     pub best_source_val_acc: f64,
     /// `(step, source validation accuracy)` at every checkpoint.
     pub history: Vec<(usize, f64)>,
+    /// Every checkpoint's validator scores.
+    #[serde(default)]
+    pub checkpoints: Vec<CheckpointScores>,
+}
+
+/// Target-train images the label-free validators score at each checkpoint (the first ones of
+/// the set: the same images at every checkpoint and in every run of a pair).
+pub const VALIDATOR_IMAGES: usize = 1000;
+
+/// A checkpoint's scores. The validators see no target labels; `target_test_acc` is recorded for
+/// evaluation only (to show what each validator's choice costs against the oracle), never used to
+/// choose.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointScores {
+    pub step: usize,
+    pub source_val_acc: f64,
+    /// [`adapt_eval::validators::information_maximization_score`] on target-train predictions.
+    pub information_maximization: f64,
+    /// [`adapt_eval::validators::batch_nuclear_norm`].
+    pub batch_nuclear_norm: f64,
+    /// [`adapt_eval::validators::soft_neighborhood_density`].
+    pub soft_neighborhood_density: f64,
+    /// Evaluation only.
+    pub target_test_acc: f64,
+}
+
+/// The validators' scores of `model` as it stands (see [`CheckpointScores`]).
+pub fn checkpoint_scores<F: ModuleT, L: ModuleT, D: ModuleT>(
+    model: &Dann<F, L, D>,
+    data: &DomainPair,
+    step: usize,
+    device: &Device,
+) -> Result<Option<CheckpointScores>> {
+    let Some(val) = &data.source_val else { return Ok(None) };
+    let p = predict(model, data.target_train.as_ref(), Some(VALIDATOR_IMAGES), device, 500, false)?;
+    let (n, c) = (p.classes.len(), p.num_classes);
+    use adapt_eval::validators as v;
+    Ok(Some(CheckpointScores {
+        step,
+        source_val_acc: label_accuracy(model, val.as_ref(), device)?,
+        information_maximization: v::information_maximization_score(&p.probabilities, n, c)?,
+        batch_nuclear_norm: v::batch_nuclear_norm(&p.probabilities, n, c)?,
+        soft_neighborhood_density: v::soft_neighborhood_density(&p.probabilities, n, c, v::SND_TEMPERATURE)?,
+        target_test_acc: label_accuracy(model, data.target_test.as_ref(), device)?,
+    }))
 }
 
 /// Accuracy of the label predictor on `rows`.
@@ -134,6 +180,7 @@ where
     {
         selection = saved;
         selection.history.retain(|(step, _)| *step <= r.step);
+        selection.checkpoints.retain(|c| c.step <= r.step);
     }
     let done_before = resume.as_ref().map_or(0, |r| r.step);
 
@@ -144,8 +191,9 @@ where
     let every = opts.checkpoint_interval(cfg.steps, cfg.log_every);
     let mut on_record = |r: &StepMetrics| curve.push(*r);
     let mut on_checkpoint = |step: usize| -> adapt_train::Result<()> {
-        if let Some(val) = &data.source_val {
-            let acc = label_accuracy(model, val.as_ref(), device).map_err(in_hook)?;
+        if let Some(scores) = checkpoint_scores(model, data, step, device).map_err(in_hook)? {
+            let acc = scores.source_val_acc;
+            selection.checkpoints.push(scores);
             selection.history.push((step, acc));
             if acc > selection.best_source_val_acc || selection.best_step == 0 {
                 selection.best_step = step;
@@ -212,6 +260,8 @@ where
         steps: cfg.steps,
         resumed_at: (done_before > 0).then_some(done_before),
         run_dir: dir.display().to_string(),
+        recommended: false,
+        selected: true,
     };
     summary.write(dir)?;
     Ok((summary, curve))

@@ -1,9 +1,12 @@
 //! Digit experiments (the DANN paper's): source-only and DANN between any two digit datasets,
 //! with the paper's networks and recipe, in one run folder with feature plots and a report.
-use crate::dann_run::{ANALYSIS_POINTS, MethodRun, train_and_evaluate};
+use crate::dann_run::{ANALYSIS_POINTS, MethodRun, SelectionRecord, VALIDATOR_IMAGES, train_and_evaluate};
 use crate::error::{Context, Result};
-use crate::files::{RECIPE_FILE, REPORT_FILE, RunLock, create_dir, run_folder_path, write_json};
+use crate::files::{
+    RECIPE_FILE, REPORT_FILE, RunLock, SELECTION_FILE, create_dir, read_json, run_folder_path, write_json,
+};
 use crate::recipe::{DigitRecipe, Preset, Recipe, RunOptions, RunRecord};
+use crate::selection::{SOURCE_VAL_TOLERANCE, keep_adapted, validator_choices};
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsInfo};
 use adapt_datasets::{DatasetId, DomainPair, InputWarning, Normalization, PairSpec, load_digit_pair};
@@ -176,6 +179,7 @@ pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<D
     let _lock = RunLock::acquire(&dir)?;
     write_json(&dir.join(RECIPE_FILE), &RunRecord::new(Recipe::Digits(recipe.clone()), opts))?;
     let mut summaries = Vec::new();
+    let mut records = Vec::new();
     let mut views = Vec::new();
     for &method in methods {
         let cfg = DigitRunConfig::new(recipe, method, loaded.mean.clone())?;
@@ -190,13 +194,50 @@ pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<D
             config: &info.config,
             info: &info,
         };
-        let (summary, _) = train_and_evaluate(&run, &model, &params, data, &sub, device, opts)?;
+        let (mut summary, _) = train_and_evaluate(&run, &model, &params, data, &sub, device, opts)?;
+        summary.recommended = recipe.preset == Preset::Recommended && method == Method::Dann;
         views.push((summary.method.clone(), feature_views(&model, data, device, cfg.train.seed)?));
+        records.push(read_json::<SelectionRecord>(&sub.join(SELECTION_FILE))?.unwrap_or_default());
         summaries.push(summary);
     }
+    let guard = apply_source_only_guard(&mut summaries, &records);
+    for s in &summaries {
+        s.write(Path::new(&s.run_dir))?;
+    }
+    if let Some(kept) = &guard {
+        notes.push(format!("label-free choice: {kept}"));
+    }
     write_feature_plots(&dir, &views)?;
-    write_report(&dir, &summaries, recipe, net, data, &input_warnings)?;
+    let parts = ReportParts {
+        summaries: &summaries,
+        recipe,
+        net,
+        data,
+        input_warnings: &input_warnings,
+        records: &records,
+        guard: guard.as_deref(),
+    };
+    write_report(&dir, &parts)?;
     Ok(DigitRun { summaries, notes })
+}
+
+/// With a source-only and an adapted run side by side, marks the one [`keep_adapted`] reports
+/// (`selected`) and says why; `None` when there is no such pair.
+fn apply_source_only_guard(summaries: &mut [RunSummary], records: &[SelectionRecord]) -> Option<String> {
+    let index = |m: &str| summaries.iter().position(|s| s.method == m);
+    let (so, ad) = (index(Method::SourceOnly.as_str())?, index(Method::Dann.as_str())?);
+    let (so_scores, ad_scores) = (records[so].checkpoints.last()?, records[ad].checkpoints.last()?);
+    let keep = keep_adapted(so_scores, ad_scores);
+    summaries[so].selected = !keep;
+    summaries[ad].selected = keep;
+    Some(format!(
+        "{} (information maximisation on target-train {:.3} vs source-only {:.3}; source validation {:.1} % vs {:.1} %)",
+        if keep { "the adapted model" } else { "source-only (the evidence does not favour the adapted model)" },
+        ad_scores.information_maximization,
+        so_scores.information_maximization,
+        100.0 * ad_scores.source_val_acc,
+        100.0 * so_scores.source_val_acc
+    ))
 }
 
 /// Training images per domain the input check compares.
@@ -207,14 +248,19 @@ fn input_json(pair: &DomainPair) -> Result<serde_json::Value> {
     serde_json::to_value(&pair.input).map_err(|e| crate::ExperimentError::Invalid(format!("input description: {e}")))
 }
 
-fn write_report(
-    dir: &Path,
-    summaries: &[RunSummary],
-    recipe: &DigitRecipe,
+/// What a digit run's report shows.
+struct ReportParts<'a> {
+    summaries: &'a [RunSummary],
+    recipe: &'a DigitRecipe,
     net: DigitNet,
-    data: &DomainPair,
-    input_warnings: &[InputWarning],
-) -> Result<()> {
+    data: &'a DomainPair,
+    input_warnings: &'a [InputWarning],
+    records: &'a [SelectionRecord],
+    guard: Option<&'a str>,
+}
+
+fn write_report(dir: &Path, parts: &ReportParts<'_>) -> Result<()> {
+    let &ReportParts { summaries, recipe, net, data, input_warnings, records, guard } = parts;
     let (source, target) = (&summaries[0].source, &summaries[0].target);
     let size = net.image_size();
     let mut report = Report::new(&format!("{source} -> {target}"));
@@ -261,6 +307,26 @@ fn write_report(
          A-distance: proxy A-distance 2(1 - 2 err) of a linear domain classifier trained on frozen features of \
          500 + 500 test images (0: indistinguishable, 2: separable).",
     );
+    report.heading("Model selection without target labels");
+    report.paragraph(&format!(
+        "At every checkpoint each method's predictions on the first {VALIDATOR_IMAGES} target training images are \
+         scored by label-free validators (higher is better; `adapt_eval::validators`), beside the source validation \
+         accuracy. The table shows which checkpoint each would choose and, for evaluation only, that checkpoint's \
+         target test accuracy; the oracle row uses target labels and is no selection rule. {}",
+        guard.map_or(String::new(), |g| format!(
+            "Between source-only and the adapted run the rule reports {g}: the adapted model is kept only when its \
+             information-maximisation score on target-train is at least source-only's and its source validation \
+             accuracy is at most {:.0} points lower.",
+            100.0 * SOURCE_VAL_TOLERANCE
+        ))
+    ));
+    let mut rows = Vec::new();
+    for (s, record) in summaries.iter().zip(records) {
+        for c in validator_choices(record) {
+            rows.push(vec![s.method.clone(), c.validator, c.step.to_string(), percent(c.target_test_acc)]);
+        }
+    }
+    report.table(&["method", "validator", "chosen step", "target test acc of that checkpoint"], &rows);
     report.heading("Inputs");
     if let Some(input) = &data.input {
         report.paragraph(&format!("How each domain became the net's input:\n\n```\n{input}\n```"));

@@ -127,6 +127,8 @@ fn evaluate_config(
         steps: config.steps(),
         resumed_at: None,
         run_dir: folder.display().to_string(),
+        recommended: false,
+        selected: true,
     };
     match config {
         RunConfig::Toy(cfg) => {

@@ -340,6 +340,8 @@ pub fn run_in(
         steps,
         resumed_at,
         run_dir: dir.display().to_string(),
+        recommended: false,
+        selected: true,
     };
     summary.write(dir)?;
     write_report(dir, &summary, variant, first_epoch.is_some())?;

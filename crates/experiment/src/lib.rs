@@ -5,6 +5,7 @@
 //! * [`run`] / [`resume`]: the run lifecycle: run folder, `config.toml`, training with
 //!   checkpoints and exact resume, model selection, evaluation, `summary.json`, plots, report.
 //! * [`summary`]: the one record schema of a finished run.
+//! * [`selection`]: label-free validators' choices and the source-only guard.
 //! * [`weights`]: weights files that carry their model and preprocessing in their metadata.
 //! * [`evaluate`]: re-evaluating a run folder or a bare weights file.
 //! * [`aggregate`]: runs gathered into tables, mean ± std over seeds; the digit matrix.
@@ -21,6 +22,7 @@ pub mod files;
 pub mod gta;
 pub mod pair;
 pub mod recipe;
+pub mod selection;
 pub mod summary;
 pub mod toy;
 pub mod weights;

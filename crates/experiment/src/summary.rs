@@ -77,6 +77,17 @@ pub struct RunSummary {
     /// The step a resumed run continued from.
     pub resumed_at: Option<usize>,
     pub run_dir: String,
+    /// Trained with the recommended recipe.
+    #[serde(default)]
+    pub recommended: bool,
+    /// The run the label-free rule reports for its pair ([`crate::selection::keep_adapted`]
+    /// between source-only and the adapted run; a lone run is its own choice).
+    #[serde(default = "yes")]
+    pub selected: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl RunSummary {
@@ -162,6 +173,8 @@ mod tests {
             steps: 100,
             resumed_at: None,
             run_dir: String::new(),
+            recommended: false,
+            selected: true,
         }
     }
 
