@@ -116,6 +116,10 @@ pub struct TrainArgs {
     /// the preset's).
     #[arg(long, allow_hyphen_values = true)]
     pub target_im: Option<f64>,
+    /// BatchNorm in the digit nets, with source and target in separate passes and the running
+    /// statistics from the target only.
+    #[arg(long)]
+    pub bn_per_domain: bool,
     /// Which weights to report (digit DANN runs; default last). Target labels are never used to choose.
     #[arg(long, value_enum)]
     pub select: Option<SelectChoice>,
@@ -212,6 +216,7 @@ impl TrainArgs {
                         ("--padding", self.padding.is_some()),
                         ("--select", self.select.is_some()),
                         ("--target-im", self.target_im.is_some()),
+                        ("--bn-per-domain", self.bn_per_domain),
                     ],
                     "the 2D toy (it has its own net and reports its last step)",
                 )?;
@@ -230,6 +235,7 @@ impl TrainArgs {
                         ("--padding", self.padding.is_some()),
                         ("--select", self.select.is_some()),
                         ("--target-im", self.target_im.is_some()),
+                        ("--bn-per-domain", self.bn_per_domain),
                     ],
                     "--method gta (the authors' Adam settings, nets and last-iteration protocol)",
                 )?;
@@ -263,6 +269,10 @@ impl TrainArgs {
                 r.lr = self.lr.unwrap_or(r.lr);
                 r.select = self.select.map_or(Selection::Last, Selection::from);
                 r.target_im_weight = self.target_im.unwrap_or(r.target_im_weight);
+                if self.bn_per_domain {
+                    r.model.batch_norm = true;
+                    r.separate_domain_passes = true;
+                }
                 Ok(Recipe::Digits(r))
             }
         }
@@ -316,6 +326,7 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
                     ("--padding", args.padding.is_some()),
                     ("--select", args.select.is_some()),
                     ("--target-im", args.target_im.is_some()),
+                    ("--bn-per-domain", args.bn_per_domain),
                     ("--checkpoint-every", args.checkpoint_every.is_some()),
                 ],
                 "--resume (it continues the run with its saved recipe)",

@@ -82,6 +82,7 @@ impl DigitRunConfig {
                 // Information maximisation needs class predictions on the target: DANN only, so
                 // source-only stays trained on source labels alone.
                 target_im_weight: if method == Method::Dann { recipe.target_im_weight } else { 0.0 },
+                separate_domain_passes: recipe.separate_domain_passes,
                 ..TrainConfig::default()
             },
         })

@@ -131,6 +131,10 @@ pub struct DigitRecipe {
     /// Weight of information maximisation on the target's predictions (DANN runs; 0: the paper's
     /// objective).
     pub target_im_weight: f64,
+    /// Source and target in separate passes, BatchNorm running statistics from the target only
+    /// (with a BatchNorm net; [`adapt_train::TrainConfig::separate_domain_passes`]).
+    #[serde(default)]
+    pub separate_domain_passes: bool,
 }
 
 impl DigitRecipe {
@@ -153,6 +157,7 @@ impl DigitRecipe {
             binarize_mnist: preset.binarize_mnist(source, target),
             usps_digit_box: recommended.then_some(RECOMMENDED_USPS_BOX),
             target_im_weight: if recommended { RECOMMENDED_IM_WEIGHT } else { 0.0 },
+            separate_domain_passes: false,
         }
     }
 

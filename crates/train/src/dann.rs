@@ -18,7 +18,7 @@ use crate::error::{Result, TrainError};
 use crate::optim::{MomentumSgd, SgdSettings, lr_schedule};
 use crate::training_loop::{self, Hooks, LoopTrainer, MetricWindow, Outcome};
 use adapt_grl::lambda_schedule;
-use adapt_models::{Dann, NamedParams};
+use adapt_models::{Dann, DannOutput, NamedParams};
 use candle_core::{D, DType, Device, ModuleT, Tensor};
 use candle_nn::Optimizer;
 use candle_nn::loss::cross_entropy;
@@ -69,6 +69,13 @@ pub struct TrainConfig {
     /// predictions (0: not computed, the paper's objective).
     #[serde(default)]
     pub target_im_weight: f64,
+    /// Source and target go through the feature extractor in separate passes, so BatchNorm
+    /// normalises each domain with its own batch statistics, and the BatchNorm running
+    /// statistics (used at test time) are updated by the target passes only: the published
+    /// recipes that adapt with BatchNorm nets do both (the joint batch let the domain classifier
+    /// win). Without BatchNorm it changes nothing but the cost.
+    #[serde(default)]
+    pub separate_domain_passes: bool,
 }
 
 impl Default for TrainConfig {
@@ -87,6 +94,7 @@ impl Default for TrainConfig {
             domain_loss_weight: 1.0,
             log_every: 50,
             target_im_weight: 0.0,
+            separate_domain_passes: false,
         }
     }
 }
@@ -179,6 +187,8 @@ pub struct DannTrainer<'m, F, L, Dm> {
     opt: MomentumSgd,
     /// The optimizer's variables' names, in its order (checkpoints name the momentum by them).
     names: Vec<String>,
+    /// BatchNorm running statistics (see [`TrainConfig::separate_domain_passes`]).
+    buffers: Vec<candle_core::Var>,
     done: usize,
 }
 
@@ -194,7 +204,13 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
             ));
         }
         let opt = MomentumSgd::new(vars, cfg.sgd)?;
-        Ok(Self { model, cfg: cfg.clone(), opt, names: checkpoint::momentum_names(params), done: 0 })
+        let buffers = params
+            .named_vars()
+            .into_iter()
+            .filter(|(name, _)| adapt_models::params::is_buffer(name))
+            .map(|(_, v)| v)
+            .collect();
+        Ok(Self { model, cfg: cfg.clone(), opt, names: checkpoint::momentum_names(params), buffers, done: 0 })
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -221,7 +237,11 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
         let device = batch.inputs.device();
         let domain_labels =
             Tensor::cat(&[Tensor::zeros(n, DType::U32, device)?, Tensor::ones(rows - n, DType::U32, device)?], 0)?;
-        let out = self.model.forward_mixed(&batch.inputs, n, lambda, true)?;
+        let (out, separate_target_logits) = if self.cfg.separate_domain_passes {
+            self.forward_per_domain(&batch.inputs, n, lambda)?
+        } else {
+            (self.model.forward_mixed(&batch.inputs, n, lambda, true)?, None)
+        };
         let label_loss = cross_entropy(&out.class_logits, &batch.source_labels)?;
         let domain_loss = cross_entropy(&out.domain_logits, &domain_labels)?;
         let (ll, dl) = (label_loss.to_scalar::<f32>()?, domain_loss.to_scalar::<f32>()?);
@@ -230,8 +250,10 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
         if self.cfg.target_im_weight != 0.0 {
             // The target half's class predictions: the label predictor on its features, in
             // training mode like the source half's.
-            let target_features = out.features.narrow(0, n, rows - n)?;
-            let target_logits = self.model.label_predictor.forward_t(&target_features, true)?;
+            let target_logits = match separate_target_logits {
+                Some(logits) => logits,
+                None => self.model.label_predictor.forward_t(&out.features.narrow(0, n, rows - n)?, true)?,
+            };
             let im = crate::losses::information_maximization(&target_logits)?;
             TrainError::check_finite(step + 1, &[("target information maximisation", im.to_scalar::<f32>()?)])?;
             loss = (loss + (im * self.cfg.target_im_weight)?)?;
@@ -248,6 +270,32 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
             lambda,
             lr,
         })
+    }
+
+    /// The training forward pass with source and target in separate passes (see
+    /// [`TrainConfig::separate_domain_passes`]); also returns the target's class logits when
+    /// information maximisation needs them. The target passes run first; the running statistics
+    /// as they stand after them are put back once the source passes have run, so only target
+    /// batches move them.
+    fn forward_per_domain(&self, xs: &Tensor, n: usize, lambda: f64) -> Result<(DannOutput, Option<Tensor>)> {
+        let rows = xs.dim(0)?;
+        let target_features = self.model.features(&xs.narrow(0, n, rows - n)?, true)?;
+        let target_logits = if self.cfg.target_im_weight != 0.0 {
+            Some(self.model.label_predictor.forward_t(&target_features, true)?)
+        } else {
+            None
+        };
+        let saved: Vec<Tensor> =
+            self.buffers.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+        let source_features = self.model.features(&xs.narrow(0, 0, n)?, true)?;
+        let class_logits = self.model.label_predictor.forward_t(&source_features, true)?;
+        let features = Tensor::cat(&[&source_features, &target_features], 0)?;
+        let domain_logits =
+            self.model.domain_classifier.forward_t(&adapt_grl::grad_reverse(&features, lambda)?, true)?;
+        for (var, value) in self.buffers.iter().zip(&saved) {
+            var.set(value)?;
+        }
+        Ok((DannOutput { features, class_logits, domain_logits }, target_logits))
     }
 
     /// The momentum buffers, named for [`crate::checkpoint::save_state`].

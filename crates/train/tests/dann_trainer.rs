@@ -175,3 +175,47 @@ fn a_var_map_model_checkpoints_and_resumes_bit_identically() -> R {
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+/// With separate domain passes the BatchNorm running statistics move with the target batches
+/// only: after a step they are what one target-only pass of the feature extractor gives.
+#[test]
+fn separate_domain_passes_keep_running_statistics_from_the_target_only() -> R {
+    use adapt_datasets::DigitNet;
+    use adapt_models::digits::{DigitDann, DigitNetConfig};
+    use candle_core::{ModuleT, Tensor};
+    let device = Device::Cpu;
+    let net = DigitNetConfig { batch_norm: true, ..DigitNetConfig::default() };
+    let build = || -> adapt_train::Result<(ParamStore, DigitDann)> {
+        let params = ParamStore::new(5);
+        let model = DigitDann::build(DigitNet::Mnist, &net, &params, 5, &device)?;
+        Ok((params, model))
+    };
+    let n = 4;
+    let source = Tensor::randn(0f32, 1.0, (n, 3, 28, 28), &device)?;
+    let target = Tensor::randn(0f32, 1.0, (n, 3, 28, 28), &device)?.affine(3.0, 2.0)?;
+    let batch = adapt_train::batches::MixedBatch {
+        inputs: Tensor::cat(&[&source, &target], 0)?,
+        n_source: n,
+        source_labels: Tensor::new(&[0u32, 1, 2, 3], &device)?,
+    };
+    let cfg = TrainConfig { separate_domain_passes: true, batch_size: n, steps: 10, ..config() };
+    let (params, model) = build()?;
+    DannTrainer::new(&model, &params, &cfg)?.step(&batch, 0)?;
+
+    let (expected_params, expected_model) = build()?;
+    expected_model.feature_extractor.forward_t(&target, true)?;
+    for name in ["features.bn0.running_mean", "features.bn1.running_var"] {
+        let got = params.get(name).expect(name).flatten_all()?.to_vec1::<f32>()?;
+        let want = expected_params.get(name).expect(name).flatten_all()?.to_vec1::<f32>()?;
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-6, "{name} differs from target-only statistics by {diff}");
+    }
+    // A joint pass moves them with the source too.
+    let (joint_params, joint_model) = build()?;
+    DannTrainer::new(&joint_model, &joint_params, &TrainConfig { separate_domain_passes: false, ..cfg })?
+        .step(&batch, 0)?;
+    let joint = joint_params.get("features.bn0.running_mean").unwrap().flatten_all()?.to_vec1::<f32>()?;
+    let want = expected_params.get("features.bn0.running_mean").unwrap().flatten_all()?.to_vec1::<f32>()?;
+    assert!(joint.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-3), "the joint pass should differ");
+    Ok(())
+}
