@@ -3,18 +3,17 @@
 //! Every run gets its own folder under `--out`; a folder that already holds a finished run is
 //! read instead of trained again, and an interrupted one is resumed from its checkpoint, so an
 //! ablation can be stopped and started again.
-use crate::train::PresetChoice;
 use adapt_datasets::DatasetId;
 use adapt_experiment::aggregate::{DigitMatrix, digit_matrix};
 use adapt_experiment::gta::GtaAblation;
-use adapt_experiment::recipe::{GTA_DEFAULT_STEPS, Preset, RunOptions};
+use adapt_experiment::recipe::{GTA_DEFAULT_STEPS, RunOptions};
 use anyhow::Result;
 use candle_core::Device;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AblationCommand {
-    /// Source-only and DANN on every pair of available digit datasets.
+    /// Source-only, DANN (paper) and the recommended recipe on every pair of available digit datasets.
     Matrix(MatrixArgs),
     /// Generate To Adapt: stream 1 only, + real/fake classifier C1, + auxiliary classifier C2.
     Gta(GtaAblationArgs),
@@ -28,11 +27,9 @@ pub struct MatrixArgs {
     /// Datasets to pair (default: every digit dataset that loads).
     #[arg(long, value_delimiter = ',')]
     pub datasets: Option<Vec<String>>,
-    /// Training steps per run (default: the preset's).
+    /// Training steps per run (default: each preset's).
     #[arg(long)]
     pub steps: Option<usize>,
-    #[arg(long, value_enum, default_value_t = PresetChoice::Paper)]
-    pub preset: PresetChoice,
     /// Folder for the runs and `matrix.md`.
     #[arg(long, default_value = "runs/matrix")]
     pub out: PathBuf,
@@ -79,9 +76,9 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 Some(names) => Some(names.iter().map(|n| DatasetId::parse(n)).collect::<Result<Vec<_>, _>>()?),
                 None => None,
             };
-            let preset = Preset::from(a.preset);
-            let spec = DigitMatrix { datasets, seeds: a.seeds, steps: a.steps, preset, out: a.out.clone() };
-            let (runs, md) = digit_matrix(&spec, &options(&a.data_dir, a.quiet), &Device::Cpu)?;
+            let spec = DigitMatrix { datasets, seeds: a.seeds, steps: a.steps, out: a.out.clone() };
+            let (rows, md) = digit_matrix(&spec, &options(&a.data_dir, a.quiet), &Device::Cpu)?;
+            let runs = rows.into_iter().flat_map(|r| r.columns.into_iter().flat_map(|(_, runs)| runs)).collect();
             (runs, md, a.out.join("matrix.md"))
         }
         AblationCommand::Gta(a) => {
