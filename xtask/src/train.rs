@@ -203,23 +203,25 @@ impl TrainArgs {
         Ok(())
     }
 
+    /// The flags only the DANN digit recipes use, with whether each was given.
+    fn digit_net_flags(&self) -> [(&'static str, bool); 6] {
+        [
+            ("--preset", self.preset.is_some()),
+            ("--init", self.init.is_some()),
+            ("--padding", self.padding.is_some()),
+            ("--select", self.select.is_some()),
+            ("--target-im", self.target_im.is_some()),
+            ("--bn-per-domain", self.bn_per_domain),
+        ]
+    }
+
     /// The recipe this command line asks for.
     pub fn recipe(&self) -> Result<Recipe> {
         self.check_values()?;
         let seed = self.seed.unwrap_or(0);
         match self.family()? {
             Family::Toy => {
-                reject(
-                    &[
-                        ("--preset", self.preset.is_some()),
-                        ("--init", self.init.is_some()),
-                        ("--padding", self.padding.is_some()),
-                        ("--select", self.select.is_some()),
-                        ("--target-im", self.target_im.is_some()),
-                        ("--bn-per-domain", self.bn_per_domain),
-                    ],
-                    "the 2D toy (it has its own net and reports its last step)",
-                )?;
+                reject(&self.digit_net_flags(), "the 2D toy (it has its own net and reports its last step)")?;
                 let mut r = ToyRecipe::new(self.methods(), seed);
                 r.steps = self.steps.unwrap_or(r.steps);
                 r.batch_size = self.batch_size.unwrap_or(r.batch_size);
@@ -227,18 +229,9 @@ impl TrainArgs {
                 Ok(Recipe::Toy(r))
             }
             Family::Gta => {
-                reject(
-                    &[
-                        ("--lr", self.lr.is_some()),
-                        ("--preset", self.preset.is_some()),
-                        ("--init", self.init.is_some()),
-                        ("--padding", self.padding.is_some()),
-                        ("--select", self.select.is_some()),
-                        ("--target-im", self.target_im.is_some()),
-                        ("--bn-per-domain", self.bn_per_domain),
-                    ],
-                    "--method gta (the authors' Adam settings, nets and last-iteration protocol)",
-                )?;
+                let mut flags = vec![("--lr", self.lr.is_some())];
+                flags.extend(self.digit_net_flags());
+                reject(&flags, "--method gta (the authors' Adam settings, nets and last-iteration protocol)")?;
                 let (source, target) = self.pair()?;
                 let mut r = GtaRecipe::new(source, target, GtaVariant::Full, seed);
                 r.steps = self.steps.unwrap_or(r.steps);
@@ -312,25 +305,18 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         Some(dir) => {
             // The saved recipe decides what is trained: a flag that would change it is refused
             // rather than silently ignored.
-            reject(
-                &[
-                    ("--method", args.method.is_some()),
-                    ("--source", args.source.is_some()),
-                    ("--target", args.target.is_some()),
-                    ("--steps", args.steps.is_some()),
-                    ("--batch-size", args.batch_size.is_some()),
-                    ("--lr", args.lr.is_some()),
-                    ("--seed", args.seed.is_some()),
-                    ("--preset", args.preset.is_some()),
-                    ("--init", args.init.is_some()),
-                    ("--padding", args.padding.is_some()),
-                    ("--select", args.select.is_some()),
-                    ("--target-im", args.target_im.is_some()),
-                    ("--bn-per-domain", args.bn_per_domain),
-                    ("--checkpoint-every", args.checkpoint_every.is_some()),
-                ],
-                "--resume (it continues the run with its saved recipe)",
-            )?;
+            let mut flags = vec![
+                ("--method", args.method.is_some()),
+                ("--source", args.source.is_some()),
+                ("--target", args.target.is_some()),
+                ("--steps", args.steps.is_some()),
+                ("--batch-size", args.batch_size.is_some()),
+                ("--lr", args.lr.is_some()),
+                ("--seed", args.seed.is_some()),
+                ("--checkpoint-every", args.checkpoint_every.is_some()),
+            ];
+            flags.extend(args.digit_net_flags());
+            reject(&flags, "--resume (it continues the run with its saved recipe)")?;
             adapt_experiment::resume(dir, &args.options(), &device)?
         }
         None => adapt_experiment::run(&args.recipe()?, &args.options(), &device)?,

@@ -6,8 +6,10 @@ use crate::files::{CONFIG_FILE, RECIPE_FILE, read_config, read_json};
 use crate::recipe::RunRecord;
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsStep, read_weights_info};
+use adapt_datasets::DomainPair;
+use adapt_models::Dann;
 use adapt_models::ParamStore;
-use candle_core::Device;
+use candle_core::{Device, ModuleT};
 use std::path::{Path, PathBuf};
 
 /// The method folders under `dir`: itself if it holds a `config.toml`, else its sub-folders that do.
@@ -136,35 +138,20 @@ fn evaluate_config(
             let model = cfg.build_model(&params, device)?;
             params.load(weights)?;
             let (_, data) = cfg.data()?;
-            let (eval, a_distance) = crate::dann_run::evaluate_model(&model, &data, device, cfg.train.seed)?;
-            Ok(RunSummary {
-                source_acc: eval.source_acc,
-                target_acc: eval.target_acc,
-                domain_acc: eval.domain_acc,
-                target_ari: eval.target_ari,
-                a_distance,
-                ..summary(cfg.train.method.as_str(), &data.source_name, &data.target_name, cfg.train.seed)
-            })
+            let base = summary(cfg.train.method.as_str(), &data.source_name, &data.target_name, cfg.train.seed);
+            dann_figures(&model, &data, device, base)
         }
         RunConfig::Digits(cfg) => {
             let params = ParamStore::new(cfg.train.seed);
             let model = cfg.build_model(&params, device)?;
             params.load(weights)?;
             let data = cfg.load_data(data_dir)?;
-            let (eval, a_distance) = crate::dann_run::evaluate_model(&model, &data, device, cfg.train.seed)?;
-            let source_val_acc = match &data.source_val {
-                Some(val) => Some(label_accuracy(&model, val.as_ref(), device)?),
-                None => None,
-            };
-            Ok(RunSummary {
-                source_acc: eval.source_acc,
-                target_acc: eval.target_acc,
-                domain_acc: eval.domain_acc,
-                target_ari: eval.target_ari,
-                a_distance,
-                source_val_acc,
-                ..summary(cfg.train.method.as_str(), &cfg.source, &cfg.target, cfg.train.seed)
-            })
+            dann_figures(
+                &model,
+                &data,
+                device,
+                summary(cfg.train.method.as_str(), &cfg.source, &cfg.target, cfg.train.seed),
+            )
         }
         RunConfig::Gta(cfg) => {
             let params = ParamStore::new(cfg.train.seed);
@@ -182,4 +169,28 @@ fn evaluate_config(
             })
         }
     }
+}
+
+/// `base` with the figures of a DANN-family `model` on `data` (its test sets, and its source
+/// validation split where it has one).
+fn dann_figures<F: ModuleT, L: ModuleT, D: ModuleT>(
+    model: &Dann<F, L, D>,
+    data: &DomainPair,
+    device: &Device,
+    base: RunSummary,
+) -> Result<RunSummary> {
+    let (eval, a_distance) = crate::dann_run::evaluate_model(model, data, device, base.seed)?;
+    let source_val_acc = match &data.source_val {
+        Some(val) => Some(label_accuracy(model, val.as_ref(), device)?),
+        None => None,
+    };
+    Ok(RunSummary {
+        source_acc: eval.source_acc,
+        target_acc: eval.target_acc,
+        domain_acc: eval.domain_acc,
+        target_ari: eval.target_ari,
+        a_distance,
+        source_val_acc,
+        ..base
+    })
 }
