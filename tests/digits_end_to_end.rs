@@ -236,3 +236,54 @@ fn paper_preset_digit_run_is_bit_identical_to_the_pinned_weights() {
     assert_eq!(weights_fingerprint(&out.join("model.safetensors")), 0x9509_7832_2006_b86b);
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// Without `--method`, a digit pair trains source-only beside the recommended recipe in one run
+/// folder; the JSON marks the recommended run and the one the label-free rule reports, and the
+/// report shows the validators' choices and the input check.
+#[test]
+fn the_default_digit_run_compares_source_only_with_the_recommended_recipe() {
+    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
+        eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
+        return;
+    };
+    let out = std::env::temp_dir().join(format!("adapt-e2e-default-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let argv = [
+        "xtask",
+        "--json",
+        "train",
+        "--quiet",
+        "--source",
+        "mnist",
+        "--target",
+        "usps",
+        "--steps",
+        "60",
+        "--checkpoint-every",
+        "30",
+        "--data-dir",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let value = run(Cli::parse_from(argv)).expect("default digit run").expect("figures");
+    let runs = value["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    assert_eq!((runs[0]["method"].as_str(), runs[0]["recommended"].as_bool()), (Some("source-only"), Some(false)));
+    assert_eq!((runs[1]["method"].as_str(), runs[1]["recommended"].as_bool()), (Some("dann"), Some(true)));
+    for r in runs {
+        for k in ["source_acc", "target_acc", "seconds"] {
+            assert!(r[k].as_f64().is_some(), "{k} missing from {r}");
+        }
+    }
+    let selected: Vec<bool> = runs.iter().map(|r| r["selected"].as_bool().unwrap()).collect();
+    assert_eq!(selected.iter().filter(|s| **s).count(), 1, "exactly one run is the label-free choice: {selected:?}");
+    let selection: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("dann/selection.json")).unwrap()).unwrap();
+    assert_eq!(selection["checkpoints"].as_array().unwrap().len(), 2, "scores at steps 30 and 60");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Model selection without target labels") && report.contains("oracle"));
+    // USPS drawn into MNIST's digit box: the label-free input check finds no scale mismatch.
+    assert!(report.contains("the domains agree"), "{report}");
+    std::fs::remove_dir_all(&out).ok();
+}
