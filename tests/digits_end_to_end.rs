@@ -173,6 +173,11 @@ fn gta_trains_on_real_digits_and_writes_its_report() {
         assert!(diff < 1e-5, "{name} differs by {diff} between the unbroken and the resumed run");
     }
     assert_eq!(resumed["runs"][0]["target_acc"], r["target_acc"]);
+    // `eval` reopens a GTA folder too.
+    let eval = run(Cli::parse_from(["xtask", "--json", "eval", broken.to_str().unwrap(), "--data-dir", &data]))
+        .expect("eval of a GTA run")
+        .expect("figures");
+    assert_eq!((&eval["runs"][0]["kind"], &eval["runs"][0]["target_acc"]), (&"gta".into(), &r["target_acc"]));
     // Resuming a finished run re-reports it instead of failing on an empty loop.
     let again = run(Cli::parse_from(["xtask", "--json", "train", "--quiet", "--resume", broken.to_str().unwrap()]))
         .expect("resuming a finished GTA run")

@@ -59,6 +59,15 @@ fn dann_beats_source_only_on_the_rotated_moons() {
     assert!(last["lambda"].as_f64().unwrap() > 0.99);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("![decision boundaries](decision_boundaries.png)"));
+    // `eval` reopens the comparison folder: both methods' figures again from their weights.
+    let eval = run(Cli::parse_from(["xtask", "--json", "eval", out.to_str().unwrap()])).unwrap().unwrap();
+    let again = eval["runs"].as_array().unwrap();
+    assert_eq!(again.len(), 2);
+    for r in runs {
+        let e = again.iter().find(|e| e["method"] == r["method"]).expect("each method evaluated again");
+        assert_eq!(e["kind"], "toy");
+        assert_eq!(e["target_acc"], r["target_acc"], "{e}");
+    }
     std::fs::remove_dir_all(&out).ok();
 }
 
