@@ -257,7 +257,7 @@ impl Classifier {
 impl ModuleT for Classifier {
     /// `[N, 2 ndf]` embeddings to `[N, classes]` logits.
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
-        self.fc1.forward(&self.fc0.forward(xs)?.relu()?)
+        self.fc1.forward(&kernels::relu_with(&self.fc0.forward(xs)?, self.fc0.backend)?)
     }
 }
 
@@ -318,7 +318,7 @@ impl ModuleT for Generator {
         }
         let mut xs = xs.reshape((n, d, 1, 1))?;
         for (conv, norm) in self.convs.iter().zip(&self.norms) {
-            xs = norm.forward_t(&conv.forward(&xs)?, train)?.relu()?;
+            xs = kernels::relu_with(&norm.forward_t(&conv.forward(&xs)?, train)?, conv.backend)?;
         }
         self.convs[4].forward(&xs)?.tanh()
     }
@@ -380,7 +380,7 @@ impl Discriminator {
             // Pooling before the LeakyReLU gives the same values and gradients (it is strictly
             // increasing) on a quarter (or a sixteenth) of the elements.
             let ys = kernels::max_pool2d_with(&ys, k, k, conv.backend)?;
-            xs = ys.maximum(&(&ys * LEAKY_SLOPE)?)?;
+            xs = kernels::leaky_relu_with(&ys, LEAKY_SLOPE, conv.backend)?;
         }
         xs.flatten_from(1)
     }
