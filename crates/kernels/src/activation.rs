@@ -12,6 +12,7 @@
 //! candle expressions remain the fallback on other devices and dtypes).
 use crate::Backend;
 use crate::glue::f32_slice;
+use crate::profile::{self, Kernel};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -47,23 +48,27 @@ pub fn leaky_relu_with(xs: &Tensor, slope: f64, backend: Backend) -> Result<Tens
 
 /// `out[i] = f(a[i], b[i])` in parallel chunks.
 fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| {
-        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-            *o = f(a, b);
-        }
-    });
-    out
+    profile::timed(Kernel::Activation, || {
+        let mut out = vec![0f32; a.len()];
+        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+        out
+    })
 }
 
 fn map1(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).for_each(|(o, a)| {
-        for (o, &a) in o.iter_mut().zip(a) {
-            *o = f(a);
-        }
-    });
-    out
+    profile::timed(Kernel::Activation, || {
+        let mut out = vec![0f32; a.len()];
+        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).for_each(|(o, a)| {
+            for (o, &a) in o.iter_mut().zip(a) {
+                *o = f(a);
+            }
+        });
+        out
+    })
 }
 
 struct Relu;
@@ -169,6 +174,7 @@ impl CustomOp2 for LeakyReluBackward {
             );
         }
         let mut out = vec![0f32; x.len()];
+        let _timer = profile::Timer::start(Kernel::Activation);
         out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK))).zip(g.par_chunks(CHUNK)).for_each(
             |((o, (x, y)), g)| {
                 for (((o, &x), &y), &g) in o.iter_mut().zip(x).zip(y).zip(g) {

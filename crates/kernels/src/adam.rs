@@ -8,6 +8,7 @@
 //! expression it replaces (`adapt_train`'s `Adam::step`), in the same order, scalar factors
 //! rounded to f32 as candle's affine maps round them, so the results are bit-identical to it.
 use crate::glue::{f32_slice_mut, with_cpu_f32};
+use crate::profile::{Kernel, Timer};
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -103,6 +104,7 @@ impl InplaceOp1 for AdamOp {
         let step = (s.lr / (1.0 - s.beta1.powi(s.t))) as f32;
         let inv_c2 = (1.0 / (1.0 - s.beta2.powi(s.t)).sqrt()) as f32;
         let eps = s.eps as f32;
+        let _timer = Timer::start(Kernel::Optimizer);
         let (mut m_new, mut v_new) = (vec![0f32; p.len()], vec![0f32; p.len()]);
         with_cpu_f32(&self.grad, "adam gradient", |g| {
             with_moment(self.m.as_ref(), "adam first moment", |m| {

@@ -10,6 +10,7 @@
 //! maths runs as candle ops.
 use crate::Backend;
 use crate::glue::{SendPtr, SideChannel, f32_slice, packed_grads, unpack_grads};
+use crate::profile::{self, Kernel};
 use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
@@ -226,7 +227,7 @@ impl CustomOp3 for BatchNormOp {
         let mut var = vec![0f32; c];
         let (yp, mp, vp) = (SendPtr::new(&mut y), SendPtr::new(&mut mean), SendPtr::new(&mut var));
         let fwd = Forward { x, weight, bias, dims: (n, c, hw), m, y: yp, mean: mp, var: vp };
-        per_group(c, |c0| fwd.group::<GROUP>(c0), |ch| fwd.group::<1>(ch));
+        profile::timed(Kernel::BatchNormForward, || per_group(c, |c0| fwd.group::<GROUP>(c0), |ch| fwd.group::<1>(ch)));
         self.stats.record((mean, var));
         Ok((CpuStorage::F32(y), lx.shape().clone()))
     }
@@ -357,7 +358,9 @@ impl CustomOp3 for BatchNormBackward {
         let mut out = vec![0f32; xn + 2 * c];
         let op = SendPtr::new(&mut out);
         let bwd = Backward { x, dy, weight, mean, var, dims: (n, c, hw), m, out: op, xn, need_dx: self.need_dx };
-        per_group(c, |c0| bwd.group::<GROUP>(c0), |ch| bwd.group::<1>(ch));
+        profile::timed(Kernel::BatchNormBackward, || {
+            per_group(c, |c0| bwd.group::<GROUP>(c0), |ch| bwd.group::<1>(ch))
+        });
         Ok(packed_grads([out]))
     }
 }
