@@ -281,6 +281,10 @@ pub struct Machine {
     /// last: other work on the machine slows both sides, though not necessarily equally.
     pub load_before: Option<[f64; 3]>,
     pub load_after: Option<[f64; 3]>,
+    /// `OMP_WAIT_POLICY` as the PyTorch reference inherits it. By default its OpenMP threads spin
+    /// while they wait, which on a machine busy with other work collapses its speed (`passive`
+    /// does not).
+    pub omp_wait_policy: Option<String>,
 }
 
 impl Machine {
@@ -304,6 +308,7 @@ impl Machine {
             avx512,
             load_before: load_average(),
             load_after: None,
+            omp_wait_policy: std::env::var("OMP_WAIT_POLICY").ok(),
         }
     }
 
@@ -311,12 +316,13 @@ impl Machine {
     pub fn describe(&self) -> String {
         let load = |l: Option<[f64; 3]>| l.map_or("?".to_string(), |[a, b, c]| format!("{a:.2}/{b:.2}/{c:.2}"));
         format!(
-            "{}, {} logical CPUs{}, load average (1/5/15 min) {} before, {} after",
+            "{}, {} logical CPUs{}, load average (1/5/15 min) {} before, {} after, OMP_WAIT_POLICY {}",
             self.cpu,
             self.logical_cpus,
             if self.avx512 { ", AVX-512" } else { "" },
             load(self.load_before),
-            load(self.load_after)
+            load(self.load_after),
+            self.omp_wait_policy.as_deref().unwrap_or("unset")
         )
     }
 }
@@ -416,9 +422,12 @@ pub fn pytorch_command(python: &Path, peer_dir: &Path, spec: &StepBench, threads
 
 /// Runs `cmd` to the end and parses the last line of its stdout as JSON.
 fn run_json_child(cmd: &mut Command, what: &str) -> Result<serde_json::Value> {
-    let out = cmd.stderr(Stdio::inherit()).output().map_err(|e| ExperimentError::Invalid(format!("{what}: {e}")))?;
+    // Its stderr (the bench's profile, PyTorch's warnings) only matters when it fails.
+    let out = cmd.stderr(Stdio::piped()).output().map_err(|e| ExperimentError::Invalid(format!("{what}: {e}")))?;
     if !out.status.success() {
-        return Err(ExperimentError::Invalid(format!("{what}: exited with {}", out.status)));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(ExperimentError::Invalid(format!("{what}: exited with {}:\n{}", out.status, tail.join("\n"))));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'));
