@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor,
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
-const EPS: f64 = 1e-5;
+pub(crate) const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
 
 /// Spatial BatchNorm over `[N, C, H, W]` with PyTorch's semantics: training normalises with the
@@ -60,6 +60,28 @@ impl BatchNorm2d {
     }
 
     /// Training mode: the normalised output and the batch's per-channel mean and biased variance.
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub(crate) fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// Moves the running statistics towards a batch's `mean` and biased `var` over `count`
+    /// values per channel, as PyTorch does (momentum 0.1, unbiased variance).
+    pub(crate) fn update_running_stats(&self, mean: Tensor, var: Tensor, count: usize) -> Result<()> {
+        let unbiased = count as f64 / (count - 1) as f64;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (var * (MOMENTUM * unbiased))?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)
+    }
+
     fn forward_train(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let c = xs.dim(1)?;
         if self.backend.use_fast(xs, "batch norm")? {
@@ -93,11 +115,7 @@ impl ModuleT for BatchNorm2d {
                 candle_core::bail!("batch norm in training needs more than one value per channel, got {:?}", xs.dims());
             }
             let (ys, mean, var) = self.forward_train(xs)?;
-            let unbiased = count as f64 / (count - 1) as f64;
-            let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?;
-            let rv = ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (var * (MOMENTUM * unbiased))?)?;
-            self.running_mean.set(&rm)?;
-            self.running_var.set(&rv)?;
+            self.update_running_stats(mean, var, count)?;
             Ok(ys)
         } else {
             let shape = (1, c, 1, 1);
@@ -113,11 +131,11 @@ impl ModuleT for BatchNorm2d {
 /// in the same order (so the statistics are bit-identical), but where one chain waits on the
 /// latency of its previous addition, eight independent ones keep the adders busy: the sums were
 /// most of a BatchNorm's time.
-const GROUP: usize = 8;
+pub(crate) const GROUP: usize = 8;
 
 /// Calls `f::<G>(first_channel)` for groups of channels covering all `c`, in parallel: groups of
 /// [`GROUP`], then single channels for the rest.
-fn per_group(c: usize, full: impl Fn(usize) + Sync + Send, single: impl Fn(usize) + Sync + Send) {
+pub(crate) fn per_group(c: usize, full: impl Fn(usize) + Sync + Send, single: impl Fn(usize) + Sync + Send) {
     let groups = c / GROUP;
     (0..groups + c % GROUP)
         .into_par_iter()
@@ -133,7 +151,7 @@ fn sum_zero() -> f64 {
 /// f(k, v))`, each folded like `Iterator::sum`, plane by plane.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // `j` walks G planes at once
-fn plane_sums<const G: usize>(
+pub(crate) fn plane_sums<const G: usize>(
     x: &[f32],
     (n, c, hw): (usize, usize, usize),
     c0: usize,

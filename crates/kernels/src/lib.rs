@@ -36,6 +36,7 @@
 pub mod activation;
 pub mod adam;
 pub mod batch_norm;
+mod bn_pool;
 pub mod conv;
 pub mod conv_transpose;
 mod glue;
