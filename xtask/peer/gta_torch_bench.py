@@ -8,11 +8,12 @@ each loss evaluated with the current parameters, networks that a loss does not u
 (no parameter gradients), D on images in [-1, 1], the authors' lr decay on D, F and C.
 
 One step = --batch source + --batch target images (random data). Prints one JSON line with
-images_per_s (2 * batch images per step).
+images_per_s (2 * batch images per step) and peak_rss_mb (the process's resident high-water mark).
 """
 import argparse
 import json
 import os
+import resource
 import time
 
 
@@ -195,6 +196,7 @@ def main():
         "images_per_s": round(args.steps * 2 * n / el, 1),
         "ms_per_step": round(el * 1e3 / args.steps, 2),
         "loss_c": round(loss_c, 4), "loss_f": round(loss_f, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }))
 
 

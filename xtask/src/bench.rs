@@ -1,8 +1,11 @@
 //! `cargo xtask bench`: full training steps on random data, timed (images per second, milliseconds
-//! per step, peak resident set size, where the time goes); see `adapt_experiment::bench`.
-use adapt_experiment::bench::{BenchNet, StepBench, run_bench};
+//! per step, peak resident set size, where the time goes), alone or alternated with the PyTorch
+//! reference of the same step; see `adapt_experiment::bench`.
+use adapt_experiment::bench::{BenchNet, StepBench, compare_with_pytorch, pytorch_command, run_bench};
 use adapt_kernels::{self as kernels, Backend};
 use anyhow::bail;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Which network to benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -50,6 +53,13 @@ pub struct BenchArgs {
     /// GRL coefficient.
     #[arg(long, default_value_t = 0.5)]
     pub lambda: f64,
+    /// Also run the PyTorch reference of the same step (`xtask/peer/*_torch_bench.py`) with this
+    /// Python, alternating with ours (one process each), and print both, the ratio and the machine.
+    #[arg(long, value_name = "PYTHON")]
+    pub against_pytorch: Option<PathBuf>,
+    /// Runs of each side with `--against-pytorch`.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// Runs the benchmark, prints a human-readable line, returns the result as JSON.
@@ -61,11 +71,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         // SAFETY: set before this benchmark starts any thread of its own; both rayon's global pool
         // (on first use) and candle's matmul read it.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", t.to_string()) };
-    }
-    if let Some(t) = args.threads
-        && t != kernels::num_threads()
-    {
-        bail!("--threads {t} requested but the thread pool already runs {} threads", kernels::num_threads());
     }
     let spec = StepBench {
         net: match args.net {
@@ -82,49 +87,39 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         warmup: args.warmup,
         lambda: args.lambda,
     };
+    if let Some(python) = &args.against_pytorch {
+        return against_pytorch(args, &spec, python);
+    }
+    if let Some(t) = args.threads
+        && t != kernels::num_threads()
+    {
+        bail!("--threads {t} requested but the thread pool already runs {} threads", kernels::num_threads());
+    }
     let r = run_bench(&spec)?;
     let kernels_name = if args.backend == BackendChoice::Auto { "adapt-ops" } else { "candle" };
-    let line = format!(
-        "{}: {:.1} images/s, {:.2} ms/step (median {:.2}), peak RSS {} MiB, {} threads, batch {n}+{n}, {} steps, \
-         kernels {kernels_name}, loss {:.4}",
-        r.net,
-        r.images_per_s,
-        r.ms_per_step,
-        r.median_ms_per_step,
-        r.peak_rss_mb.map_or("?".to_string(), |p| format!("{p:.0}")),
-        r.threads,
-        r.steps,
-        r.loss,
-        n = r.batch_per_domain,
-    );
+    let line = r.summary_line(kernels_name);
     if args.json {
         eprintln!("{line}");
     } else {
         println!("{line}");
     }
-    let mut in_kernels = 0.0;
-    for k in &r.kernels {
-        in_kernels += k.ms_per_step;
-        eprintln!("  {:<22} {:8.2} ms/step ({:.1} calls/step)", k.kernel, k.ms_per_step, k.calls_per_step);
+    r.profile_lines().iter().for_each(|l| eprintln!("{l}"));
+    Ok(r.to_json(kernels_name))
+}
+
+/// Our bench as a child process of this binary, alternated with the PyTorch reference.
+fn against_pytorch(args: &BenchArgs, spec: &StepBench, python: &Path) -> anyhow::Result<serde_json::Value> {
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut ours = Command::new(std::env::current_exe()?);
+    ours.args(["bench", "--json", "--net", spec.net.name(), "--threads", &threads.to_string()]);
+    ours.args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string()]);
+    ours.args(["--batch", &args.batch.to_string(), "--lambda", &args.lambda.to_string()]);
+    ours.args(["--backend", if args.backend == BackendChoice::Auto { "auto" } else { "candle" }]);
+    let peer_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("peer");
+    let mut torch = pytorch_command(python, &peer_dir, spec, threads);
+    let cmp = compare_with_pytorch(spec, threads, args.rounds, &mut ours, &mut torch)?;
+    for l in cmp.report_lines() {
+        if args.json { eprintln!("{l}") } else { println!("{l}") }
     }
-    eprintln!("  {:<22} {:8.2} ms/step", "outside these kernels", r.ms_per_step - in_kernels);
-    if let Some(cpu) = r.cpu_ms_per_step {
-        eprintln!("  {:<22} {cpu:8.2} ms/step (all threads)", "CPU time");
-    }
-    let round = |v: f64, digits: i32| (v * 10f64.powi(digits)).round() / 10f64.powi(digits);
-    Ok(serde_json::json!({
-        "net": r.net,
-        "impl": "adapt",
-        "kernels": kernels_name,
-        "images_per_s": round(r.images_per_s, 1),
-        "ms_per_step": round(r.ms_per_step, 2),
-        "median_ms_per_step": round(r.median_ms_per_step, 2),
-        "peak_rss_mb": r.peak_rss_mb.map(|p| round(p, 1)),
-        "cpu_ms_per_step": r.cpu_ms_per_step.map(|c| round(c, 2)),
-        "threads": r.threads,
-        "batch_per_domain": r.batch_per_domain,
-        "steps": r.steps,
-        "warmup": r.warmup,
-        "loss": r.loss,
-    }))
+    Ok(serde_json::to_value(&cmp)?)
 }

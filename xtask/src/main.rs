@@ -17,6 +17,13 @@ fn main() -> std::process::ExitCode {
     // the next step faults it back in. Peak RSS is unchanged (the same buffers are reused).
     // SAFETY: sets a plain integer option; mimalloc reads options on every purge decision.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // candle's elementwise thread pool spins 25,000 times (about a millisecond) after every op
+    // before it parks, on a core that our GEMM workers need next; a thousand spins still catch
+    // the back-to-back elementwise ops of the optimiser.
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000") };
+    }
     let cli = Cli::parse();
     let json = cli.json;
     match run(cli) {

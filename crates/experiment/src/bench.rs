@@ -5,6 +5,9 @@
 //! cross-entropy on all of them through the gradient reversal layer, backward, and an SGD update
 //! with momentum 0.9 and lr 0.01. One GTA step is a full iteration (D, G, C, F updates, each with
 //! its own Adam), as `xtask/peer/gta_torch_bench.py` does it.
+//!
+//! [`compare_with_pytorch`] runs a bench process of ours and the PyTorch reference of the same
+//! step alternately, so that anyone can check the speed claim on their own machine.
 use crate::error::{ExperimentError, Result, ensure};
 use adapt_kernels::{self as kernels, Backend};
 use adapt_models::ParamStore;
@@ -15,6 +18,8 @@ use adapt_train::{GtaConfig, GtaTrainer};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Optimizer;
 use serde::Serialize;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Which network to time.
@@ -203,5 +208,292 @@ pub fn run_bench(spec: &StepBench) -> Result<BenchResult> {
         warmup: spec.warmup,
         loss,
         kernels,
+    })
+}
+
+impl BenchResult {
+    /// The bench's one-line result; `kernels` names the kernels it ran.
+    pub fn summary_line(&self, kernels: &str) -> String {
+        format!(
+            "{}: {:.1} images/s, {:.2} ms/step (median {:.2}), peak RSS {} MiB, {} threads, batch {n}+{n}, {} steps, \
+             kernels {kernels}, loss {:.4}",
+            self.net,
+            self.images_per_s,
+            self.ms_per_step,
+            self.median_ms_per_step,
+            self.peak_rss_mb.map_or("?".to_string(), |p| format!("{p:.0}")),
+            self.threads,
+            self.steps,
+            self.loss,
+            n = self.batch_per_domain,
+        )
+    }
+
+    /// Where a step's time went: one line per kernel family, the rest, and the CPU time.
+    pub fn profile_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .kernels
+            .iter()
+            .map(|k| format!("  {:<22} {:8.2} ms/step ({:.1} calls/step)", k.kernel, k.ms_per_step, k.calls_per_step))
+            .collect();
+        let in_kernels: f64 = self.kernels.iter().map(|k| k.ms_per_step).sum();
+        lines.push(format!("  {:<22} {:8.2} ms/step", "outside these kernels", self.ms_per_step - in_kernels));
+        if let Some(cpu) = self.cpu_ms_per_step {
+            lines.push(format!("  {:<22} {cpu:8.2} ms/step (all threads)", "CPU time"));
+        }
+        lines
+    }
+
+    /// The figures as the JSON object `cargo xtask bench --json` prints (and
+    /// [`compare_with_pytorch`] reads back from a child process).
+    pub fn to_json(&self, kernels: &str) -> serde_json::Value {
+        serde_json::json!({
+            "net": self.net,
+            "impl": "adapt",
+            "kernels": kernels,
+            "images_per_s": round(self.images_per_s, 1),
+            "ms_per_step": round(self.ms_per_step, 2),
+            "median_ms_per_step": round(self.median_ms_per_step, 2),
+            "peak_rss_mb": self.peak_rss_mb.map(|p| round(p, 1)),
+            "cpu_ms_per_step": self.cpu_ms_per_step.map(|c| round(c, 2)),
+            "threads": self.threads,
+            "batch_per_domain": self.batch_per_domain,
+            "steps": self.steps,
+            "warmup": self.warmup,
+            "loss": self.loss,
+        })
+    }
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    (v * 10f64.powi(digits)).round() / 10f64.powi(digits)
+}
+
+/// The machine a comparison ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// `model name` from `/proc/cpuinfo` (or the architecture where there is none).
+    pub cpu: String,
+    /// Logical CPUs this process may run on.
+    pub logical_cpus: usize,
+    pub avx512: bool,
+    /// `/proc/loadavg`'s 1-, 5- and 15-minute load averages before the first round and after the
+    /// last: other work on the machine slows both sides, though not necessarily equally.
+    pub load_before: Option<[f64; 3]>,
+    pub load_after: Option<[f64; 3]>,
+    /// `OMP_WAIT_POLICY` as the PyTorch reference inherits it. By default its OpenMP threads spin
+    /// while they wait, which on a machine busy with other work collapses its speed (`passive`
+    /// does not).
+    pub omp_wait_policy: Option<String>,
+}
+
+impl Machine {
+    fn detect() -> Self {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
+        Self {
+            cpu,
+            logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            avx512,
+            load_before: load_average(),
+            load_after: None,
+            omp_wait_policy: std::env::var("OMP_WAIT_POLICY").ok(),
+        }
+    }
+
+    /// `CPU, N logical CPUs, AVX-512, load a/b/c before, d/e/f after`.
+    pub fn describe(&self) -> String {
+        let load = |l: Option<[f64; 3]>| l.map_or("?".to_string(), |[a, b, c]| format!("{a:.2}/{b:.2}/{c:.2}"));
+        format!(
+            "{}, {} logical CPUs{}, load average (1/5/15 min) {} before, {} after, OMP_WAIT_POLICY {}",
+            self.cpu,
+            self.logical_cpus,
+            if self.avx512 { ", AVX-512" } else { "" },
+            load(self.load_before),
+            load(self.load_after),
+            self.omp_wait_policy.as_deref().unwrap_or("unset")
+        )
+    }
+}
+
+fn load_average() -> Option<[f64; 3]> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = s.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// One timed run of one side, as its JSON line reported it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub images_per_s: f64,
+    pub ms_per_step: f64,
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Both sides of a comparison, round by round, and their medians.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub net: &'static str,
+    pub threads: usize,
+    pub batch_per_domain: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    /// The PyTorch version the reference reported.
+    pub torch: String,
+    pub ours: Vec<Sample>,
+    pub pytorch: Vec<Sample>,
+    pub ours_median_images_per_s: f64,
+    pub pytorch_median_images_per_s: f64,
+    /// `ours_median / pytorch_median`.
+    pub ratio: f64,
+    /// The ratio of each round (ours over the PyTorch run beside it).
+    pub round_ratios: Vec<f64>,
+    /// The largest peak RSS of each side over the rounds.
+    pub ours_peak_rss_mb: Option<f64>,
+    pub pytorch_peak_rss_mb: Option<f64>,
+    pub machine: Machine,
+}
+
+impl Comparison {
+    /// The human-readable result, one line per item.
+    pub fn report_lines(&self) -> Vec<String> {
+        let rss = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.0} MiB"));
+        let mut lines = vec![format!(
+            "{}: {n}+{n} images a step, {} steps after {} warm-up, {} threads, {} rounds alternated",
+            self.net,
+            self.steps,
+            self.warmup,
+            self.threads,
+            self.ours.len(),
+            n = self.batch_per_domain
+        )];
+        for (i, ((o, p), r)) in self.ours.iter().zip(&self.pytorch).zip(&self.round_ratios).enumerate() {
+            lines.push(format!(
+                "  round {}: adapt {:.1} images/s ({}), PyTorch {:.1} images/s ({}), {r:.2}x",
+                i + 1,
+                o.images_per_s,
+                rss(o.peak_rss_mb),
+                p.images_per_s,
+                rss(p.peak_rss_mb)
+            ));
+        }
+        lines.push(format!(
+            "  median: adapt {:.1} images/s, PyTorch {} {:.1} images/s, ratio {:.2}x",
+            self.ours_median_images_per_s, self.torch, self.pytorch_median_images_per_s, self.ratio
+        ));
+        lines.push(format!(
+            "  peak RSS: adapt {}, PyTorch {}",
+            rss(self.ours_peak_rss_mb),
+            rss(self.pytorch_peak_rss_mb)
+        ));
+        lines.push(format!("  machine: {}", self.machine.describe()));
+        lines
+    }
+}
+
+/// The PyTorch reference of `spec`'s step (`dann_torch_bench.py` or `gta_torch_bench.py` in
+/// `peer_dir`), run by `python` with the same batch, steps, warm-up, GRL coefficient and threads.
+pub fn pytorch_command(python: &Path, peer_dir: &Path, spec: &StepBench, threads: usize) -> Command {
+    let mut cmd = Command::new(python);
+    match spec.net {
+        BenchNet::Gta => {
+            cmd.arg(peer_dir.join("gta_torch_bench.py"));
+        }
+        net => {
+            cmd.arg(peer_dir.join("dann_torch_bench.py")).args(["--arch", net.name()]);
+            cmd.args(["--lambda-grl", &spec.lambda.to_string()]);
+        }
+    }
+    cmd.args(["--steps", &spec.steps.to_string(), "--warmup", &spec.warmup.to_string()]);
+    cmd.args(["--batch", &spec.batch.to_string(), "--threads", &threads.to_string()]);
+    cmd
+}
+
+/// Runs `cmd` to the end and parses the last line of its stdout as JSON.
+fn run_json_child(cmd: &mut Command, what: &str) -> Result<serde_json::Value> {
+    // Its stderr (the bench's profile, PyTorch's warnings) only matters when it fails.
+    let out = cmd.stderr(Stdio::piped()).output().map_err(|e| ExperimentError::Invalid(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(ExperimentError::Invalid(format!("{what}: exited with {}:\n{}", out.status, tail.join("\n"))));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'));
+    last.and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| ExperimentError::Invalid(format!("{what}: no JSON line on stdout")))
+}
+
+fn sample(v: &serde_json::Value, what: &str) -> Result<Sample> {
+    let num = |key: &str| v.get(key).and_then(serde_json::Value::as_f64);
+    let images_per_s =
+        num("images_per_s").ok_or_else(|| ExperimentError::Invalid(format!("{what}: no images_per_s in {v}")))?;
+    Ok(Sample { images_per_s, ms_per_step: num("ms_per_step").unwrap_or(f64::NAN), peak_rss_mb: num("peak_rss_mb") })
+}
+
+/// Runs `ours` (a process printing [`BenchResult::to_json`] last, say `cargo xtask bench --json`
+/// with `spec`'s settings) and `pytorch` ([`pytorch_command`]) alternately, `rounds` times each,
+/// one process per run so that neither inherits the other's warm caches, memory or threads; the
+/// side that goes first alternates too. Progress goes to stderr.
+pub fn compare_with_pytorch(
+    spec: &StepBench,
+    threads: usize,
+    rounds: usize,
+    ours: &mut Command,
+    pytorch: &mut Command,
+) -> Result<Comparison> {
+    ensure(rounds > 0, || "a comparison needs at least one round".into())?;
+    let mut machine = Machine::detect();
+    let (mut mine, mut theirs, mut torch) = (Vec::new(), Vec::new(), String::from("?"));
+    for round in 0..rounds {
+        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            if side == 0 {
+                let s = sample(&run_json_child(ours, "adapt's bench")?, "adapt's bench")?;
+                eprintln!("round {}: adapt {:.1} images/s", round + 1, s.images_per_s);
+                mine.push(s);
+            } else {
+                let v = run_json_child(pytorch, "the PyTorch reference")?;
+                let reported = v.get("threads").and_then(serde_json::Value::as_u64);
+                ensure(reported == Some(threads as u64), || {
+                    format!("the PyTorch reference ran {reported:?} threads, not {threads}")
+                })?;
+                torch = v.get("torch").and_then(|t| t.as_str()).unwrap_or("?").to_string();
+                let s = sample(&v, "the PyTorch reference")?;
+                eprintln!("round {}: PyTorch {:.1} images/s", round + 1, s.images_per_s);
+                theirs.push(s);
+            }
+        }
+    }
+    machine.load_after = load_average();
+    let med = |v: &[Sample]| median(&mut v.iter().map(|s| s.images_per_s).collect::<Vec<_>>());
+    let peak = |v: &[Sample]| v.iter().filter_map(|s| s.peak_rss_mb).reduce(f64::max);
+    let (ours_median, pytorch_median) = (med(&mine), med(&theirs));
+    Ok(Comparison {
+        net: spec.net.name(),
+        threads,
+        batch_per_domain: spec.batch,
+        steps: spec.steps,
+        warmup: spec.warmup,
+        torch,
+        round_ratios: mine.iter().zip(&theirs).map(|(o, p)| o.images_per_s / p.images_per_s).collect(),
+        ours_peak_rss_mb: peak(&mine),
+        pytorch_peak_rss_mb: peak(&theirs),
+        ours: mine,
+        pytorch: theirs,
+        ours_median_images_per_s: ours_median,
+        pytorch_median_images_per_s: pytorch_median,
+        ratio: ours_median / pytorch_median,
+        machine,
     })
 }

@@ -26,6 +26,7 @@
 use crate::Backend;
 use crate::conv::{self, Geom, Need};
 use crate::glue::{f32_slice, packed_grads, unpack_grads};
+use crate::profile::{self, Kernel};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -171,7 +172,7 @@ impl CustomOp2 for ConvTranspose2dOp {
         let g = self.geom;
         let x = f32_slice(sx, lx, "conv_transpose2d input")?;
         let w = f32_slice(sw, lw, "conv_transpose2d weight")?;
-        let y = forward(&g, x, w)?;
+        let y = profile::timed(Kernel::ConvTransposeForward, || forward(&g, x, w))?;
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
 
@@ -226,7 +227,8 @@ impl CustomOp3 for ConvTranspose2dBackward {
                 g.n * g.o * g.oh * g.ow
             );
         }
-        let (dx, dw) = backward(&g, x, w, dy, self.need_dx, self.need_dw)?;
+        let (dx, dw) =
+            profile::timed(Kernel::ConvTransposeBackward, || backward(&g, x, w, dy, self.need_dx, self.need_dw))?;
         Ok(packed_grads([dx, dw]))
     }
 }

@@ -21,6 +21,9 @@
 //! * [`linear`](mod@linear): [`linear()`], candle-nn's `Linear` as parallel blocked GEMMs.
 //! * [`batch_norm`]: [`BatchNorm2d`], spatial BatchNorm (PyTorch's semantics) whose training
 //!   pass is one fused op forward and one backward.
+//! * [`activation`]: [`relu`] and [`leaky_relu`], candle's `relu()` and `maximum(x, slope x)`
+//!   with their exact gradients, one pass forward and one backward.
+//! * [`adam`]: [`adam_update`], one Adam update in one pass, bit-identical to its candle ops.
 //! * [`sgd`]: [`sgd_momentum_update`], PyTorch's momentum-SGD update, in place.
 //! * [`profile`]: the wall time spent in each kernel.
 //!
@@ -30,7 +33,10 @@
 //! built only from candle ops with correct gradients: `Tensor::conv2d` (+ bias + ReLU) for the
 //! convolution, and for pooling a stack of strided window views, `argmax` over the window and a
 //! `gather` (so ties route to one element, like the fast kernel).
+pub mod activation;
+pub mod adam;
 pub mod batch_norm;
+mod bn_pool;
 pub mod conv;
 pub mod conv_transpose;
 mod glue;
@@ -39,6 +45,8 @@ pub mod pool;
 pub mod profile;
 pub mod sgd;
 
+pub use activation::{leaky_relu, leaky_relu_with, relu, relu_with};
+pub use adam::{AdamStep, adam_update, adam_update_supported};
 pub use batch_norm::BatchNorm2d;
 pub use conv::{Conv2dParams, conv2d, conv2d_max_pool2d, conv2d_max_pool2d_with, conv2d_with};
 pub use conv_transpose::{ConvTranspose2dParams, conv_transpose2d, conv_transpose2d_with};

@@ -13,15 +13,29 @@ pub enum Kernel {
     PoolBackward,
     LinearForward,
     LinearBackward,
+    ConvTransposeForward,
+    ConvTransposeBackward,
+    BatchNormForward,
+    BatchNormBackward,
+    /// ReLU and LeakyReLU, forward and backward.
+    Activation,
+    /// The fused SGD and Adam updates.
+    Optimizer,
 }
 
-const KERNELS: [Kernel; 6] = [
+const KERNELS: [Kernel; 12] = [
     Kernel::ConvForward,
     Kernel::ConvBackward,
     Kernel::PoolForward,
     Kernel::PoolBackward,
     Kernel::LinearForward,
     Kernel::LinearBackward,
+    Kernel::ConvTransposeForward,
+    Kernel::ConvTransposeBackward,
+    Kernel::BatchNormForward,
+    Kernel::BatchNormBackward,
+    Kernel::Activation,
+    Kernel::Optimizer,
 ];
 
 impl Kernel {
@@ -33,12 +47,18 @@ impl Kernel {
             Kernel::PoolBackward => "max_pool2d backward",
             Kernel::LinearForward => "linear forward",
             Kernel::LinearBackward => "linear backward",
+            Kernel::ConvTransposeForward => "conv_transpose forward",
+            Kernel::ConvTransposeBackward => "conv_transpose backward",
+            Kernel::BatchNormForward => "batch_norm forward",
+            Kernel::BatchNormBackward => "batch_norm backward",
+            Kernel::Activation => "relu / leaky_relu",
+            Kernel::Optimizer => "sgd / adam update",
         }
     }
 }
 
-static NANOS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
-static CALLS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static NANOS: [AtomicU64; KERNELS.len()] = [const { AtomicU64::new(0) }; KERNELS.len()];
+static CALLS: [AtomicU64; KERNELS.len()] = [const { AtomicU64::new(0) }; KERNELS.len()];
 
 /// Times `f` as one call of `kernel`.
 pub(crate) fn timed<R>(kernel: Kernel, f: impl FnOnce() -> R) -> R {
@@ -47,6 +67,22 @@ pub(crate) fn timed<R>(kernel: Kernel, f: impl FnOnce() -> R) -> R {
     NANOS[kernel as usize].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
     CALLS[kernel as usize].fetch_add(1, Ordering::Relaxed);
     r
+}
+
+/// Times its own life as one call of a kernel (for kernels whose work is not one closure).
+pub(crate) struct Timer(Kernel, Instant);
+
+impl Timer {
+    pub(crate) fn start(kernel: Kernel) -> Self {
+        Self(kernel, Instant::now())
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        NANOS[self.0 as usize].fetch_add(self.1.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        CALLS[self.0 as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// `(kernel, total time, calls)` since the last [`reset`] (or the start of the process).

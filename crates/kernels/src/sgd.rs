@@ -5,6 +5,7 @@
 //! more than its whole convolution forward pass. Here the velocity and the parameter are updated
 //! in place, in two parallel passes and without allocation.
 use crate::glue::{f32_slice, f32_slice_mut};
+use crate::profile::{Kernel, Timer};
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
 
@@ -42,6 +43,7 @@ impl InplaceOp3 for VelocityOp {
         if g.len() != v.len() || p.len() != v.len() {
             candle_core::bail!("sgd: velocity, gradient and parameter sizes differ");
         }
+        let _timer = Timer::start(Kernel::Optimizer);
         v.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(p.par_chunks(CHUNK)).for_each(|((v, g), p)| {
             for ((v, g), p) in v.iter_mut().zip(g).zip(p) {
                 *v = m * *v + (g + wd * p);
@@ -75,6 +77,7 @@ impl InplaceOp3 for ParamOp {
         if g.len() != p.len() || v.len() != p.len() {
             candle_core::bail!("sgd: velocity, gradient and parameter sizes differ");
         }
+        let _timer = Timer::start(Kernel::Optimizer);
         p.par_chunks_mut(CHUNK).zip(v.par_chunks(CHUNK)).zip(g.par_chunks(CHUNK)).for_each(|((p, v), g)| {
             for ((p, v), g) in p.iter_mut().zip(v).zip(g) {
                 let step = if s.nesterov { (g + wd * *p) + m * v } else { *v };

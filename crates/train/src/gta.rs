@@ -37,6 +37,7 @@ use crate::checkpoint::Resume;
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamSettings, inverse_decay};
 use crate::training_loop::{self, Hooks, LoopTrainer, MetricWindow, Outcome};
+use adapt_kernels::{AdamStep, adam_update, adam_update_supported};
 use adapt_models::NamedParams;
 use adapt_models::gta::{DiscriminatorOutput, GtaModel, class_code, generator_input, sample_noise, target_code};
 use candle_core::backprop::GradStore;
@@ -284,6 +285,14 @@ impl Optimizer for Adam {
             let g = g.detach();
             self.steps[i] += 1;
             let t = self.steps[i] as i32;
+            if adam_update_supported(var, &g, [self.m[i].as_ref(), self.v[i].as_ref()]) {
+                let step = AdamStep { lr: s.lr, beta1: s.beta1, beta2: s.beta2, eps: s.eps, t };
+                let (m, v) = adam_update(var, self.m[i].as_ref(), self.v[i].as_ref(), &g, step)?;
+                self.m[i] = Some(m);
+                self.v[i] = Some(v);
+                continue;
+            }
+            // Elsewhere the same update as candle ops (the fused one reproduces them bit for bit).
             let m = match &self.m[i] {
                 Some(m) => ((m * s.beta1)? + (&g * (1.0 - s.beta1))?)?,
                 None => (&g * (1.0 - s.beta1))?,
