@@ -35,10 +35,12 @@
 pub mod batches;
 pub mod cards;
 pub mod error;
+pub mod files;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;
 pub mod mat;
+pub mod memory;
 pub mod mnist;
 pub mod mnist_m;
 #[cfg(feature = "generators")]
@@ -56,6 +58,7 @@ pub mod svhn;
 pub mod syn_digits;
 pub mod toy;
 pub mod usps;
+pub mod verify;
 
 mod raw;
 
