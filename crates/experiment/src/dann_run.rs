@@ -22,7 +22,7 @@ use adapt_eval::plots::{self, Series};
 use adapt_eval::{evaluate_dann, predict, proxy_a_distance};
 use adapt_models::{Dann, ParamStore};
 use adapt_train::batches::MixedSampler;
-use adapt_train::checkpoint::{CHECKPOINT_FILE, CheckpointPolicy};
+use adapt_train::checkpoint::{CHECKPOINT_FILE, CheckpointPolicy, check_resume};
 use adapt_train::log::{MetricsWriter, Progress};
 use adapt_train::{StepMetrics, TrainConfig, TrainError, TrainHooks, train_dann};
 use candle_core::{Device, ModuleT};
@@ -139,6 +139,10 @@ where
 
     let mut sampler =
         MixedSampler::new(data.source_train.clone(), data.target_train.clone(), cfg.batch_size, cfg.seed)?;
+    // Also when nothing is left to train: a finished run's checkpoint must fit the run too.
+    if let Some(r) = &resume {
+        check_resume(&ckpt_path, r, cfg.steps, &sampler)?;
+    }
     let mut metrics = MetricsWriter::append(&metrics_path)?;
     let progress = Progress::new(cfg.steps as u64, method.as_str(), !opts.quiet);
     let every = opts.checkpoint_interval(cfg.steps, cfg.log_every);

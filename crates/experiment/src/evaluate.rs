@@ -134,6 +134,7 @@ fn evaluate_config(
             let model = cfg.build_model(&params, device)?;
             params.load(weights)?;
             let (_, data) = cfg.data()?;
+            crate::pair::check_finite_inputs(&data, &format!("evaluating {}", weights.display()))?;
             let (eval, a_distance) = crate::dann_run::evaluate_model(&model, &data, device, cfg.train.seed)?;
             Ok(RunSummary {
                 source_acc: eval.source_acc,
@@ -149,6 +150,7 @@ fn evaluate_config(
             let model = cfg.build_model(&params, device)?;
             params.load(weights)?;
             let data = cfg.load_data(data_dir)?;
+            crate::pair::check_finite_inputs(&data, &format!("evaluating {}", weights.display()))?;
             let (eval, a_distance) = crate::dann_run::evaluate_model(&model, &data, device, cfg.train.seed)?;
             let source_val_acc = match &data.source_val {
                 Some(val) => Some(label_accuracy(&model, val.as_ref(), device)?),
@@ -169,6 +171,7 @@ fn evaluate_config(
             let model = cfg.build_model(&params, device)?;
             params.load(weights)?;
             let data = cfg.load_data(data_dir)?;
+            crate::pair::check_finite_inputs(&data, &format!("evaluating {}", weights.display()))?;
             let eval = crate::gta::evaluate_model(&model, &data, device, cfg.train.seed)?;
             Ok(RunSummary {
                 source_acc: eval.source_acc,

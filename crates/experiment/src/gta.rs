@@ -256,6 +256,9 @@ pub fn run_in(
     let mut sampler = MixedSampler::new(data.source_train.clone(), data.target_train.clone(), batch_size, seed)?;
     let (resume, mut curve) =
         open_run_folder::<RunConfig, GtaStepMetrics>(dir, &info.config, &params, device, opts.resume, &[])?;
+    if let Some(r) = &resume {
+        adapt_train::checkpoint::check_resume(&ckpt_path, r, steps, &sampler)?;
+    }
     let resumed_at = resume.as_ref().map(|r| r.step);
     let mut metrics = MetricsWriter::append(&metrics_path)?;
     let progress = Progress::new(steps as u64, variant.method_name(), !opts.quiet);
