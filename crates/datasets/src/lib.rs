@@ -36,6 +36,7 @@ pub mod batches;
 pub mod cards;
 pub mod error;
 pub mod files;
+pub mod fuzz;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;

@@ -41,6 +41,9 @@ pub fn parse_labels(path: &Path, text: &str) -> Result<Vec<LabelEntry>> {
         if file.contains(['/', '\\']) || file == ".." || file == "." {
             return Err(format_err(path, format!("line {}: file name '{file}' must not contain a path", i + 1)));
         }
+        if file.chars().any(char::is_control) {
+            return Err(format_err(path, format!("line {}: file name {file:?} holds a control character", i + 1)));
+        }
         let label: u32 = label
             .parse()
             .map_err(|_| format_err(path, format!("line {}: label '{label}' is not an integer", i + 1)))?;

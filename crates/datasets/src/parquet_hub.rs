@@ -102,8 +102,26 @@ fn label(row: &Row) -> Option<i64> {
 }
 
 /// Reads `(encoded image, label)` pairs from one parquet file.
+///
+/// The `parquet` crate panics on some corrupt footers (a column chunk of negative length, say):
+/// such a panic is caught and becomes an error naming the file.
 #[cfg(feature = "hub")]
 pub fn read_rows(path: &Path) -> Result<Vec<(Vec<u8>, i64)>> {
+    match std::panic::catch_unwind(|| read_rows_unguarded(path)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(format_err(path, format!("corrupt parquet file (the parquet reader gave up: {why})")))
+        }
+    }
+}
+
+#[cfg(feature = "hub")]
+fn read_rows_unguarded(path: &Path) -> Result<Vec<(Vec<u8>, i64)>> {
     crate::files::require_regular(path).map_err(|e| io_err(path, e))?;
     let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| parquet_err(path, e))?;
