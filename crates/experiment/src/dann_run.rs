@@ -12,7 +12,9 @@
 //!   checkpoint with the best source validation accuracy;
 //! * `curves.png`, `summary.json`.
 use crate::error::{Context, ExperimentError, Result, ensure};
-use crate::files::{BEST_FILE, METRICS_FILE, MODEL_FILE, SELECTION_FILE, open_run_folder, read_json, write_json};
+use crate::files::{
+    BEST_FILE, METRICS_FILE, MODEL_FILE, RecordSchedule, SELECTION_FILE, open_run_folder, read_json, write_json,
+};
 use crate::recipe::RunOptions;
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{WeightsInfo, WeightsStep, save_weights};
@@ -126,9 +128,17 @@ where
         "source-validation selection needs a source validation split, and this experiment has none".into()
     })?;
 
+    let schedule = RecordSchedule { every: cfg.log_every, steps: cfg.steps };
     let mut selection = SelectionRecord::default();
-    let (resume, mut curve) =
-        open_run_folder::<C, StepMetrics>(dir, config, params, device, opts.resume, &[&selection_path, &best_path])?;
+    let (resume, mut curve) = open_run_folder::<C, StepMetrics>(
+        dir,
+        config,
+        schedule,
+        params,
+        device,
+        opts.resume,
+        &[&selection_path, &best_path],
+    )?;
     if let Some(r) = &resume
         && let Some(saved) = read_json::<SelectionRecord>(&selection_path)?
     {

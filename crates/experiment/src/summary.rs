@@ -139,14 +139,19 @@ impl RunSummary {
         if !methods.contains(&self.method.as_str()) {
             return Err(format!("method '{}' is not one of the {:?} runs ({methods:?})", self.method, self.kind));
         }
-        for (role, name) in [("source", &self.source), ("target", &self.target)] {
+        for (role, name, toy) in
+            [("source", &self.source, crate::toy::TOY_SOURCE), ("target", &self.target, crate::toy::TOY_TARGET)]
+        {
             let known = match self.kind {
-                RunKind::Toy => [crate::toy::TOY_SOURCE, crate::toy::TOY_TARGET].contains(&name.as_str()),
+                RunKind::Toy => name == toy,
                 _ => adapt_datasets::DatasetId::parse(name).is_ok_and(|id| id.name() == name),
             };
             if !known {
                 return Err(format!("{role} '{name}' is not a dataset of a {:?} run", self.kind));
             }
+        }
+        if self.source == self.target {
+            return Err(format!("source and target are both '{}'", self.source));
         }
         if self.weights != self.selection.weights_file() {
             return Err(format!(

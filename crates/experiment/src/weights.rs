@@ -88,6 +88,10 @@ pub fn read_weights_info(path: &Path) -> Result<(WeightsInfo, WeightsStep)> {
         .map_err(|e| ExperimentError::file(path, format!("metadata '{INPUT_KEY}' is unreadable ({e})")))?;
     let at: WeightsStep = serde_json::from_str(field(STEP_KEY)?)
         .map_err(|e| ExperimentError::file(path, format!("metadata '{STEP_KEY}' is unreadable ({e})")))?;
+    let config: RunConfig = config;
+    if at.step == 0 || at.step > config.steps() {
+        return Err(ExperimentError::file(path, format!("holds step {} of a {}-step run", at.step, config.steps())));
+    }
     Ok((WeightsInfo { config, input }, at))
 }
 

@@ -123,7 +123,10 @@ fn resume_without_momentum_restored_would_differ() {
     let mut saved = checkpoint::load(&path, &params, &Device::Cpu).unwrap();
     assert_eq!(saved.step, 30);
     assert!(!saved.velocity.is_empty(), "momentum buffers were not saved");
-    saved.velocity.clear();
+    // Zeroed rather than removed: a DANN checkpoint without its buffers is refused.
+    for v in saved.velocity.values_mut() {
+        *v = v.zeros_like().unwrap();
+    }
     let data = RotatedMoons::generate(&RotatedMoonsConfig::default()).unwrap();
     let model = toy_dann(&ToyConfig::default(), params.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let mut sampler =
@@ -310,5 +313,19 @@ fn metadata_that_does_not_fit_the_run_is_refused() {
     // The untouched file still resumes.
     std::fs::write(&path, &good).unwrap();
     run(&dir, &cfg, true, None).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_dann_checkpoint_without_a_momentum_buffer_is_refused() {
+    let (dir, path, _) = interrupted_at_30("no-velocity");
+    reseal(&path, |t, _| {
+        t.remove("optim.velocity.domain.fc0.weight");
+    });
+    let err = run(&dir, &config(0.05), true, None).err().expect("resumed without momentum").to_string();
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("no momentum buffer for 'domain.fc0.weight'"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
