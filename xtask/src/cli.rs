@@ -31,6 +31,9 @@ pub enum Command {
     /// Train many runs and print one table (the digit matrix, the GTA ablation).
     #[command(subcommand)]
     Ablation(crate::ablation::AblationCommand),
+    /// Corrupted inputs for every loader, checkpoints and run files: counts of correct loads,
+    /// clear errors, and any panic, hang, runaway allocation or silent acceptance.
+    Fuzz(crate::fuzz::FuzzArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +86,10 @@ pub fn run(cli: Cli) -> Result<Option<serde_json::Value>> {
         Command::Ablation(command) => crate::ablation::run(&command).map(Some),
         Command::Data(args) => {
             crate::data::run(&args.command, args.data_dir.as_deref(), cli.json)?;
+            Ok(None)
+        }
+        Command::Fuzz(args) => {
+            crate::fuzz::run(&args, cli.json)?;
             Ok(None)
         }
     }

@@ -8,5 +8,6 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod evaluate;
+pub mod fuzz;
 pub mod report;
 pub mod train;

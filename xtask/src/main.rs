@@ -5,8 +5,11 @@ use xtask::cli::{Cli, run};
 /// mimalloc keeps freed memory for reuse: a training step frees and re-allocates the same large
 /// buffers (activations, gradients), which glibc's malloc returns to the system and then faults
 /// in, zeroed by the kernel, page by page on every step (a sixth of the SVHN step's CPU time).
+/// The counting wrapper measures allocations only while `cargo xtask fuzz` loads a case (two
+/// relaxed atomic loads per allocation otherwise).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: adapt_datasets::memory::CountingAlloc<mimalloc::MiMalloc> =
+    adapt_datasets::memory::CountingAlloc::new(mimalloc::MiMalloc);
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (the same index in v2 and v3; the Rust
 /// bindings do not name it).

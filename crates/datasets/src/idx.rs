@@ -2,7 +2,7 @@
 //! dimension count, then one u32 per dimension) followed by the elements, row-major. Files may be
 //! gzipped; only unsigned-byte elements (type 0x08), which is all MNIST uses, are accepted.
 use crate::Result;
-use crate::raw::{format_err, maybe_gunzip, read_file};
+use crate::raw::{MAX_DEFLATE_RATIO, expect_end, format_err, is_gzip, read_exactly, read_file};
 use std::path::Path;
 
 /// A decoded IDX file of unsigned bytes.
@@ -15,8 +15,30 @@ pub struct IdxU8 {
 
 /// Reads an IDX file (gzipped or not) from disk.
 pub fn read_idx(path: &Path) -> Result<IdxU8> {
-    let bytes = maybe_gunzip(path, read_file(path)?)?;
-    parse_idx(path, &bytes)
+    let bytes = read_file(path)?;
+    if is_gzip(&bytes) { parse_idx(path, &gunzip_idx(path, &bytes)?) } else { parse_idx(path, &bytes) }
+}
+
+/// Inflates a gzipped IDX file: the header first, then exactly the bytes its dimensions declare,
+/// so a stream that inflates to more (a gzip bomb) stops there, and dimensions that the compressed
+/// size could not hold are refused before anything is inflated.
+fn gunzip_idx(path: &Path, gz: &[u8]) -> Result<Vec<u8>> {
+    let mut stream = flate2::read::MultiGzDecoder::new(gz);
+    let mut out = Vec::new();
+    read_exactly(path, &mut stream, 4, &mut out, "gzip data (IDX magic)")?;
+    if out[..3] != [0, 0, 0x08] || out[3] == 0 {
+        return Ok(out); // `parse_idx` names what is wrong with the magic
+    }
+    read_exactly(path, &mut stream, 4 * u64::from(out[3]), &mut out, "gzip data (IDX dimensions)")?;
+    let dims: Vec<u64> =
+        out[4..].chunks_exact(4).map(|d| u64::from(u32::from_be_bytes(d.try_into().expect("4 bytes")))).collect();
+    let limit = (gz.len() as u64).saturating_mul(MAX_DEFLATE_RATIO);
+    let count = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= limit).ok_or_else(|| {
+        format_err(path, format!("IDX dimensions {dims:?} declare more data than {} bytes of gzip can hold", gz.len()))
+    })?;
+    read_exactly(path, &mut stream, count, &mut out, "gzip data (IDX elements)")?;
+    expect_end(path, &mut stream, "gzip data", count)?;
+    Ok(out)
 }
 
 /// Parses IDX bytes; `path` is only used in error messages.

@@ -35,10 +35,13 @@
 pub mod batches;
 pub mod cards;
 pub mod error;
+pub mod files;
+pub mod fuzz;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;
 pub mod mat;
+pub mod memory;
 pub mod mnist;
 pub mod mnist_m;
 #[cfg(feature = "generators")]
@@ -56,6 +59,7 @@ pub mod svhn;
 pub mod syn_digits;
 pub mod toy;
 pub mod usps;
+pub mod verify;
 
 mod raw;
 

@@ -11,8 +11,8 @@
 //! file with extra cell or struct variables still loads. v7.3 (HDF5) files are recognised and
 //! rejected with a message saying so.
 use crate::Result;
-use crate::raw::{format_err, io_err, read_file};
-use std::io::{Read, Write};
+use crate::raw::{MAX_DEFLATE_RATIO, expect_end, format_err, io_err, read_exactly, read_file};
+use std::io::Write;
 use std::path::Path;
 
 const MI_INT8: u32 = 1;
@@ -152,10 +152,7 @@ fn parse_elements(path: &Path, mut b: &[u8], e: Endian, depth: usize, out: &mut 
                 if depth > 0 {
                     return Err(format_err(path, format!("nested compressed element at offset {offset}")));
                 }
-                let mut inner = Vec::new();
-                flate2::read::ZlibDecoder::new(body)
-                    .read_to_end(&mut inner)
-                    .map_err(|err| format_err(path, format!("corrupt compressed element at offset {offset}: {err}")))?;
+                let inner = inflate_element(path, body, e, offset)?;
                 parse_elements(path, &inner, e, depth + 1, out)?;
             }
             MI_MATRIX => {
@@ -177,6 +174,49 @@ fn parse_elements(path: &Path, mut b: &[u8], e: Endian, depth: usize, out: &mut 
     Ok(())
 }
 
+/// Bytes of a compressed element's inflated start that are checked against its matrix header
+/// before the rest is inflated.
+const PREFLIGHT: u64 = 64 << 10;
+
+/// Inflates the compressed element `body` (at `offset`): exactly the one element it holds, whose
+/// tag declares its size. The declared size is refused when the compressed bytes could not hold
+/// it, and a matrix whose dimensions need less than it declares is refused from its header,
+/// before the rest is inflated: a zlib bomb never gets further than its first kilobytes.
+fn inflate_element(path: &Path, body: &[u8], e: Endian, offset: usize) -> Result<Vec<u8>> {
+    let what = format!("compressed element at offset {offset}");
+    let mut z = flate2::read::ZlibDecoder::new(body);
+    let mut inner = Vec::new();
+    read_exactly(path, &mut z, 8, &mut inner, &what)?;
+    let (ty, n, hdr) = read_tag(path, &inner, e, offset)?;
+    let total = if hdr == 4 { 8 } else { 8 + n as u64 };
+    if total > (body.len() as u64).saturating_mul(MAX_DEFLATE_RATIO) + 64 {
+        return Err(format_err(
+            path,
+            format!("{what} declares {total} bytes, more than its {} compressed bytes can hold", body.len()),
+        ));
+    }
+    let first = total.min(8 + PREFLIGHT);
+    read_exactly(path, &mut z, first - 8, &mut inner, &what)?;
+    if ty == MI_MATRIX && hdr == 8 {
+        let complete = first == total;
+        if let Some(layout) = matrix_layout(path, &inner[8..], e, offset + 8, complete)?
+            && layout.numeric
+            && (n as u64) > layout.needed.div_ceil(8) * 8 + 64
+        {
+            return Err(format_err(
+                path,
+                format!(
+                    "{what}: variable '{}' declares {n} bytes, but its dimensions {:?} need {}",
+                    layout.name, layout.dims, layout.needed
+                ),
+            ));
+        }
+    }
+    read_exactly(path, &mut z, total - first, &mut inner, &what)?;
+    expect_end(path, &mut z, &what, total)?;
+    Ok(inner)
+}
+
 /// One sub-element of a matrix: `(type, data, bytes consumed including padding)`.
 fn sub_element<'a>(path: &Path, b: &'a [u8], e: Endian, at: usize, what: &str) -> Result<(u32, &'a [u8], usize)> {
     let (ty, n, hdr) =
@@ -193,7 +233,41 @@ fn sub_element<'a>(path: &Path, b: &'a [u8], e: Endian, at: usize, what: &str) -
     Ok((ty, data, (8 + n).div_ceil(8) * 8))
 }
 
-fn parse_matrix(path: &Path, b: &[u8], e: Endian, at: usize) -> Result<Option<MatArray>> {
+/// What a matrix's header says, read before its data.
+struct Layout {
+    name: String,
+    class: u8,
+    dims: Vec<usize>,
+    /// A non-complex numeric class: the only variables decoded.
+    numeric: bool,
+    /// Offset of the real part's tag inside the matrix body.
+    data_at: usize,
+    /// Bytes of the body up to the end of the real part its dimensions need (0 if not numeric).
+    needed: u64,
+}
+
+/// Bytes per stored value of an mi type, for the types [`decode_numeric`] reads.
+fn value_size(ty: u32) -> Option<u64> {
+    Some(match ty {
+        MI_INT8 | MI_UINT8 => 1,
+        MI_INT16 | MI_UINT16 => 2,
+        MI_INT32 | MI_UINT32 | MI_SINGLE => 4,
+        MI_DOUBLE | MI_INT64 | MI_UINT64 => 8,
+        _ => return None,
+    })
+}
+
+/// Reads the array flags, dimensions, name and the real part's tag of the matrix body `b` (at
+/// `at`). `complete`: `b` is the whole body; otherwise a header cut short by the end of `b` gives
+/// `None` (nothing to say yet) rather than an error.
+fn matrix_layout(path: &Path, b: &[u8], e: Endian, at: usize, complete: bool) -> Result<Option<Layout>> {
+    match matrix_layout_inner(path, b, e, at) {
+        Err(_) if !complete => Ok(None),
+        other => other,
+    }
+}
+
+fn matrix_layout_inner(path: &Path, b: &[u8], e: Endian, at: usize) -> Result<Option<Layout>> {
     if b.is_empty() {
         return Ok(None); // scipy writes empty miMATRIX elements for empty variables.
     }
@@ -225,13 +299,42 @@ fn parse_matrix(path: &Path, b: &[u8], e: Endian, at: usize) -> Result<Option<Ma
     let name = String::from_utf8_lossy(name_raw).into_owned();
     pos += used;
     // Classes 6..=15 are the numeric ones; cells, structs, chars, sparse and objects are skipped.
-    if !(6..=15).contains(&class) || complex {
+    let numeric = (6..=15).contains(&class) && !complex;
+    let mut needed = 0;
+    if numeric {
+        let count = dims
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+            .ok_or_else(|| format_err(path, format!("variable '{name}': dimensions {dims:?} overflow")))?;
+        let rest = b.get(pos..).unwrap_or(&[]);
+        let (ty, declared, hdr) = read_tag(path, rest, e, at + pos)
+            .map_err(|_| format_err(path, format!("truncated data tag of variable '{name}' at offset {}", at + pos)))?;
+        let size =
+            value_size(ty).ok_or_else(|| format_err(path, format!("variable '{name}': unsupported data type {ty}")))?;
+        let want = count.checked_mul(size).filter(|&w| w <= u32::MAX as u64).ok_or_else(|| {
+            format_err(path, format!("variable '{name}': dimensions {dims:?} need more than a MAT v5 element holds"))
+        })?;
+        if declared as u64 != want {
+            return Err(format_err(
+                path,
+                format!(
+                    "variable '{name}': dimensions {dims:?} need {want} bytes of data, its data element at offset {} holds {declared}",
+                    at + pos
+                ),
+            ));
+        }
+        needed = pos as u64 + if hdr == 4 { 8 } else { 8 + want };
+    }
+    Ok(Some(Layout { name, class, dims, numeric, data_at: pos, needed }))
+}
+
+fn parse_matrix(path: &Path, b: &[u8], e: Endian, at: usize) -> Result<Option<MatArray>> {
+    let Some(layout) = matrix_layout(path, b, e, at, true)? else { return Ok(None) };
+    if !layout.numeric {
         return Ok(None);
     }
-    let count = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| format_err(path, format!("variable '{name}': dimensions {dims:?} overflow")))?;
+    let Layout { name, class, dims, data_at: pos, .. } = layout;
+    let count: usize = dims.iter().product();
     let rest = b.get(pos..).unwrap_or(&[]);
     let (ty, real, _) = sub_element(path, rest, e, at + pos, &format!("data of variable '{name}'"))?;
     let data = decode_numeric(path, &name, ty, real, e)?;

@@ -2,33 +2,44 @@
 //! `t10k-...`). The dotted spelling `train-images.idx3-ubyte` that some mirrors use is accepted too.
 use crate::idx::read_idx;
 use crate::raw::{check_labels, format_err};
+use crate::registry::first_existing;
 use crate::{ImageDataset, Result, Split};
 use std::path::{Path, PathBuf};
 
-/// The image and label files of `split` in `folder`, if both exist.
-pub fn find_files(folder: &Path, split: Split) -> Option<(PathBuf, PathBuf)> {
+/// The image and label files of `split` in `folder`: `None` when neither is there, an error when
+/// only one of them is, when one is not a regular file, or when one is there under two names
+/// (gzipped and not, say).
+pub fn find_files(folder: &Path, split: Split) -> Result<Option<(PathBuf, PathBuf)>> {
     let prefix = match split {
         Split::Train => "train",
         Split::Test => "t10k",
-        Split::Extra => return None,
+        Split::Extra => return Ok(None),
     };
-    let find = |kind: &str, n: u8| {
+    let names = |kind: &str, n: u8| {
         [
             format!("{prefix}-{kind}-idx{n}-ubyte.gz"),
             format!("{prefix}-{kind}-idx{n}-ubyte"),
             format!("{prefix}-{kind}.idx{n}-ubyte.gz"),
             format!("{prefix}-{kind}.idx{n}-ubyte"),
         ]
-        .into_iter()
-        .map(|n| folder.join(n))
-        .find(|p| p.is_file())
     };
-    Some((find("images", 3)?, find("labels", 1)?))
+    let images = first_existing(folder, &names("images", 3), true)?;
+    let labels = first_existing(folder, &names("labels", 1), true)?;
+    match (images, labels) {
+        (Some(i), Some(l)) => Ok(Some((i, l))),
+        (None, None) => Ok(None),
+        (Some(i), None) => {
+            Err(format_err(&i, format!("has no labels file next to it ({prefix}-labels-idx1-ubyte[.gz] is missing)")))
+        }
+        (None, Some(l)) => {
+            Err(format_err(&l, format!("has no images file next to it ({prefix}-images-idx3-ubyte[.gz] is missing)")))
+        }
+    }
 }
 
 /// Loads `split` of MNIST from the IDX files in `folder`.
 pub fn load_idx(folder: &Path, split: Split) -> Result<ImageDataset> {
-    let (images_path, labels_path) = find_files(folder, split)
+    let (images_path, labels_path) = find_files(folder, split)?
         .ok_or_else(|| format_err(folder, format!("no IDX image and label files for split '{split}'")))?;
     load_idx_files(&images_path, &labels_path, split)
 }

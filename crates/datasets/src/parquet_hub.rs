@@ -36,11 +36,14 @@ fn walk(root: &Path, dir: &Path, depth: usize, split: Split, out: &mut Vec<PathB
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let p = e.path();
-        // `is_dir`/`is_file` follow symlinks, as the Hub cache's snapshot entries are symlinks to blobs.
-        if p.is_dir() && depth < 4 {
-            walk(root, &p, depth + 1, split, out);
-        } else if p.is_file() && is_split_file(p.strip_prefix(root).unwrap_or(&p), split) {
-            out.push(p);
+        // Symbolic links are followed, as the Hub cache's snapshot entries are symlinks to blobs. A
+        // split file that is not a regular file (a FIFO, a dangling link) is listed all the same,
+        // so that loading it is an error naming it rather than a split silently absent.
+        let split_file = is_split_file(p.strip_prefix(root).unwrap_or(&p), split);
+        match crate::files::entry_kind(&p) {
+            _ if split_file => out.push(p),
+            crate::files::EntryKind::Directory if depth < 4 => walk(root, &p, depth + 1, split, out),
+            _ => {}
         }
     }
 }
@@ -65,31 +68,23 @@ fn parquet_err(path: &Path, e: parquet::errors::ParquetError) -> DatasetError {
     format_err(path, format!("corrupt or unsupported parquet file: {e}"))
 }
 
-/// The image bytes of a row: a `{bytes, path}` struct (or a bare binary column) named `image`/`img`,
-/// else the first such column.
+/// The image bytes of a row: a `{bytes, path}` struct (or a bare binary column) named `image` or
+/// `img`. No other column is taken for the images: guessing would turn a file of another layout
+/// into wrong data.
 #[cfg(feature = "hub")]
 fn image_bytes(row: &Row) -> Option<&[u8]> {
-    let mut fallback = None;
-    for (name, field) in row.get_column_iter() {
-        let bytes = match field {
-            Field::Group(g) => g.get_column_iter().find_map(|(n, f)| match (n.as_str(), f) {
-                ("bytes", Field::Bytes(b)) => Some(b.data()),
-                _ => None,
-            }),
-            Field::Bytes(b) => Some(b.data()),
+    row.get_column_iter().filter(|(name, _)| *name == "image" || *name == "img").find_map(|(_, field)| match field {
+        Field::Group(g) => g.get_column_iter().find_map(|(n, f)| match (n.as_str(), f) {
+            ("bytes", Field::Bytes(b)) => Some(b.data()),
             _ => None,
-        };
-        if let Some(b) = bytes {
-            if name == "image" || name == "img" {
-                return Some(b);
-            }
-            fallback.get_or_insert(b);
-        }
-    }
-    fallback
+        }),
+        Field::Bytes(b) => Some(b.data()),
+        _ => None,
+    })
 }
 
-/// The label of a row: an integer column named `label`/`labels`, else the first integer column.
+/// The label of a row: an integer column named `label` or `labels` (any other integer column, an
+/// index say, would be wrong labels that load without a word).
 #[cfg(feature = "hub")]
 fn label(row: &Row) -> Option<i64> {
     let int = |f: &Field| match *f {
@@ -103,30 +98,41 @@ fn label(row: &Row) -> Option<i64> {
         Field::ULong(v) => i64::try_from(v).ok(),
         _ => None,
     };
-    let mut fallback = None;
-    for (name, f) in row.get_column_iter() {
-        if let Some(v) = int(f) {
-            if name == "label" || name == "labels" {
-                return Some(v);
-            }
-            fallback.get_or_insert(v);
-        }
-    }
-    fallback
+    row.get_column_iter().filter(|(name, _)| *name == "label" || *name == "labels").find_map(|(_, f)| int(f))
 }
 
 /// Reads `(encoded image, label)` pairs from one parquet file.
+///
+/// The `parquet` crate panics on some corrupt footers (a column chunk of negative length, say):
+/// such a panic is caught and becomes an error naming the file.
 #[cfg(feature = "hub")]
 pub fn read_rows(path: &Path) -> Result<Vec<(Vec<u8>, i64)>> {
+    match std::panic::catch_unwind(|| read_rows_unguarded(path)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(format_err(path, format!("corrupt parquet file (the parquet reader gave up: {why})")))
+        }
+    }
+}
+
+#[cfg(feature = "hub")]
+fn read_rows_unguarded(path: &Path) -> Result<Vec<(Vec<u8>, i64)>> {
+    crate::files::require_regular(path).map_err(|e| io_err(path, e))?;
     let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| parquet_err(path, e))?;
     let iter = reader.get_row_iter(None).map_err(|e| parquet_err(path, e))?;
     let mut out = Vec::new();
     for (i, row) in iter.enumerate() {
         let row = row.map_err(|e| parquet_err(path, e))?;
-        let img = image_bytes(&row)
-            .ok_or_else(|| format_err(path, format!("row {i}: no image column ({{bytes, path}} struct or binary)")))?;
-        let l = label(&row).ok_or_else(|| format_err(path, format!("row {i}: no integer label column")))?;
+        let img = image_bytes(&row).ok_or_else(|| {
+            format_err(path, format!("row {i}: no image column ('image' or 'img': a {{bytes, path}} struct or binary)"))
+        })?;
+        let l = label(&row).ok_or_else(|| format_err(path, format!("row {i}: no integer 'label' column")))?;
         out.push((img.to_vec(), l));
     }
     Ok(out)

@@ -1,5 +1,6 @@
 //! Small helpers shared by the loaders: reading files with errors that name them, transparent
 //! gunzip, and decoding PNG/JPEG bytes to planar `u8` pixels.
+use crate::files::MAX_DATA_FILE;
 use crate::{DatasetError, Result};
 use std::io::Read;
 use std::path::Path;
@@ -14,29 +15,87 @@ pub(crate) fn io_err(path: &Path, source: std::io::Error) -> DatasetError {
     DatasetError::Io { path: path.to_path_buf(), source }
 }
 
-/// Reads the whole file.
+/// Reads the whole file, which must be a regular file (not a FIFO, device or directory) of at most
+/// [`MAX_DATA_FILE`] bytes.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| io_err(path, e))
+    crate::files::read_regular(path, MAX_DATA_FILE).map_err(|e| io_err(path, e))
 }
 
-/// Returns the gunzipped bytes when `bytes` start with the gzip magic, else `bytes` unchanged.
-/// Detection is by content, not by name, so a `.gz` that was already unpacked by a browser still loads.
-pub(crate) fn maybe_gunzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
-    if bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
-        let mut out = Vec::with_capacity(bytes.len() * 4);
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(|e| format_err(path, format!("corrupt gzip data: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(bytes)
+/// Whether `bytes` start with the gzip magic. Detection is by content, not by name, so a `.gz`
+/// that was already unpacked by a browser still loads.
+pub(crate) fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
+}
+
+/// Deflate cannot expand its input by more than about 1032:1 (258-byte matches in 2-bit codes):
+/// a compressed stream that declares more is corrupt, and is refused before it is inflated.
+pub(crate) const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// Reads exactly `n` more bytes of `stream` into `out`, growing it as data arrives (never by a
+/// declared size up front).
+pub(crate) fn read_exactly(path: &Path, stream: &mut impl Read, n: u64, out: &mut Vec<u8>, what: &str) -> Result<()> {
+    let before = out.len();
+    stream.take(n).read_to_end(out).map_err(|e| format_err(path, format!("corrupt {what}: {e}")))?;
+    let got = (out.len() - before) as u64;
+    if got < n {
+        return Err(format_err(path, format!("{what} ends after {got} of its {n} bytes")));
+    }
+    Ok(())
+}
+
+/// Checks that `stream` holds nothing more (which also lets the decoder verify its checksum).
+pub(crate) fn expect_end(path: &Path, stream: &mut impl Read, what: &str, declared: u64) -> Result<()> {
+    let mut extra = [0u8; 1];
+    match stream.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(format_err(path, format!("{what} holds more than the {declared} bytes its header declares"))),
+        Err(e) => Err(format_err(path, format!("corrupt {what}: {e}"))),
     }
 }
 
+/// The gunzipped bytes when `bytes` are gzip data, else `bytes` unchanged; more than `max_out`
+/// inflated bytes is an error, raised as soon as they are reached.
+pub(crate) fn maybe_gunzip(path: &Path, bytes: Vec<u8>, max_out: u64) -> Result<Vec<u8>> {
+    if !is_gzip(&bytes) {
+        if bytes.len() as u64 > max_out {
+            return Err(format_err(
+                path,
+                format!("{} bytes, more than a file of this kind holds ({max_out})", bytes.len()),
+            ));
+        }
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(&bytes[..])
+        .take(max_out + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format_err(path, format!("corrupt gzip data: {e}")))?;
+    if out.len() as u64 > max_out {
+        return Err(format_err(
+            path,
+            format!("gzip data inflates past {max_out} bytes, more than a file of this kind holds"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Largest width or height of an image in a digit dataset (the digits are 16 to 32 pixels): the
+/// header is checked against it before any pixel is decoded.
+pub(crate) const MAX_IMAGE_SIDE: u32 = 1024;
+
 /// Decodes an encoded image (PNG or JPEG, guessed from content) into planar `[C, H, W]` u8 pixels
-/// with `channels` = 1 (luma) or 3 (RGB). Returns `(pixels, height, width)`.
+/// with `channels` = 1 (luma) or 3 (RGB). Returns `(pixels, height, width)`. Images wider or taller
+/// than [`MAX_IMAGE_SIDE`] are refused from their header, before decoding.
 pub(crate) fn decode_image(what: &Path, bytes: &[u8], channels: usize) -> Result<(Vec<u8>, usize, usize)> {
-    let img = image::load_from_memory(bytes).map_err(|e| format_err(what, format!("cannot decode image: {e}")))?;
+    let bad = |e: image::ImageError| format_err(what, format!("cannot decode image: {e}"));
+    let mut reader =
+        image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| io_err(what, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(4 * u64::from(MAX_IMAGE_SIDE) * u64::from(MAX_IMAGE_SIDE) * 4);
+    reader.limits(limits);
+    let img = reader.decode().map_err(bad)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     match channels {
         1 => Ok((img.to_luma8().into_raw(), h, w)),

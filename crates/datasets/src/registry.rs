@@ -4,6 +4,8 @@
 //! `mnist`, `mnist_m`, `svhn`, `usps`, `syn_digits` (and `bsds500`, the photos MNIST-M is made from).
 //! Inside a dataset's folder the loader recognises the original file formats by the files present,
 //! falling back to Hub-layout parquet files. Without a folder the Hugging Face Hub copy is used.
+use crate::files::{EntryKind, entry_kind};
+use crate::raw::{format_err, io_err};
 use crate::{DatasetError, ImageDataset, Result, Split};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -165,16 +167,62 @@ impl fmt::Display for Origin {
     }
 }
 
-/// The local folder of `id` in the data directory, if the directory is known and the folder exists.
-pub fn local_folder(id: DatasetId, data_dir: Option<&Path>) -> Option<PathBuf> {
-    let dir = resolve_data_dir(data_dir)?.join(id.folder());
-    dir.is_dir().then_some(dir)
+/// The data directory in effect (see [`resolve_data_dir`]), which must be a directory when one is
+/// given: a misspelt `--data-dir` is an error, not a silent fall back to the Hub.
+pub fn data_dir_checked(data_dir: Option<&Path>) -> Result<Option<PathBuf>> {
+    let Some(dir) = resolve_data_dir(data_dir) else { return Ok(None) };
+    match entry_kind(&dir) {
+        EntryKind::Directory => Ok(Some(dir)),
+        EntryKind::Missing => {
+            Err(io_err(&dir, std::io::Error::new(std::io::ErrorKind::NotFound, "the data directory does not exist")))
+        }
+        other => Err(io_err(
+            &dir,
+            std::io::Error::other(format!("the data directory is {}, not a directory", other.describe())),
+        )),
+    }
+}
+
+/// As `{"kind": "local", "path", "format"}`, `{"kind": "hub", "repo"}` or `{"kind": "unavailable"}`.
+impl serde::Serialize for Origin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        #[serde(tag = "kind", rename_all = "lowercase")]
+        enum Json<'a> {
+            Local { path: &'a Path, format: &'a str },
+            Hub { repo: &'a str },
+            Unavailable,
+        }
+        match self {
+            Origin::Local { folder, format } => Json::Local { path: folder, format },
+            Origin::Hub { repo } => Json::Hub { repo },
+            Origin::Unavailable => Json::Unavailable,
+        }
+        .serialize(s)
+    }
+}
+
+/// The local folder of `id` in the data directory, if the directory is known and the folder
+/// exists; an error when the data directory does not exist or the dataset's entry in it is not a
+/// directory.
+pub fn local_folder(id: DatasetId, data_dir: Option<&Path>) -> Result<Option<PathBuf>> {
+    let Some(dir) = data_dir_checked(data_dir)? else { return Ok(None) };
+    let folder = dir.join(id.folder());
+    match entry_kind(&folder) {
+        EntryKind::Directory => Ok(Some(folder)),
+        EntryKind::Missing => Ok(None),
+        other => Err(format_err(&folder, format!("{}, not a dataset folder", other.describe()))),
+    }
 }
 
 /// Where `id` would load from, without reading any data.
 pub fn origin(id: DatasetId, data_dir: Option<&Path>) -> Origin {
-    if let Some(folder) = local_folder(id, data_dir) {
-        let format = local_format(id, &folder, id.splits()[0]).map(|f| f.describe()).unwrap_or("none recognised");
+    if let Ok(Some(folder)) = local_folder(id, data_dir) {
+        let format = match local_format(id, &folder, id.splits()[0]) {
+            Ok(Some(f)) => f.describe(),
+            Ok(None) => "none recognised",
+            Err(_) => "unusable files",
+        };
         return Origin::Local { folder, format };
     }
     match id.hub() {
@@ -205,33 +253,57 @@ impl LocalFormat {
     }
 }
 
-fn first_existing(folder: &Path, names: &[String]) -> Option<PathBuf> {
-    names.iter().map(|n| folder.join(n)).find(|p| p.is_file())
+/// The one entry of `names` present in `folder`: `None` when none is, an error when the first
+/// present is not a regular file (a directory, a FIFO, a dangling link, a device) or when more
+/// than one is present and `unique` (two copies of one split under different names, which may
+/// differ: which one is meant is not for the loader to guess).
+pub(crate) fn first_existing(folder: &Path, names: &[String], unique: bool) -> Result<Option<PathBuf>> {
+    let present: Vec<(PathBuf, EntryKind)> =
+        names.iter().map(|n| folder.join(n)).map(|p| (p.clone(), entry_kind(&p))).filter(|(_, k)| k.exists()).collect();
+    let Some((path, kind)) = present.first() else { return Ok(None) };
+    if unique && present.len() > 1 {
+        let all: Vec<String> = present.iter().map(|(p, _)| p.display().to_string()).collect();
+        return Err(format_err(folder, format!("one split, several files: {} (keep one of them)", all.join(" and "))));
+    }
+    if !kind.is_regular() {
+        return Err(format_err(path, format!("{}, not a regular file", kind.describe())));
+    }
+    Ok(Some(path.clone()))
 }
 
-/// Recognises the format of `split` in `folder` by the files present.
-pub(crate) fn local_format(id: DatasetId, folder: &Path, split: Split) -> Option<LocalFormat> {
+/// Recognises the format of `split` in `folder` by the files present; an error when a file it
+/// would use is not a regular file or only half of a set is there.
+pub(crate) fn local_format(id: DatasetId, folder: &Path, split: Split) -> Result<Option<LocalFormat>> {
     let s = split.as_str();
     let native = match id {
-        DatasetId::Mnist => crate::mnist::find_files(folder, split).map(|_| LocalFormat::Idx),
+        DatasetId::Mnist => crate::mnist::find_files(folder, split)?.map(|_| LocalFormat::Idx),
         DatasetId::MnistM => {
-            folder.join(format!("mnist_m_{s}_labels.txt")).is_file().then_some(LocalFormat::GaninFolder)
+            let (list, images) = crate::mnist_m::split_paths(folder, split);
+            match (entry_kind(&list).exists(), entry_kind(&images).exists()) {
+                (true, _) => Some(LocalFormat::GaninFolder),
+                (false, true) => {
+                    return Err(format_err(&list, format!("missing: {} has no label list", images.display())));
+                }
+                (false, false) => None,
+            }
         }
-        DatasetId::Svhn => first_existing(folder, &[format!("{s}_32x32.mat")]).map(LocalFormat::Mat),
+        DatasetId::Svhn => first_existing(folder, &[format!("{s}_32x32.mat")], true)?.map(LocalFormat::Mat),
+        // The full set is preferred to the `_small` debug subset when both are there.
         DatasetId::SynDigits => {
-            first_existing(folder, &[format!("synth_{s}_32x32.mat"), format!("synth_{s}_32x32_small.mat")])
+            first_existing(folder, &[format!("synth_{s}_32x32.mat"), format!("synth_{s}_32x32_small.mat")], false)?
                 .map(LocalFormat::Mat)
         }
         DatasetId::Usps => {
-            first_existing(folder, &[format!("zip.{s}.gz"), format!("zip.{s}")]).map(LocalFormat::EslText)
+            first_existing(folder, &[format!("zip.{s}.gz"), format!("zip.{s}")], true)?.map(LocalFormat::EslText)
         }
     };
-    native.or_else(|| {
-        // A copied Hub snapshot may hold other configurations (SVHN's full_numbers): prefer the one we load.
-        let config = id.hub().map(|h| h.config_dir).unwrap_or("");
-        let files = crate::parquet_hub::split_files_in(folder, config, split);
-        (!files.is_empty()).then_some(LocalFormat::Parquet(files))
-    })
+    if native.is_some() {
+        return Ok(native);
+    }
+    // A copied Hub snapshot may hold other configurations (SVHN's full_numbers): prefer the one we load.
+    let config = id.hub().map(|h| h.config_dir).unwrap_or("");
+    let files = crate::parquet_hub::split_files_in(folder, config, split);
+    Ok((!files.is_empty()).then_some(LocalFormat::Parquet(files)))
 }
 
 fn expected_files(id: DatasetId, split: Split) -> String {
@@ -256,7 +328,7 @@ pub fn load_id(id: DatasetId, split: Split, data_dir: Option<&Path>) -> Result<I
             id.splits().iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
-    if let Some(folder) = local_folder(id, data_dir) {
+    if let Some(folder) = local_folder(id, data_dir)? {
         return load_local(id, split, &folder);
     }
     match id.hub() {
@@ -303,7 +375,7 @@ fn where_local(id: DatasetId, data_dir: Option<&Path>) -> String {
 
 /// Loads `split` of `id` from its dataset folder `folder` (e.g. `DATA/mnist`).
 pub fn load_local(id: DatasetId, split: Split, folder: &Path) -> Result<ImageDataset> {
-    let format = local_format(id, folder, split).ok_or_else(|| DatasetError::NotFound {
+    let format = local_format(id, folder, split)?.ok_or_else(|| DatasetError::NotFound {
         name: id.name().into(),
         detail: format!(
             "{}: no recognised files for split '{split}' (expected {}, or Hub-layout parquet files)",

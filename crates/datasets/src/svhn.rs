@@ -14,11 +14,17 @@ pub fn load_mat(path: &Path, split: Split) -> Result<ImageDataset> {
 
 /// Builds the dataset from the decoded `X` and `y` variables of `path`.
 pub fn from_arrays(path: &Path, arrays: &[MatArray], split: Split) -> Result<ImageDataset> {
+    let names: Vec<&str> = arrays.iter().map(|a| a.name.as_str()).collect();
     let find = |n: &str| {
-        arrays.iter().find(|a| a.name == n).ok_or_else(|| {
-            let names: Vec<&str> = arrays.iter().map(|a| a.name.as_str()).collect();
-            format_err(path, format!("no numeric variable '{n}' (variables: {names:?})"))
-        })
+        let mut found = arrays.iter().filter(|a| a.name == n);
+        match (found.next(), found.next()) {
+            (Some(a), None) => Ok(a),
+            // Which of two would be the images is anyone's guess: neither is taken.
+            (Some(_), Some(_)) => {
+                Err(format_err(path, format!("variable '{n}' appears more than once (variables: {names:?})")))
+            }
+            (None, _) => Err(format_err(path, format!("no numeric variable '{n}' (variables: {names:?})"))),
+        }
     };
     let x = find("X")?;
     let y = find("y")?;
@@ -37,8 +43,9 @@ pub fn from_arrays(path: &Path, arrays: &[MatArray], split: Split) -> Result<Ima
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
         let v = y.data.get(i);
-        if v.fract() != 0.0 || !(0.0..=10.0).contains(&v) {
-            return Err(format_err(path, format!("label y[{i}] = {v} is out of range 1..10")));
+        // SVHN writes the digit 0 as 10, so 0 is no label at all (a file with 0..9 labels is not SVHN's layout).
+        if v.fract() != 0.0 || !(1.0..=10.0).contains(&v) {
+            return Err(format_err(path, format!("label y[{i}] = {v} is out of range 1..10 (10 is the digit 0)")));
         }
         labels.push(v as u32 % 10); // 10 is the digit 0
     }

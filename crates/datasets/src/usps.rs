@@ -9,10 +9,16 @@ use std::path::Path;
 /// Side of a USPS image.
 pub const SIDE: usize = 16;
 
+/// The most text an ESL file may inflate to: the full training set is 7291 lines of about 1 kB
+/// (7.4 MB), so more than this is not USPS (or is a gzip bomb), and inflating stops there.
+pub const MAX_ESL_TEXT: u64 = 32 << 20;
+
 /// Loads an ESL USPS file (gzipped or not).
 pub fn load_esl(path: &Path, split: Split) -> Result<ImageDataset> {
-    let bytes = maybe_gunzip(path, read_file(path)?)?;
+    let bytes = maybe_gunzip(path, read_file(path)?, MAX_ESL_TEXT)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| format_err(path, "not a text file (invalid UTF-8)"))?;
+    // A byte-order mark (an editor's) would otherwise make the first label unreadable.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     parse_esl(path, text, split)
 }
 

@@ -27,13 +27,13 @@ fn mnist_idx_gzipped_and_plain() {
 fn mnist_m_ganin_folder_full_and_partial() {
     let dir = tmp("mnistm");
     let root = dir.join("mnist_m");
-    let train = write_ganin(&root, "train", 12, 5);
+    let train = write_ganin(&root, "train", 12, 7);
     let test = write_ganin(&root, "test", 4, 4);
     let ds = load("mnist-m", Split::Train, Some(&dir)).unwrap();
-    assert_eq!(ds.shape(), [5, 3, 32, 32]);
-    assert_eq!(ds.labels, train[..5]);
+    assert_eq!(ds.shape(), [7, 3, 32, 32]);
+    assert_eq!(ds.labels, train[..7]);
     let p = ds.partial.unwrap();
-    assert_eq!((p.loaded, p.listed), (5, 12));
+    assert_eq!((p.loaded, p.listed), (7, 12));
     // Planar channels: channel c of pixel (x, y) of image i.
     for (i, x, y, c) in [(0, 0, 0, 0), (3, 5, 7, 2), (4, 31, 31, 1)] {
         assert_eq!(ds.image(i)[c * 1024 + y * 32 + x], rgb(i, x, y, c) as f32);

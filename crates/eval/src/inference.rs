@@ -44,6 +44,15 @@ pub fn predict<F: ModuleT, L: ModuleT, Dm: ModuleT>(
         let features = model.features(&x, false)?;
         let class_logits = model.label_predictor.forward_t(&features, false)?;
         let domain_logits = model.domain_classifier.forward_t(&features, false)?;
+        // An argmax over NaN picks a class all the same: accuracies of such outputs mean nothing.
+        for (what, t) in [("class", &class_logits), ("domain", &domain_logits)] {
+            if let Some(v) = t.flatten_all()?.to_vec1::<f32>()?.into_iter().find(|v| !v.is_finite()) {
+                return Err(EvalError::Invalid(format!(
+                    "the model's {what} outputs for rows {start}..{} are not finite ({v}): non-finite weights or inputs",
+                    start + idx.len()
+                )));
+            }
+        }
         out.classes.extend(class_logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
         out.domains.extend(domain_logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
         let probs = candle_nn::ops::softmax_last_dim(&class_logits)?;

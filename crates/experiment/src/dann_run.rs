@@ -12,7 +12,9 @@
 //!   checkpoint with the best source validation accuracy;
 //! * `curves.png`, `summary.json`.
 use crate::error::{Context, ExperimentError, Result, ensure};
-use crate::files::{BEST_FILE, METRICS_FILE, MODEL_FILE, SELECTION_FILE, open_run_folder, read_json, write_json};
+use crate::files::{
+    BEST_FILE, METRICS_FILE, MODEL_FILE, RecordSchedule, SELECTION_FILE, open_run_folder, read_json, write_json,
+};
 use crate::recipe::RunOptions;
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{WeightsInfo, WeightsStep, save_weights};
@@ -22,7 +24,7 @@ use adapt_eval::plots::{self, Series};
 use adapt_eval::{evaluate_dann, predict, proxy_a_distance};
 use adapt_models::{Dann, ParamStore};
 use adapt_train::batches::MixedSampler;
-use adapt_train::checkpoint::{CHECKPOINT_FILE, CheckpointPolicy};
+use adapt_train::checkpoint::{CHECKPOINT_FILE, CheckpointPolicy, check_resume};
 use adapt_train::log::{MetricsWriter, Progress};
 use adapt_train::{StepMetrics, TrainConfig, TrainError, TrainHooks, train_dann};
 use candle_core::{Device, ModuleT};
@@ -172,9 +174,17 @@ where
         "source-validation selection needs a source validation split, and this experiment has none".into()
     })?;
 
+    let schedule = RecordSchedule { every: cfg.log_every, steps: cfg.steps };
     let mut selection = SelectionRecord::default();
-    let (resume, mut curve) =
-        open_run_folder::<C, StepMetrics>(dir, config, params, device, opts.resume, &[&selection_path, &best_path])?;
+    let (resume, mut curve) = open_run_folder::<C, StepMetrics>(
+        dir,
+        config,
+        schedule,
+        params,
+        device,
+        opts.resume,
+        &[&selection_path, &best_path],
+    )?;
     if let Some(r) = &resume
         && let Some(saved) = read_json::<SelectionRecord>(&selection_path)?
     {
@@ -186,6 +196,10 @@ where
 
     let mut sampler =
         MixedSampler::new(data.source_train.clone(), data.target_train.clone(), cfg.batch_size, cfg.seed)?;
+    // Also when nothing is left to train: a finished run's checkpoint must fit the run too.
+    if let Some(r) = &resume {
+        check_resume(&ckpt_path, r, cfg.steps, &sampler)?;
+    }
     let mut metrics = MetricsWriter::append(&metrics_path)?;
     let progress = Progress::new(cfg.steps as u64, method.as_str(), !opts.quiet);
     let every = opts.checkpoint_interval(cfg.steps, cfg.log_every);

@@ -2,7 +2,7 @@
 //! comparison's), or a bare weights file that describes itself ([`crate::weights`]).
 use crate::dann_run::label_accuracy;
 use crate::error::{Context, ExperimentError, Result};
-use crate::files::{CONFIG_FILE, RECIPE_FILE, read_config, read_json};
+use crate::files::{CONFIG_FILE, read_config};
 use crate::recipe::RunRecord;
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsStep, read_weights_info};
@@ -35,7 +35,7 @@ pub fn method_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
 /// The data folder a run recorded in its `recipe.json` (in its folder or the comparison's above).
 fn recorded_data_dir(method_dir: &Path) -> Result<Option<PathBuf>> {
     for dir in [Some(method_dir), method_dir.parent()].into_iter().flatten() {
-        if let Some(record) = read_json::<RunRecord>(&dir.join(RECIPE_FILE))? {
+        if let Some(record) = RunRecord::read(dir)? {
             return Ok(record.data_dir);
         }
     }
@@ -138,6 +138,7 @@ fn evaluate_config(
             let model = cfg.build_model(&params, device)?;
             params.load(weights)?;
             let (_, data) = cfg.data()?;
+            crate::pair::check_finite_inputs(&data, &format!("evaluating {}", weights.display()))?;
             let base = summary(cfg.train.method.as_str(), &data.source_name, &data.target_name, cfg.train.seed);
             dann_figures(&model, &data, device, base)
         }
@@ -146,6 +147,7 @@ fn evaluate_config(
             let model = cfg.build_model(&params, device)?;
             params.load(weights)?;
             let data = cfg.load_data(data_dir)?;
+            crate::pair::check_finite_inputs(&data, &format!("evaluating {}", weights.display()))?;
             dann_figures(
                 &model,
                 &data,
@@ -158,6 +160,7 @@ fn evaluate_config(
             let model = cfg.build_model(&params, device)?;
             params.load(weights)?;
             let data = cfg.load_data(data_dir)?;
+            crate::pair::check_finite_inputs(&data, &format!("evaluating {}", weights.display()))?;
             let eval = crate::gta::evaluate_model(&model, &data, device, cfg.train.seed)?;
             Ok(RunSummary {
                 source_acc: eval.source_acc,

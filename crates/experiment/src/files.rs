@@ -1,6 +1,7 @@
 //! Files of a run folder: atomic writes, the metrics log cut back on resume, the configuration
 //! compared as a value, and the folder's name.
 use crate::error::{ExperimentError, Result};
+use adapt_datasets::files::{entry_kind, read_regular, read_text};
 use adapt_models::ParamStore;
 use adapt_train::checkpoint::{self, CHECKPOINT_FILE, Resume};
 use candle_core::Device;
@@ -34,34 +35,146 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, &text)
 }
 
+/// No run file (configuration, recipe, summary, metrics, selection) comes near this; a larger
+/// one is refused before it is read.
+pub const MAX_RUN_FILE: u64 = 64 << 20;
+
+/// The text of the run file `path` (a regular file of at most [`MAX_RUN_FILE`] bytes, UTF-8, a
+/// byte-order mark dropped); `Ok(None)` when nothing is there (a dangling link is an error).
+pub fn read_run_file(path: &Path) -> Result<Option<String>> {
+    match read_text(path, MAX_RUN_FILE) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ExperimentError::io(path, e)),
+    }
+}
+
 /// `path` read as JSON `T`; `Ok(None)` when the file does not exist, an error naming the file
 /// when it exists but is unreadable or not a `T`.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ExperimentError::io(path, e)),
-    };
+    let Some(text) = read_run_file(path)? else { return Ok(None) };
     serde_json::from_str(&text).map(Some).map_err(|e| ExperimentError::file(path, e))
+}
+
+/// When a run writes its metrics records: every `every` steps and after the last of `steps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordSchedule {
+    pub every: usize,
+    pub steps: usize,
+}
+
+impl RecordSchedule {
+    /// The step of the `k`-th record (0-based).
+    pub fn step_of(&self, k: usize) -> usize {
+        (k + 1).saturating_mul(self.every).min(self.steps)
+    }
+}
+
+/// A metrics record as read back on resume: its figures must be ones a run can write.
+pub trait MetricsRecord: DeserializeOwned {
+    fn check(&self) -> std::result::Result<(), String>;
+}
+
+fn check_figures(figures: &[(&str, Option<f64>, f64, f64)]) -> std::result::Result<(), String> {
+    for &(name, v, lo, hi) in figures {
+        if let Some(v) = v
+            && !(v.is_finite() && (lo..=hi).contains(&v))
+        {
+            return Err(format!("{name} {v} is outside [{lo}, {hi}]"));
+        }
+    }
+    Ok(())
+}
+
+impl MetricsRecord for adapt_train::StepMetrics {
+    fn check(&self) -> std::result::Result<(), String> {
+        check_figures(&[
+            ("label_loss", Some(self.label_loss), 0.0, f64::MAX),
+            ("domain_loss", Some(self.domain_loss), 0.0, f64::MAX),
+            ("label_acc", Some(self.label_acc), 0.0, 1.0),
+            ("domain_acc", Some(self.domain_acc), 0.0, 1.0),
+            ("lambda", Some(self.lambda), 0.0, 1.0),
+            ("lr", Some(self.lr), 0.0, f64::MAX),
+        ])
+    }
+}
+
+impl MetricsRecord for adapt_train::GtaStepMetrics {
+    fn check(&self) -> std::result::Result<(), String> {
+        check_figures(&[
+            ("d_loss", self.d_loss, 0.0, f64::MAX),
+            ("g_loss", self.g_loss, 0.0, f64::MAX),
+            ("c_loss", Some(self.c_loss), 0.0, f64::MAX),
+            ("f_loss", Some(self.f_loss), f64::MIN, f64::MAX),
+            ("label_acc", Some(self.label_acc), 0.0, 1.0),
+            ("d_real_acc", self.d_real_acc, 0.0, 1.0),
+            ("d_fake_acc", self.d_fake_acc, 0.0, 1.0),
+            ("lr", Some(self.lr), 0.0, f64::MAX),
+        ])
+    }
+}
+
+/// Any JSON object with a `step` (for tools that read metrics of any kind).
+impl MetricsRecord for serde_json::Value {
+    fn check(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The records of `path` up to step `up_to`, with their original lines (rewritten verbatim, so
 /// a resumed file is byte-identical to an unbroken run's).
-pub fn read_metrics<T: DeserializeOwned>(path: &Path, up_to: usize) -> Result<(Vec<T>, String)> {
-    let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
+///
+/// The records must be the history the checkpoint at `up_to` was written after: one per step
+/// of `schedule` in order, each with figures a run can write ([`MetricsRecord::check`]), and
+/// (the metrics are flushed before every checkpoint) the last at step `up_to` when it is above
+/// 0. An empty or cut file, one with a record missing, repeated or edited, or one of another run
+/// is an error rather than a run that continues with a wrong history. Only an unfinished last
+/// line (a write interrupted by a kill, necessarily after the checkpoint) is dropped.
+pub fn read_metrics<T: MetricsRecord>(path: &Path, up_to: usize, schedule: RecordSchedule) -> Result<(Vec<T>, String)> {
+    let text = match read_run_file(path)? {
+        Some(t) => t,
+        None if up_to == 0 => String::new(),
+        None => return Err(ExperimentError::file(path, format!("missing, but the checkpoint is at step {up_to}"))),
+    };
     let mut records = Vec::new();
     let mut kept = String::new();
-    for (i, line) in text.lines().enumerate() {
+    let mut last_step = 0;
+    let mut reached = 0;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    for (i, raw) in lines.iter().enumerate() {
+        let unfinished = i + 1 == lines.len() && !raw.ends_with('\n');
+        let line = raw.trim_end_matches(['\n', '\r']);
         let bad = |e: &dyn std::fmt::Display| {
             ExperimentError::file(path, format!("line {} is not a metrics record ({e})", i + 1))
         };
-        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e))?;
+        let value: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) if unfinished => break,
+            Err(e) => return Err(bad(&e)),
+        };
         let step = value.get("step").and_then(|s| s.as_u64()).ok_or_else(|| bad(&"no step"))? as usize;
+        let due = schedule.step_of(i);
+        if step != due || due <= last_step {
+            return Err(bad(&format!("a record of step {step} where the run writes step {due}")));
+        }
+        last_step = step;
         if step <= up_to {
-            records.push(serde_json::from_value(value).map_err(|e| bad(&e))?);
+            let record: T = serde_json::from_value(value).map_err(|e| bad(&e))?;
+            record.check().map_err(|e| bad(&e))?;
+            records.push(record);
             kept.push_str(line);
             kept.push('\n');
+            reached = step;
         }
+    }
+    if reached != up_to {
+        return Err(ExperimentError::file(
+            path,
+            format!(
+                "the records reach step {reached}, the checkpoint is at step {up_to}: the history up to the checkpoint \
+                 is missing (a truncated or replaced metrics file)"
+            ),
+        ));
     }
     Ok((records, kept))
 }
@@ -77,6 +190,7 @@ pub fn read_metrics<T: DeserializeOwned>(path: &Path, up_to: usize) -> Result<(V
 pub fn open_run_folder<C, T>(
     dir: &Path,
     config: &C,
+    schedule: RecordSchedule,
     params: &ParamStore,
     device: &Device,
     resume: bool,
@@ -84,22 +198,15 @@ pub fn open_run_folder<C, T>(
 ) -> Result<(Option<Resume>, Vec<T>)>
 where
     C: Serialize + DeserializeOwned + PartialEq,
-    T: DeserializeOwned,
+    T: MetricsRecord,
 {
     let (config_path, metrics_path, ckpt_path) =
         (dir.join(CONFIG_FILE), dir.join(METRICS_FILE), dir.join(CHECKPOINT_FILE));
-    if resume && ckpt_path.exists() {
-        let saved = std::fs::read_to_string(&config_path).map_err(|e| ExperimentError::io(&config_path, e))?;
-        let saved: C = toml::from_str(&saved)
-            .map_err(|e| ExperimentError::file(&config_path, format!("not this kind of run's configuration ({e})")))?;
-        if saved != *config {
-            return Err(ExperimentError::file(
-                &config_path,
-                "differs from this run's configuration; resume with the same settings",
-            ));
-        }
+    // A dangling link or any other entry is there: loading it says what it is.
+    if resume && entry_kind(&ckpt_path).exists() {
+        check_saved_config(&config_path, config)?;
         let r = checkpoint::load(&ckpt_path, params, device)?;
-        let (records, kept) = read_metrics(&metrics_path, r.step)?;
+        let (records, kept) = read_metrics(&metrics_path, r.step, schedule)?;
         write_atomic(&metrics_path, &kept)?;
         return Ok((Some(r), records));
     }
@@ -113,9 +220,25 @@ where
     Ok((None, Vec::new()))
 }
 
+/// The configuration saved at `path` (a run folder's `config.toml`) must be `config`, compared
+/// as a value (so fields added later with defaults do not break a run in flight).
+pub fn check_saved_config<C: DeserializeOwned + PartialEq>(path: &Path, config: &C) -> Result<()> {
+    let saved =
+        read_run_file(path)?.ok_or_else(|| ExperimentError::file(path, "missing, but the folder has a checkpoint"))?;
+    let saved: C = toml::from_str(&saved)
+        .map_err(|e| ExperimentError::file(path, format!("not this kind of run's configuration ({e})")))?;
+    if saved != *config {
+        return Err(ExperimentError::file(
+            path,
+            "differs from this run's configuration; resume with the same settings",
+        ));
+    }
+    Ok(())
+}
+
 /// `path` read as the TOML configuration `C`, naming the file on failure.
 pub fn read_config<C: DeserializeOwned>(path: &Path) -> Result<C> {
-    let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
+    let text = read_run_file(path)?.ok_or_else(|| ExperimentError::file(path, "missing"))?;
     toml::from_str(&text).map_err(|e| ExperimentError::file(path, e))
 }
 
@@ -161,6 +284,49 @@ mod tests {
     }
 
     #[test]
+    fn metrics_must_reach_the_checkpoint_and_only_an_unfinished_last_line_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("adapt-exp-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(METRICS_FILE);
+        let schedule = RecordSchedule { every: 25, steps: 90 };
+        let read = |text: &str, up_to: usize| {
+            std::fs::write(&path, text).unwrap();
+            read_metrics::<serde_json::Value>(&path, up_to, schedule)
+                .map(|(r, kept)| (r.len(), kept))
+                .map_err(|e| e.to_string())
+        };
+        let good = "{\"step\":25}\n{\"step\":50}\n{\"step\":75}\n";
+        assert_eq!(read(good, 50).unwrap(), (2, "{\"step\":25}\n{\"step\":50}\n".to_string()));
+        // A kill in the middle of writing a record after the checkpoint.
+        assert_eq!(read(&format!("{good}{{\"step\":10"), 75).unwrap().0, 3);
+        // An empty or cut file loses the history before the checkpoint: an error, not a fresh start.
+        for (text, up_to) in [("", 50), ("{\"step\":25}\n", 50), (good, 60)] {
+            let e = read(text, up_to).unwrap_err();
+            assert!(e.contains("metrics.jsonl") && e.contains(&format!("checkpoint is at step {up_to}")), "{e}");
+        }
+        // Records out of order, repeated, or broken before the end are not this run's history.
+        for bad in
+            ["{\"step\":50}\n{\"step\":25}\n", "{\"step\":25}\n{\"step\":25}\n", "{\"step\":25}\nxx\n{\"step\":50}\n"]
+        {
+            assert!(read(bad, 25).unwrap_err().contains("line 2"), "{bad}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(read_metrics::<serde_json::Value>(&path, 25, schedule).unwrap_err().to_string().contains("missing"));
+        assert_eq!(read_metrics::<serde_json::Value>(&path, 0, schedule).unwrap().0.len(), 0);
+        // The last record of a run comes at its last step, off the interval.
+        let end = "{\"step\":25}\n{\"step\":50}\n{\"step\":75}\n{\"step\":90}\n";
+        assert_eq!(read(end, 90).unwrap().0, 4);
+        // A record left out is not hidden by the steps still rising.
+        assert!(read("{\"step\":25}\n{\"step\":75}\n", 75).unwrap_err().contains("line 2"));
+        // Figures no run writes.
+        let odd = "{\"step\":25,\"label_loss\":0.5,\"domain_loss\":0.6,\"label_acc\":7.5,\"domain_acc\":0.5,\"lambda\":0.1,\"lr\":0.01}\n";
+        std::fs::write(&path, odd).unwrap();
+        let e = read_metrics::<adapt_train::StepMetrics>(&path, 25, schedule).unwrap_err().to_string();
+        assert!(e.contains("label_acc 7.5"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn read_json_tells_missing_from_broken() {
         let dir = std::env::temp_dir().join(format!("adapt-exp-files-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -188,16 +354,34 @@ pub struct RunLock {
 impl RunLock {
     pub fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
+        // The pid is written before the lock file appears (a hard link of a complete file), so
+        // a second process never sees an empty lock it would take for a stale one.
+        let draft = dir.join(format!("{LOCK_FILE}.{}.tmp", std::process::id()));
+        std::fs::write(&draft, format!("{}\n", std::process::id())).map_err(|e| ExperimentError::io(&draft, e))?;
+        let taken = Self::take(dir, &path, &draft);
+        let _ = std::fs::remove_file(&draft);
+        taken
+    }
+
+    fn take(dir: &Path, path: &Path, draft: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
         for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    writeln!(f, "{}", std::process::id()).map_err(|e| ExperimentError::io(&path, e))?;
-                    return Ok(Self { path });
-                }
+            match std::fs::hard_link(draft, &path) {
+                Ok(()) => return Ok(Self { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    let holder = text.trim().parse::<u32>().ok();
+                    // Read only if it is a regular file: a FIFO under the lock's name would block.
+                    let text = match read_regular(&path, 64) {
+                        Ok(t) => t,
+                        // Released between the two calls: try again.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            return Err(ExperimentError::file(
+                                &path,
+                                format!("lock file unusable ({e}); remove it if no run uses the folder"),
+                            ));
+                        }
+                    };
+                    let holder = String::from_utf8_lossy(&text).trim().parse::<u32>().ok();
                     match holder {
                         Some(pid) if process_alive(pid) => {
                             return Err(ExperimentError::file(

@@ -254,8 +254,12 @@ pub fn run_in(
     let params = ParamStore::new(seed);
     let model = cfg.build_model(&params, device)?;
     let mut sampler = MixedSampler::new(data.source_train.clone(), data.target_train.clone(), batch_size, seed)?;
+    let schedule = crate::files::RecordSchedule { every: cfg.train.log_every, steps };
     let (resume, mut curve) =
-        open_run_folder::<RunConfig, GtaStepMetrics>(dir, &info.config, &params, device, opts.resume, &[])?;
+        open_run_folder::<RunConfig, GtaStepMetrics>(dir, &info.config, schedule, &params, device, opts.resume, &[])?;
+    if let Some(r) = &resume {
+        adapt_train::checkpoint::check_resume(&ckpt_path, r, steps, &sampler)?;
+    }
     let resumed_at = resume.as_ref().map(|r| r.step);
     let mut metrics = MetricsWriter::append(&metrics_path)?;
     let progress = Progress::new(steps as u64, variant.method_name(), !opts.quiet);

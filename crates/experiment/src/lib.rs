@@ -12,6 +12,7 @@
 //! * [`dann_run`]: one DANN-family method in its folder, for any `Dann<F, L, D>`.
 //! * [`toy`], [`digits`], [`gta`]: the experiment families.
 //! * [`bench`]: full training steps on random data, timed.
+//! * [`fuzz`]: corrupted checkpoints and run files for the fuzz suite (`cargo xtask fuzz`).
 pub mod aggregate;
 pub mod bench;
 pub mod dann_run;
@@ -19,6 +20,7 @@ pub mod digits;
 pub mod error;
 pub mod evaluate;
 pub mod files;
+pub mod fuzz;
 pub mod gta;
 pub mod pair;
 pub mod recipe;
@@ -63,7 +65,7 @@ pub fn run(recipe: &Recipe, opts: &RunOptions, device: &Device) -> Result<Outcom
 /// recorded folder.
 pub fn resume(dir: &Path, opts: &RunOptions, device: &Device) -> Result<Outcome> {
     let path = dir.join(files::RECIPE_FILE);
-    let record: RunRecord = files::read_json(&path)?
+    let record = RunRecord::read(dir)?
         .ok_or_else(|| ExperimentError::file(&path, "missing: the folder is not a run started by adapt"))?;
     let opts = RunOptions {
         out: Some(dir.to_path_buf()),

@@ -35,6 +35,9 @@ pub struct ToyRecipe {
 /// Loop sizes and rates every DANN-family recipe has, checked before any data is read.
 fn check_dann(methods: &[Method], steps: usize, batch_size: usize, lr: f64) -> Result<()> {
     ensure(!methods.is_empty(), || "the recipe names no method".into())?;
+    ensure(methods.iter().enumerate().all(|(i, m)| !methods[..i].contains(m)), || {
+        format!("the recipe names a method twice ({methods:?}): its runs would share one folder")
+    })?;
     ensure(steps >= 1, || format!("steps must be at least 1, got {steps}"))?;
     ensure(batch_size >= 1, || format!("the batch size must be at least 1, got {batch_size}"))?;
     ensure(lr.is_finite() && lr > 0.0, || format!("the learning rate must be a positive finite number, got {lr}"))
@@ -239,6 +242,26 @@ pub struct RunRecord {
 impl RunRecord {
     pub fn new(recipe: Recipe, opts: &RunOptions) -> Self {
         Self { recipe, data_dir: opts.data_dir.clone(), checkpoint_every: opts.checkpoint_every }
+    }
+
+    /// The record of the run folder `dir` (its `recipe.json`), its recipe valid; `Ok(None)` when
+    /// the folder has none.
+    pub fn read(dir: &std::path::Path) -> Result<Option<Self>> {
+        let path = dir.join(crate::files::RECIPE_FILE);
+        let Some(record) = crate::files::read_json::<Self>(&path)? else { return Ok(None) };
+        record.recipe.validate().map_err(|e| crate::ExperimentError::file(&path, e))?;
+        Ok(Some(record))
+    }
+}
+
+impl Recipe {
+    /// Checks that need no data (see each recipe's `validate`).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Recipe::Toy(r) => r.validate(),
+            Recipe::Digits(r) => r.validate(),
+            Recipe::Gta(r) => r.validate(),
+        }
     }
 }
 

@@ -131,11 +131,45 @@ impl RunSummary {
         if !(-1.0..=1.0).contains(&self.target_ari) {
             return Err(format!("target_ari {} is outside [-1, 1]", self.target_ari));
         }
-        if self.steps == 0 || self.selected_step > self.steps {
+        if self.steps == 0 || self.selected_step == 0 || self.selected_step > self.steps {
             return Err(format!("selected step {} of a {}-step run", self.selected_step, self.steps));
+        }
+        if let Some(at) = self.resumed_at
+            && (at == 0 || at > self.steps)
+        {
+            return Err(format!("resumed at step {at} of a {}-step run", self.steps));
         }
         if !(self.seconds.is_finite() && self.seconds >= 0.0) {
             return Err(format!("seconds {} is not a duration", self.seconds));
+        }
+        // Runs are grouped by these names: one nobody trains would make a group of its own.
+        let methods: &[&str] = match self.kind {
+            RunKind::Toy | RunKind::Digits => &["source-only", "dann"],
+            RunKind::Gta => &["gta-stream1", "gta-c1", "gta-full"],
+        };
+        if !methods.contains(&self.method.as_str()) {
+            return Err(format!("method '{}' is not one of the {:?} runs ({methods:?})", self.method, self.kind));
+        }
+        for (role, name, toy) in
+            [("source", &self.source, crate::toy::TOY_SOURCE), ("target", &self.target, crate::toy::TOY_TARGET)]
+        {
+            let known = match self.kind {
+                RunKind::Toy => name == toy,
+                _ => adapt_datasets::DatasetId::parse(name).is_ok_and(|id| id.name() == name),
+            };
+            if !known {
+                return Err(format!("{role} '{name}' is not a dataset of a {:?} run", self.kind));
+            }
+        }
+        if self.source == self.target {
+            return Err(format!("source and target are both '{}'", self.source));
+        }
+        if self.weights != self.selection.weights_file() {
+            return Err(format!(
+                "weights '{}' are not the file selection '{}' reports",
+                self.weights,
+                self.selection.as_str()
+            ));
         }
         Ok(())
     }
@@ -189,6 +223,10 @@ mod tests {
             RunSummary { source_val_acc: Some(1.5), ..summary() },
             RunSummary { selected_step: 101, ..summary() },
             RunSummary { seconds: -1.0, ..summary() },
+            RunSummary { resumed_at: Some(0), ..summary() },
+            RunSummary { method: "dan".into(), ..summary() },
+            RunSummary { target: "usps2".into(), ..summary() },
+            RunSummary { weights: "best.safetensors".into(), ..summary() },
         ] {
             bad.write(&dir).unwrap();
             let e = RunSummary::read(&dir).unwrap_err().to_string();

@@ -10,12 +10,15 @@
 use crate::error::{ExperimentError, Result};
 use crate::summary::Selection;
 use crate::{digits::DigitRunConfig, gta::GtaRunConfig, toy::ToyRunConfig};
-use adapt_models::ParamStore;
+use adapt_models::{ParamStore, tensor_file};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
-pub const WEIGHTS_FORMAT: &str = "adapt-weights-v1";
+/// Version 2 files carry a digest of their contents (see [`adapt_models::tensor_file`]), which
+/// they must match; version 1 files, written before it, are read without one.
+pub const WEIGHTS_FORMAT: &str = "adapt-weights-v2";
+const WEIGHTS_FORMAT_V1: &str = "adapt-weights-v1";
 const CONFIG_KEY: &str = "adapt.config";
 const INPUT_KEY: &str = "adapt.input";
 const STEP_KEY: &str = "adapt.step";
@@ -44,7 +47,8 @@ pub struct WeightsStep {
     pub selection: Selection,
 }
 
-/// Saves `params` to `path` (temporary file, then rename) with `info` and `at` in the metadata.
+/// Saves `params` to `path` (temporary file, then rename) with `info` and `at` in the metadata;
+/// non-finite weights are refused, naming the tensor.
 pub fn save_weights(params: &ParamStore, path: &Path, info: &WeightsInfo, at: WeightsStep) -> Result<()> {
     let metadata = HashMap::from([
         ("format".to_string(), WEIGHTS_FORMAT.to_string()),
@@ -54,33 +58,40 @@ pub fn save_weights(params: &ParamStore, path: &Path, info: &WeightsInfo, at: We
     ]);
     let mut tensors: Vec<(String, candle_core::Tensor)> = params.tensors().into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let file_name = path.file_name().ok_or_else(|| ExperimentError::file(path, "not a file path"))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
-    safetensors::serialize_to_file(tensors, Some(metadata), &tmp).map_err(|e| ExperimentError::file(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ExperimentError::io(path, e))
+    tensor_file::write(path, tensors, metadata).map_err(|e| ExperimentError::file(&e.path, e.problem))
 }
 
 /// The description in a weights file written by [`save_weights`]; an error naming the file if it
-/// is not one.
+/// is not one, or if it was altered since (its digest) or holds non-finite weights.
 pub fn read_weights_info(path: &Path) -> Result<(WeightsInfo, WeightsStep)> {
-    let bytes = std::fs::read(path).map_err(|e| ExperimentError::io(path, e))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| ExperimentError::file(path, format!("not a readable safetensors file ({e})")))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let file = tensor_file::read(path, &candle_core::Device::Cpu, false)
+        .map_err(|e| ExperimentError::file(&e.path, e.problem))?;
+    let meta = file.metadata;
     let field = |key: &str| {
         meta.get(key).ok_or_else(|| {
             ExperimentError::file(path, format!("metadata has no '{key}': not a weights file written by adapt"))
         })
     };
-    if field("format")? != WEIGHTS_FORMAT {
-        return Err(ExperimentError::file(path, format!("format '{}' is not {WEIGHTS_FORMAT}", field("format")?)));
+    let format = field("format")?;
+    if format != WEIGHTS_FORMAT && format != WEIGHTS_FORMAT_V1 {
+        return Err(ExperimentError::file(path, format!("format '{format}' is not {WEIGHTS_FORMAT}")));
+    }
+    if format == WEIGHTS_FORMAT && !file.sealed {
+        return Err(ExperimentError::file(
+            path,
+            format!("metadata has no '{}' ({WEIGHTS_FORMAT} files carry one)", tensor_file::DIGEST_KEY),
+        ));
     }
     let config = serde_json::from_str(field(CONFIG_KEY)?)
         .map_err(|e| ExperimentError::file(path, format!("metadata '{CONFIG_KEY}' is unreadable ({e})")))?;
     let input = serde_json::from_str(field(INPUT_KEY)?)
         .map_err(|e| ExperimentError::file(path, format!("metadata '{INPUT_KEY}' is unreadable ({e})")))?;
-    let at = serde_json::from_str(field(STEP_KEY)?)
+    let at: WeightsStep = serde_json::from_str(field(STEP_KEY)?)
         .map_err(|e| ExperimentError::file(path, format!("metadata '{STEP_KEY}' is unreadable ({e})")))?;
+    let config: RunConfig = config;
+    if at.step == 0 || at.step > config.steps() {
+        return Err(ExperimentError::file(path, format!("holds step {} of a {}-step run", at.step, config.steps())));
+    }
     Ok((WeightsInfo { config, input }, at))
 }
 

@@ -19,6 +19,7 @@ pub mod gta;
 pub mod init;
 pub mod mlp;
 pub mod params;
+pub mod tensor_file;
 pub mod toy;
 
 pub use dann::{Dann, DannOutput};

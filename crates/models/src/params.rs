@@ -61,12 +61,15 @@ pub trait NamedParams {
     }
 
     /// Overwrites every variable with the tensor of the same name. Every variable must be present
-    /// with its shape; extra tensors are ignored (a checkpoint also holds optimizer state).
-    /// `origin` names the tensors' source in errors.
+    /// with its shape and dtype (an I32 tensor is not an F32 parameter: converting it would hide a
+    /// wrong file) and finite values; extra tensors are ignored (a checkpoint also holds optimizer
+    /// state). Nothing is assigned unless every tensor passes. `origin` names the tensors' source
+    /// in errors.
     fn assign(&self, tensors: &HashMap<String, Tensor>, origin: &str) -> Result<()> {
-        for (name, var) in self.named_vars() {
+        let vars = self.named_vars();
+        for (name, var) in &vars {
             let t = tensors
-                .get(&name)
+                .get(name)
                 .ok_or_else(|| candle_core::Error::msg(format!("{origin}: parameter '{name}' is missing")))?;
             if t.shape() != var.shape() {
                 candle_core::bail!(
@@ -75,7 +78,18 @@ pub trait NamedParams {
                     var.shape()
                 );
             }
-            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+            if t.dtype() != var.dtype() {
+                candle_core::bail!(
+                    "{origin}: parameter '{name}' is {:?}, the model needs {:?}",
+                    t.dtype(),
+                    var.dtype()
+                );
+            }
+            crate::tensor_file::check_finite([(name.as_str(), t)])
+                .map_err(|p| candle_core::Error::msg(format!("{origin}: {p}")))?;
+        }
+        for (name, var) in vars {
+            var.set(&tensors[&name].to_device(var.device())?)?;
         }
         Ok(())
     }
@@ -227,20 +241,18 @@ impl NamedParams for VarMap {
 }
 
 /// Writes `tensors` to `path` through a temporary file and a rename, so a crash never leaves a
-/// half-written file under the final name.
+/// half-written file under the final name; non-finite values are refused (see
+/// [`crate::tensor_file::write`]).
 pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let file_name =
-        path.file_name().ok_or_else(|| candle_core::Error::msg(format!("{}: not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
-    candle_core::safetensors::save(tensors, &tmp)
-        .map_err(|e| candle_core::Error::msg(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| candle_core::Error::msg(format!("{}: {e}", path.display())))
+    let tensors = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(crate::tensor_file::write(path, tensors, HashMap::new())?)
 }
 
-/// Reads a safetensors file, naming the file in every error.
+/// Reads a safetensors file (adapt's or any other), naming the file in every error; a digest,
+/// where the file has one, must match, and every value must be finite (see
+/// [`crate::tensor_file::read`]).
 pub fn load_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(path, device)
-        .map_err(|e| candle_core::Error::msg(format!("{}: {e}", path.display())))
+    Ok(crate::tensor_file::read(path, device, false)?.tensors)
 }
 
 impl SimpleBackend for ParamStore {
@@ -324,6 +336,36 @@ mod tests {
         std::fs::write(dir.join("bad.safetensors"), b"not a safetensors file").unwrap();
         let e = other.load(&dir.join("bad.safetensors")).unwrap_err().to_string();
         assert!(e.contains("bad.safetensors"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+
+    #[test]
+    fn assign_refuses_another_dtype_and_non_finite_values_and_assigns_nothing() -> Result<()> {
+        let store = ParamStore::new(1);
+        let vb = store.var_builder(DType::F32, &Device::Cpu);
+        vb.get_with_hints((2,), "a", Init::Const(1.0))?;
+        vb.get_with_hints((2,), "b", Init::Const(1.0))?;
+        let ok = Tensor::new(&[5f32, 6.], &Device::Cpu)?;
+        let as_i32 =
+            HashMap::from([("a".to_string(), ok.clone()), ("b".to_string(), Tensor::new(&[5i32, 6], &Device::Cpu)?)]);
+        let e = store.assign(&as_i32, "ckpt.safetensors").unwrap_err().to_string();
+        assert!(e.contains("ckpt.safetensors") && e.contains("'b' is I32") && e.contains("F32"), "{e}");
+        let nan = HashMap::from([
+            ("a".to_string(), ok.clone()),
+            ("b".to_string(), Tensor::new(&[f32::NAN, 6.], &Device::Cpu)?),
+        ]);
+        let e = store.assign(&nan, "ckpt.safetensors").unwrap_err().to_string();
+        assert!(e.contains("ckpt.safetensors") && e.contains("'b'") && e.contains("non-finite"), "{e}");
+        // Neither refusal left 'a' half assigned.
+        assert_eq!(store.tensors()["a"].to_vec1::<f32>()?, [1., 1.]);
+        // And NaN weights are never saved.
+        store.get("b").unwrap().set(&Tensor::new(&[f32::INFINITY, 0.], &Device::Cpu)?)?;
+        let dir = std::env::temp_dir().join(format!("adapt-params-nan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = store.save(&dir.join("w.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("w.safetensors") && e.contains("'b'") && e.contains("inf"), "{e}");
+        assert!(!dir.join("w.safetensors").exists());
         std::fs::remove_dir_all(&dir).ok();
         Ok(())
     }

@@ -59,9 +59,24 @@ impl EpochOrder {
         self.position
     }
 
-    pub fn restore(&mut self, position: EpochPosition) {
-        self.position = EpochPosition { epoch: position.epoch, offset: position.offset.min(self.len) };
+    /// Continues from `position`, which must lie in the order (offset at most the length).
+    pub fn restore(&mut self, position: EpochPosition) -> std::result::Result<(), String> {
+        if position.offset > self.len {
+            return Err(format!("offset {} is past the {} rows of an epoch", position.offset, self.len));
+        }
+        self.position = position;
         self.shuffle();
+        Ok(())
+    }
+
+    /// Where an order of `len` rows stands after `taken` rows: `take` moves to the next epoch only
+    /// when it needs a row, so a finished epoch shows as offset `len`.
+    pub fn position_after(len: usize, taken: u128) -> EpochPosition {
+        if taken == 0 || len == 0 {
+            return EpochPosition { epoch: 0, offset: 0 };
+        }
+        let epoch = (taken - 1) / len as u128;
+        EpochPosition { epoch: epoch.min(u64::MAX as u128) as u64, offset: (taken - epoch * len as u128) as usize }
     }
 }
 
@@ -134,9 +149,40 @@ impl MixedSampler {
         SamplerState { source: self.source_order.position(), target: self.target_order.position() }
     }
 
-    pub fn restore(&mut self, state: SamplerState) {
-        self.source_order.restore(state.source);
-        self.target_order.restore(state.target);
+    /// Where the sampler stands after `steps_done` batches from the start.
+    pub fn state_after(&self, steps_done: usize) -> SamplerState {
+        let taken = steps_done as u128 * self.per_domain as u128;
+        SamplerState {
+            source: EpochOrder::position_after(self.source.len(), taken),
+            target: EpochOrder::position_after(self.target.len(), taken),
+        }
+    }
+
+    /// Whether `state` is where this sampler stands after `steps_done` batches: a saved position
+    /// is fully determined by the step, the batch size and the dataset sizes, so anything else is
+    /// a damaged or edited checkpoint (or one of other data). The problem says which domain.
+    pub fn check_state(&self, state: SamplerState, steps_done: usize) -> std::result::Result<(), String> {
+        let expected = self.state_after(steps_done);
+        for (domain, got, want, len) in [
+            ("source", state.source, expected.source, self.source.len()),
+            ("target", state.target, expected.target, self.target.len()),
+        ] {
+            if got != want {
+                return Err(format!(
+                    "sampler position {domain} epoch {} offset {} is not where {steps_done} steps of {} rows leave                      {len} rows (epoch {} offset {})",
+                    got.epoch, got.offset, self.per_domain, want.epoch, want.offset
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Continues from `state`, which must be where `steps_done` batches leave the sampler (see
+    /// [`MixedSampler::check_state`]).
+    pub fn restore(&mut self, state: SamplerState, steps_done: usize) -> std::result::Result<(), String> {
+        self.check_state(state, steps_done)?;
+        self.source_order.restore(state.source)?;
+        self.target_order.restore(state.target)
     }
 }
 
@@ -170,8 +216,29 @@ mod tests {
         let pos = o.position();
         let expected = o.take(20);
         let mut r = EpochOrder::new(7, 11);
-        r.restore(pos);
+        r.restore(pos).unwrap();
         assert_eq!(r.take(20), expected);
+        assert_eq!(EpochOrder::position_after(7, 12), pos);
+        assert!(r.restore(EpochPosition { epoch: 0, offset: 8 }).is_err());
+    }
+
+    #[test]
+    fn a_saved_position_must_be_the_one_the_step_reaches() -> Result<()> {
+        let mut s = MixedSampler::new(points(5, 0.0), points(7, 100.0), 3, 0)?;
+        for steps in 0..9 {
+            assert_eq!(s.state(), s.state_after(steps), "after {steps} steps");
+            assert!(s.check_state(s.state(), steps).is_ok());
+            s.next_batch(&Device::Cpu)?;
+        }
+        let good = s.state_after(8);
+        let far = SamplerState { source: EpochPosition { epoch: 4, offset: 99_999_999 }, ..good };
+        let e = s.check_state(far, 8).unwrap_err();
+        assert!(e.contains("source epoch 4 offset 99999999") && e.contains("8 steps"), "{e}");
+        let late = SamplerState { target: EpochPosition { epoch: u64::MAX, offset: 1 }, ..good };
+        assert!(s.check_state(late, 8).unwrap_err().contains("target epoch 18446744073709551615"));
+        assert!(s.restore(far, 8).is_err());
+        assert!(s.check_state(good, 7).is_err(), "an edited step does not match the position");
+        Ok(())
     }
 
     #[test]

@@ -10,17 +10,28 @@
 //!
 //! Writes go through a temporary file and a rename: a crash leaves the previous checkpoint intact.
 //!
+//! What [`load`] refuses, each an error naming the file and the problem: anything not written
+//! by [`save_state`] in one piece (the file carries a digest of its metadata and tensors, see
+//! [`adapt_models::tensor_file`]), a NaN or infinite weight or optimizer value, a tensor whose
+//! dtype or shape is not its parameter's, a tensor that is neither a parameter nor optimizer
+//! state, a step of 0 or past the run. What only the run can check (the sampler position against
+//! the dataset sizes, the run length) is checked by [`check_resume`] before training continues.
+//!
 //! Parameters come from any [`NamedParams`] store (a `ParamStore` or a candle-nn `VarMap`).
-use crate::batches::SamplerState;
+use crate::batches::{MixedSampler, SamplerState};
 use crate::error::{Result, TrainError};
 use crate::optim::MomentumSgd;
 use adapt_models::NamedParams;
+use adapt_models::tensor_file::{self, TensorFileError};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Identifies files written by this module (and their layout version).
-pub const FORMAT: &str = "adapt-checkpoint-v1";
+/// Identifies files written by this module (and their layout version): version 2 carries a
+/// digest, which it must match.
+pub const FORMAT: &str = "adapt-checkpoint-v2";
+/// Checkpoints written before the digest: they load with every other check.
+pub const FORMAT_V1: &str = "adapt-checkpoint-v1";
 /// File name of a run's latest checkpoint inside its run folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 /// Names of optimizer-state tensors start with this.
@@ -113,35 +124,51 @@ pub fn save_state(
         ("steps".to_string(), steps.to_string()),
         ("sampler".to_string(), sampler),
     ]);
-    let file_name = path.file_name().ok_or_else(|| corrupt(path, "not a file path"))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
-    safetensors::serialize_to_file(tensors, Some(metadata), &tmp).map_err(|e| corrupt(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    // Refuses non-finite weights and optimizer state: the checkpoint on disk stays the last good one.
+    tensor_file::write(path, tensors, metadata).map_err(file_err)
+}
+
+fn file_err(e: TensorFileError) -> TrainError {
+    TrainError::Checkpoint { path: e.path, reason: e.problem }
 }
 
 /// Loads a checkpoint: assigns the parameters in `params` and returns the rest.
 ///
-/// Errors name the file: missing, truncated or not safetensors, not written by [`save`], or
-/// holding parameters that do not fit the model.
+/// Errors name the file: missing, not a regular file, truncated or not safetensors, altered
+/// since it was written (its digest), not written by [`save`], holding non-finite values, a
+/// tensor of another dtype or shape than its parameter, a tensor that is neither a parameter nor
+/// optimizer state, or a step of 0 or past the run. Nothing is assigned unless all of it passes.
 pub fn load(path: &Path, params: &dyn NamedParams, device: &Device) -> Result<Resume> {
-    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| corrupt(path, format!("not a readable safetensors file ({e})")))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let file = tensor_file::read(path, device, false).map_err(file_err)?;
+    let meta = &file.metadata;
     let field = |key: &str| meta.get(key).ok_or_else(|| corrupt(path, format!("metadata has no '{key}'")));
-    if field("format")? != FORMAT {
-        return Err(corrupt(path, format!("format '{}' is not {FORMAT}", field("format")?)));
+    let format = field("format")?;
+    if format != FORMAT && format != FORMAT_V1 {
+        return Err(corrupt(path, format!("format '{format}' is not {FORMAT}")));
+    }
+    if format == FORMAT && !file.sealed {
+        return Err(corrupt(path, format!("metadata has no '{}' ({FORMAT} files carry one)", tensor_file::DIGEST_KEY)));
     }
     let number = |key: &str| -> Result<usize> {
         field(key)?.parse().map_err(|e| corrupt(path, format!("metadata '{key}' is not a step count ({e})")))
     };
     let (step, steps) = (number("step")?, number("steps")?);
+    if step == 0 {
+        return Err(corrupt(path, "step 0: checkpoints are written after a step, never before the first"));
+    }
     if step > steps {
         return Err(corrupt(path, format!("step {step} is past the run's {steps} steps")));
     }
     let sampler: SamplerState = serde_json::from_str(field("sampler")?)
         .map_err(|e| corrupt(path, format!("metadata 'sampler' is unreadable ({e})")))?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| corrupt(path, e))?;
+    let tensors = file.tensors;
+    let names: std::collections::HashSet<String> = params.named_vars().into_iter().map(|(k, _)| k).collect();
+    if let Some(stray) = tensors.keys().filter(|k| !names.contains(*k) && !k.starts_with(OPTIMIZER_PREFIX)).min() {
+        return Err(corrupt(
+            path,
+            format!("tensor '{stray}' is neither a parameter of this model nor optimizer state"),
+        ));
+    }
     params.assign(&tensors, &path.display().to_string())?;
     let optimizer_state: HashMap<String, Tensor> =
         tensors.into_iter().filter(|(k, _)| k.starts_with(OPTIMIZER_PREFIX)).collect();
@@ -157,6 +184,12 @@ pub fn load(path: &Path, params: &dyn NamedParams, device: &Device) -> Result<Re
 pub fn velocity_buffers(path: &Path, names: &[String], resume: &Resume) -> Result<Vec<Option<Tensor>>> {
     if let Some(extra) = resume.velocity.keys().find(|k| !names.contains(k)) {
         return Err(corrupt(path, format!("momentum buffer for unknown parameter '{extra}'")));
+    }
+    if let Some(other) = resume.optimizer_state.keys().find(|k| !k.starts_with(VELOCITY_PREFIX)) {
+        return Err(corrupt(
+            path,
+            format!("optimizer state '{other}' is not momentum SGD's (a checkpoint of another method?)"),
+        ));
     }
     Ok(names.iter().map(|n| resume.velocity.get(n).cloned()).collect())
 }
@@ -176,4 +209,12 @@ pub fn check_run_length(path: &Path, resume: &Resume, steps: usize) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// What a checkpoint must agree with before a run continues from it: the run's length, and a
+/// sampler position that the checkpoint's step reaches on these datasets (an offset past a
+/// dataset's end or an epoch the run never got to would change what is trained on).
+pub fn check_resume(path: &Path, resume: &Resume, steps: usize, sampler: &MixedSampler) -> Result<()> {
+    check_run_length(path, resume, steps)?;
+    sampler.check_state(resume.sampler, resume.step).map_err(|problem| corrupt(path, problem))
 }

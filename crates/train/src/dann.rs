@@ -392,6 +392,17 @@ impl<F: ModuleT, L: ModuleT, Dm: ModuleT> LoopTrainer for DannTrainer<'_, F, L, 
 
     fn restore_state(&mut self, path: &Path, resume: &Resume) -> Result<()> {
         let buffers = checkpoint::velocity_buffers(path, &self.names, resume)?;
+        // In DANN every trainable parameter is in the loss (the domain classifier through the
+        // gradient reversal), so each has been updated once a step is done: a missing momentum
+        // buffer is a damaged checkpoint, not a parameter still waiting for its first update.
+        if self.cfg.method == Method::Dann
+            && let Some(i) = buffers.iter().position(Option::is_none)
+        {
+            return Err(TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!("no momentum buffer for '{}' after {} DANN steps", self.names[i], resume.step),
+            });
+        }
         self.opt
             .set_velocity(buffers)
             .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })?;

@@ -237,19 +237,34 @@ impl Adam {
             let key = |part: &str| format!("{prefix}{i}.{part}");
             match (tensors.get(&key("m")), tensors.get(&key("v")), tensors.get(&key("step"))) {
                 (Some(m), Some(v), Some(s)) => {
+                    let bad = |what: String| TrainError::Config(format!("optimizer state {prefix}{i}: {what}"));
                     if m.shape() != var.shape() || v.shape() != var.shape() {
-                        return Err(TrainError::Config(format!(
-                            "optimizer state {prefix}{i} has shape {:?}, the variable {:?}",
-                            m.shape(),
-                            var.shape()
+                        return Err(bad(format!("shape {:?}, the variable's {:?}", m.shape(), var.shape())));
+                    }
+                    if m.dtype() != var.dtype() || v.dtype() != var.dtype() {
+                        return Err(bad(format!(
+                            "dtype {:?}/{:?}, the variable's {:?}",
+                            m.dtype(),
+                            v.dtype(),
+                            var.dtype()
                         )));
                     }
-                    let to_var = |t: &Tensor| -> Result<Tensor> {
-                        Ok(t.to_dtype(var.dtype())?.to_device(var.device())?.detach())
-                    };
+                    if s.dtype() != DType::I64 || s.elem_count() != 1 {
+                        return Err(bad(format!("step count is {:?} {:?}, not one I64", s.dtype(), s.dims())));
+                    }
+                    let step = s.flatten_all()?.to_vec1::<i64>()?[0];
+                    if step < 1 {
+                        return Err(bad(format!("step count {step} (a stored moment follows at least one update)")));
+                    }
+                    // The second moment is a running mean of squares: a negative one would make
+                    // the next update's square root NaN.
+                    if v.min_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? < 0.0 {
+                        return Err(bad("second moment holds a negative value".into()));
+                    }
+                    let to_var = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(var.device())?.detach()) };
                     self.m[i] = Some(to_var(m)?);
                     self.v[i] = Some(to_var(v)?);
-                    self.steps[i] = s.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?[0].max(0) as u64;
+                    self.steps[i] = step as u64;
                 }
                 (None, None, None) => {
                     self.m[i] = None;
@@ -784,6 +799,12 @@ impl LoopTrainer for GtaTrainer {
                 "{} optimizer tensors do not belong to this variant's optimizers (a checkpoint of another method?)",
                 resume.optimizer_state.len() - known
             )));
+        }
+        // Each Adam counts the updates of its variables; none can be ahead of the iterations done.
+        for (name, opt) in self.optimizers() {
+            if let Some(ahead) = opt.and_then(|o| o.steps.iter().copied().find(|&s| s > resume.step as u64)) {
+                return Err(bad(format!("{name}'s optimizer counts {ahead} updates after {} iterations", resume.step)));
+            }
         }
         self.set_iteration(resume.step);
         Ok(())

@@ -58,10 +58,21 @@ impl MomentumSgd {
             candle_core::bail!("{} velocity buffers for {} variables", velocity.len(), self.vars.len());
         }
         for (v, var) in velocity.iter().zip(&self.vars) {
-            if let Some(v) = v
-                && v.shape() != var.shape()
-            {
-                candle_core::bail!("velocity shape {:?} does not match variable shape {:?}", v.shape(), var.shape());
+            if let Some(v) = v {
+                if v.shape() != var.shape() {
+                    candle_core::bail!(
+                        "velocity shape {:?} does not match variable shape {:?}",
+                        v.shape(),
+                        var.shape()
+                    );
+                }
+                if v.dtype() != var.dtype() {
+                    candle_core::bail!(
+                        "velocity dtype {:?} does not match variable dtype {:?}",
+                        v.dtype(),
+                        var.dtype()
+                    );
+                }
             }
         }
         self.velocity = velocity.into_iter().map(|v| v.map(|t| t.detach())).collect();

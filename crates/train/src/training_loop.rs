@@ -155,10 +155,11 @@ pub fn restore<T: LoopTrainer + ?Sized>(
     resume: &Resume,
     sampler: &mut MixedSampler,
 ) -> Result<()> {
-    checkpoint::check_run_length(path, resume, trainer.total_steps())?;
+    checkpoint::check_resume(path, resume, trainer.total_steps(), sampler)?;
     trainer.restore_state(path, resume)?;
-    sampler.restore(resume.sampler);
-    Ok(())
+    sampler
+        .restore(resume.sampler, resume.step)
+        .map_err(|reason| TrainError::Checkpoint { path: path.to_path_buf(), reason })
 }
 
 /// Runs `trainer` from its current step (or from `hooks.resume`) to its last on batches from

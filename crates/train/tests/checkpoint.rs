@@ -123,7 +123,10 @@ fn resume_without_momentum_restored_would_differ() {
     let mut saved = checkpoint::load(&path, &params, &Device::Cpu).unwrap();
     assert_eq!(saved.step, 30);
     assert!(!saved.velocity.is_empty(), "momentum buffers were not saved");
-    saved.velocity.clear();
+    // Zeroed rather than removed: a DANN checkpoint without its buffers is refused.
+    for v in saved.velocity.values_mut() {
+        *v = v.zeros_like().unwrap();
+    }
     let data = RotatedMoons::generate(&RotatedMoonsConfig::default()).unwrap();
     let model = toy_dann(&ToyConfig::default(), params.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let mut sampler =
@@ -190,4 +193,139 @@ fn unusable_checkpoints_are_named_in_the_error() {
     assert!(err.contains("metadata has no 'format'"), "{err}");
     let missing = checkpoint::load(&dir.join("nope.safetensors"), &params, &Device::Cpu).err().unwrap().to_string();
     assert!(missing.contains("nope.safetensors"), "{missing}");
+}
+
+/// Rewrites the checkpoint at `path` after `edit` changed its tensors or metadata, with a digest
+/// that matches the new contents: what a buggy writer would leave, so that the checks behind the
+/// digest are what is tested.
+fn reseal(
+    path: &Path,
+    edit: impl FnOnce(
+        &mut std::collections::HashMap<String, candle_core::Tensor>,
+        &mut std::collections::HashMap<String, String>,
+    ),
+) {
+    use adapt_models::tensor_file::{DIGEST_KEY, digest};
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    edit(&mut tensors, &mut meta);
+    let views: Vec<(&str, &candle_core::Tensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    meta.insert(DIGEST_KEY.into(), digest(&meta, &views));
+    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
+}
+
+fn interrupted_at_30(name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+    let dir = tmp_dir(name);
+    run(&dir, &config(0.05), false, Some(30)).err().expect("interrupted");
+    let path = dir.join(checkpoint::CHECKPOINT_FILE);
+    let good = std::fs::read(&path).unwrap();
+    (dir, path, good)
+}
+
+fn poison(t: &candle_core::Tensor, value: f32) -> candle_core::Tensor {
+    let mut v = values(t);
+    v[0] = value;
+    candle_core::Tensor::from_vec(v, t.shape(), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn nan_in_a_weight_or_a_momentum_buffer_is_refused_naming_the_file_and_the_tensor() {
+    let (dir, path, good) = interrupted_at_30("nan-weights");
+    for (name, value) in [("features.fc0.weight", f32::NAN), ("optim.velocity.label.fc0.weight", f32::INFINITY)] {
+        std::fs::write(&path, &good).unwrap();
+        reseal(&path, |t, _| {
+            let p = poison(&t[name], value);
+            t.insert(name.into(), p);
+        });
+        let params = fresh_params(0);
+        let before = params.tensors();
+        let err = checkpoint::load(&path, &params, &Device::Cpu).expect_err("non-finite value loaded").to_string();
+        assert!(err.contains("checkpoint.safetensors") && err.contains(name) && err.contains("non-finite"), "{err}");
+        assert_eq!(values(&before["features.fc0.weight"]), values(&params.tensors()["features.fc0.weight"]));
+        // The run does not resume from it either.
+        let err = run(&dir, &config(0.05), true, None).err().expect("resumed from NaN").to_string();
+        assert!(err.contains(name), "{err}");
+    }
+    // A run whose weights went non-finite writes no checkpoint: the last one stays the good one.
+    std::fs::write(&path, &good).unwrap();
+    let params = fresh_params(0);
+    checkpoint::load(&path, &params, &Device::Cpu).unwrap();
+    let var = params.get("label.fc0.bias").unwrap();
+    var.set(&poison(var.as_tensor(), f32::NAN)).unwrap();
+    let data = RotatedMoons::generate(&RotatedMoonsConfig::default()).unwrap();
+    let sampler = MixedSampler::new(Arc::new(data.source_train), Arc::new(data.target_train), 16, 7).unwrap();
+    let opt = <adapt_train::optim::MomentumSgd as candle_nn::Optimizer>::new(
+        params.trainable_vars(""),
+        SgdSettings::default(),
+    )
+    .unwrap();
+    let err = checkpoint::save(&path, &params, &opt, 40, 60, sampler.state_after(40)).unwrap_err().to_string();
+    assert!(err.contains("checkpoint.safetensors") && err.contains("label.fc0.bias"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), good, "the last good checkpoint was replaced");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn metadata_that_does_not_fit_the_run_is_refused() {
+    let (dir, path, good) = interrupted_at_30("metadata");
+    let cfg = config(0.05);
+    // An I32 tensor for an F32 parameter (same shape): not converted, refused.
+    reseal(&path, |t, _| {
+        let w = &t["features.fc0.weight"];
+        let as_int = w.to_dtype(candle_core::DType::I32).unwrap();
+        t.insert("features.fc0.weight".into(), as_int);
+    });
+    let err = checkpoint::load(&path, &fresh_params(0), &Device::Cpu).expect_err("wrong dtype loaded").to_string();
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("features.fc0.weight") && err.contains("I32"),
+        "{err}"
+    );
+    // Sampler offsets past the data, epochs the run never reached, and an edited step: the
+    // checkpoint parses, the run refuses to continue from it.
+    let sampler = |source: (u64, usize)| {
+        format!(
+            "{{\"source\":{{\"epoch\":{},\"offset\":{}}},\"target\":{{\"epoch\":3,\"offset\":30}}}}",
+            source.0, source.1
+        )
+    };
+    for (what, key, value, expect) in [
+        ("offset", "sampler", sampler((3, 99_999_999)), "offset 99999999"),
+        ("epoch", "sampler", sampler((u64::MAX, 30)), "epoch 18446744073709551615"),
+        ("step", "step", "20".to_string(), "sampler position"),
+        ("step 0", "step", "0".to_string(), "step 0"),
+    ] {
+        std::fs::write(&path, &good).unwrap();
+        reseal(&path, |_, m| {
+            m.insert(key.into(), value.clone());
+        });
+        let err = run(&dir, &cfg, true, None).err().unwrap_or_else(|| panic!("{what}: resumed")).to_string();
+        assert!(err.contains("checkpoint.safetensors") && err.contains(expect), "{what}: {err}");
+    }
+    // Without a matching digest any edit is refused, whatever it is.
+    let mut bad = good.clone();
+    let at = bad.windows(9).position(|w| w == b"\"step\":\"3").unwrap();
+    bad[at + 8] = b'2';
+    std::fs::write(&path, &bad).unwrap();
+    let err = checkpoint::load(&path, &fresh_params(0), &Device::Cpu).expect_err("edited").to_string();
+    assert!(err.contains("digest"), "{err}");
+    // The untouched file still resumes.
+    std::fs::write(&path, &good).unwrap();
+    run(&dir, &cfg, true, None).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_dann_checkpoint_without_a_momentum_buffer_is_refused() {
+    let (dir, path, _) = interrupted_at_30("no-velocity");
+    reseal(&path, |t, _| {
+        t.remove("optim.velocity.domain.fc0.weight");
+    });
+    let err = run(&dir, &config(0.05), true, None).err().expect("resumed without momentum").to_string();
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("no momentum buffer for 'domain.fc0.weight'"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -157,7 +157,7 @@ fn a_var_map_model_checkpoints_and_resumes_bit_identically() -> R {
     let dir = tmp_dir("resumed");
     let err = run_var_map(&dir, &cfg, false, Some(20)).err().expect("the run is interrupted");
     assert!(err.to_string().contains("interrupted at 20"), "{err}");
-    let saved = checkpoint::load(&dir.join(checkpoint::CHECKPOINT_FILE), &VarMap::new(), &Device::Cpu)?;
+    let saved = checkpoint::load(&dir.join(checkpoint::CHECKPOINT_FILE), &var_map(1234)?.0, &Device::Cpu)?;
     assert_eq!(saved.step, 20);
     assert!(!saved.velocity.is_empty(), "the momentum buffers were not saved");
     let resumed = run_var_map(&dir, &cfg, true, None)?;
