@@ -306,7 +306,7 @@ mod tests {
         }
         // Records out of order, repeated, or broken before the end are not this run's history.
         for bad in
-            ["{\"step\":50}\n{\"step\":25}\n", "{\"step\":25}\n{\"step\":25}\n", "{\"step\":25}\nxx\n{\"step\":50}\n"]
+            ["{\"step\":25}\n{\"step\":10}\n", "{\"step\":25}\n{\"step\":25}\n", "{\"step\":25}\nxx\n{\"step\":50}\n"]
         {
             assert!(read(bad, 25).unwrap_err().contains("line 2"), "{bad}");
         }
