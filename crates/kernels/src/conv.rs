@@ -639,6 +639,9 @@ pub(crate) fn backward(
     // lanes are summed in order, so the sums do not depend on thread scheduling: the same seed on
     // the same thread count gives bit-identical training runs (and exact resume).
     type GradAccumulator = Mutex<Option<(Vec<f32>, Vec<f32>)>>;
+    // Where gemm's special paths (tiny, vector or depth-2 products; every chunk's depth is at
+    // least P) could treat the two orientations differently, keep the row-major one.
+    let dw_transposed = o > 1 && k > 1 && o * k > 256 && p > 2;
     let accs: Vec<GradAccumulator> = (0..threads).map(|_| Mutex::new(None)).collect();
     let chw = g.c * g.h * g.w;
 
@@ -705,7 +708,15 @@ pub(crate) fn backward(
                     im2col(g, x, i0, nbc, cols);
                     // dW[O, K] += g[O, ld] * cols[K, ld]^T. With the gemm crate's AVX-512 kernels
                     // this is faster overall than the patch-major columns, which cost more to build.
-                    sgemm(o, k, ld, dw, (k, 1), true, gbuf, (ld, 1), cols, (1, ld));
+                    if dw_transposed {
+                        // The same products written column-major ([K][O]): gemm then packs the
+                        // O x ld gradient instead of the K x ld columns (K = C*KH*KW is up to 17
+                        // times O here), and every dW element is still one FMA chain over the
+                        // same kc blocks of ld (gemm's blocking depends on the depth alone).
+                        sgemm(o, k, ld, dw, (1, o), true, gbuf, (ld, 1), cols, (1, ld));
+                    } else {
+                        sgemm(o, k, ld, dw, (k, 1), true, gbuf, (ld, 1), cols, (1, ld));
+                    }
                 }
             }
         });
@@ -721,7 +732,13 @@ pub(crate) fn backward(
     for acc in accs {
         if let Some((dw, db)) = acc.into_inner().unwrap_or_else(|e| e.into_inner()) {
             if let Some(s) = dw_sum.as_mut() {
-                s.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
+                if dw_transposed {
+                    for (oc, row) in s.chunks_exact_mut(k).enumerate() {
+                        row.iter_mut().zip(dw[oc..].iter().step_by(o)).for_each(|(a, b)| *a += b);
+                    }
+                } else {
+                    s.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
+                }
             }
             if let Some(s) = db_sum.as_mut() {
                 s.iter_mut().zip(&db).for_each(|(a, b)| *a += b);

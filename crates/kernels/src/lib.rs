@@ -20,7 +20,9 @@
 //!   PyTorch).
 //! * [`linear`](mod@linear): [`linear()`], candle-nn's `Linear` as parallel blocked GEMMs.
 //! * [`batch_norm`]: [`BatchNorm2d`], spatial BatchNorm (PyTorch's semantics) whose training
-//!   pass is one fused op forward and one backward.
+//!   pass is one fused op forward and one backward;
+//!   [`BatchNorm2d::forward_max_pool_leaky`] fuses a max-pool and a LeakyReLU after it (GTA's
+//!   discriminator blocks).
 //! * [`activation`]: [`relu`] and [`leaky_relu`], candle's `relu()` and `maximum(x, slope x)`
 //!   with their exact gradients, one pass forward and one backward.
 //! * [`adam`]: [`adam_update`], one Adam update in one pass, bit-identical to its candle ops.
