@@ -111,7 +111,13 @@ fn bad_flags_are_clap_errors() {
 
 #[test]
 fn a_flag_the_toy_does_not_use_is_an_error_naming_it() {
-    for flag in [["--padding", "same"], ["--init", "glorot"], ["--preset", "bn"], ["--select", "source-val"]] {
+    for flag in [
+        ["--padding", "same"],
+        ["--init", "glorot"],
+        ["--preset", "bn"],
+        ["--select", "source-val"],
+        ["--weight-average", "0.99"],
+    ] {
         let err = run(Cli::parse_from(["xtask", "train", flag[0], flag[1]])).unwrap_err();
         assert!(format!("{err:#}").contains(flag[0]), "{err:#}");
     }

@@ -120,6 +120,10 @@ pub struct TrainArgs {
     /// statistics from the target only.
     #[arg(long)]
     pub bn_per_domain: bool,
+    /// Decay of the moving average of the weights that is evaluated and reported (digit DANN
+    /// runs; 0: the last step's weights; default: the preset's).
+    #[arg(long, allow_hyphen_values = true)]
+    pub weight_average: Option<f64>,
     /// Which weights to report (digit DANN runs; default last). Target labels are never used to choose.
     #[arg(long, value_enum)]
     pub select: Option<SelectChoice>,
@@ -195,6 +199,11 @@ impl TrainArgs {
         {
             bail!("--lr must be a positive finite number, got {lr}");
         }
+        if let Some(d) = self.weight_average
+            && !(d == 0.0 || (d > 0.0 && d < 1.0))
+        {
+            bail!("--weight-average must be 0 (off) or between 0 and 1, got {d}");
+        }
         for (flag, v) in [("--steps", self.steps), ("--batch-size", self.batch_size)] {
             if v == Some(0) {
                 bail!("{flag} must be at least 1");
@@ -204,7 +213,7 @@ impl TrainArgs {
     }
 
     /// The flags only the DANN digit recipes use, with whether each was given.
-    fn digit_net_flags(&self) -> [(&'static str, bool); 6] {
+    fn digit_net_flags(&self) -> [(&'static str, bool); 7] {
         [
             ("--preset", self.preset.is_some()),
             ("--init", self.init.is_some()),
@@ -212,6 +221,7 @@ impl TrainArgs {
             ("--select", self.select.is_some()),
             ("--target-im", self.target_im.is_some()),
             ("--bn-per-domain", self.bn_per_domain),
+            ("--weight-average", self.weight_average.is_some()),
         ]
     }
 
@@ -262,6 +272,7 @@ impl TrainArgs {
                 r.lr = self.lr.unwrap_or(r.lr);
                 r.select = self.select.map_or(Selection::Last, Selection::from);
                 r.target_im_weight = self.target_im.unwrap_or(r.target_im_weight);
+                r.weight_average_decay = self.weight_average.unwrap_or(r.weight_average_decay);
                 if self.bn_per_domain {
                     r.model.batch_norm = true;
                     r.separate_domain_passes = true;

@@ -238,6 +238,21 @@ fn class9_bad_values_name_their_flag_before_anything_happens() {
         out.to_str().unwrap(),
     ]);
     assert_fails(&r, "--lr nan on digits", &["--lr"]);
+    for decay in ["1", "-0.5", "nan"] {
+        let r = xtask(&[
+            "train",
+            "--quiet",
+            "--source",
+            "mnist",
+            "--target",
+            "usps",
+            "--weight-average",
+            decay,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_fails(&r, decay, &["--weight-average"]);
+    }
     let r = xtask(&["train", "--quiet", "--seed", "-1"]);
     assert_fails(&r, "--seed -1", &["--seed"]);
     assert!(!out.exists());

@@ -6,8 +6,9 @@
 //! * `config.toml`: everything needed to re-run it;
 //! * `metrics.jsonl`: one record per logged step;
 //! * `checkpoint.safetensors`: the latest checkpoint (weights, momentum, step, sampler position);
-//! * `model.safetensors`: the weights after the last step, its metadata describing the model and
-//!   its input preprocessing ([`crate::weights`]);
+//! * `model.safetensors`: the weights after the last step (their moving average when the recipe
+//!   keeps one), its metadata describing the model and its input preprocessing
+//!   ([`crate::weights`]);
 //! * `best.safetensors` + `selection.json`: with a source validation split, the weights of the
 //!   checkpoint with the best source validation accuracy;
 //! * `curves.png`, `summary.json`.
@@ -224,7 +225,13 @@ where
     };
     let finished = done_before == cfg.steps;
     let seconds = if finished {
-        // A finished run asked to resume: nothing left to train, report it again.
+        // A finished run asked to resume: nothing left to train, report it again (the
+        // checkpoint holds the trained weights; an averaging run reports its average).
+        if let Some(r) = &resume
+            && cfg.weight_average_decay > 0.0
+        {
+            adapt_train::weight_average::load_averaged(&ckpt_path, params, &r.optimizer_state)?;
+        }
         previous_seconds(dir)?
     } else {
         let hooks = TrainHooks {

@@ -83,6 +83,7 @@ impl DigitRunConfig {
                 // source-only stays trained on source labels alone.
                 target_im_weight: if method == Method::Dann { recipe.target_im_weight } else { 0.0 },
                 separate_domain_passes: recipe.separate_domain_passes,
+                weight_average_decay: recipe.weight_average_decay,
                 ..TrainConfig::default()
             },
         })

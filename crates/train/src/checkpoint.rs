@@ -185,7 +185,9 @@ pub fn velocity_buffers(path: &Path, names: &[String], resume: &Resume) -> Resul
     if let Some(extra) = resume.velocity.keys().find(|k| !names.contains(k)) {
         return Err(corrupt(path, format!("momentum buffer for unknown parameter '{extra}'")));
     }
-    if let Some(other) = resume.optimizer_state.keys().find(|k| !k.starts_with(VELOCITY_PREFIX)) {
+    // The weight average rides along with momentum SGD (see [`crate::weight_average`]).
+    let theirs = |k: &&String| k.starts_with(VELOCITY_PREFIX) || k.starts_with(crate::weight_average::AVERAGE_PREFIX);
+    if let Some(other) = resume.optimizer_state.keys().find(|k| !theirs(k)) {
         return Err(corrupt(
             path,
             format!("optimizer state '{other}' is not momentum SGD's (a checkpoint of another method?)"),

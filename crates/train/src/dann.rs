@@ -17,6 +17,7 @@ use crate::checkpoint::{self, Resume};
 use crate::error::{Result, TrainError};
 use crate::optim::{MomentumSgd, SgdSettings, lr_schedule};
 use crate::training_loop::{self, Hooks, LoopTrainer, MetricWindow, Outcome};
+use crate::weight_average::WeightAverage;
 use adapt_grl::lambda_schedule;
 use adapt_models::{Dann, DannOutput, NamedParams};
 use candle_core::{D, DType, Device, ModuleT, Tensor};
@@ -76,6 +77,11 @@ pub struct TrainConfig {
     /// win). Without BatchNorm it changes nothing but the cost.
     #[serde(default)]
     pub separate_domain_passes: bool,
+    /// Decay of a moving average of the weights (see [`crate::weight_average`]) that the run
+    /// evaluates at every checkpoint and reports at the end; 0: no average, the last step's
+    /// weights are the model.
+    #[serde(default)]
+    pub weight_average_decay: f64,
 }
 
 impl Default for TrainConfig {
@@ -95,6 +101,7 @@ impl Default for TrainConfig {
             log_every: 50,
             target_im_weight: 0.0,
             separate_domain_passes: false,
+            weight_average_decay: 0.0,
         }
     }
 }
@@ -111,6 +118,10 @@ impl TrainConfig {
             if !v.is_finite() {
                 return Err(TrainError::Config(format!("{name} must be finite, got {v}")));
             }
+        }
+        let d = self.weight_average_decay;
+        if !(d == 0.0 || (d > 0.0 && d < 1.0)) {
+            return Err(TrainError::Config(format!("weight_average_decay must be 0 (off) or in (0, 1), got {d}")));
         }
         Ok(())
     }
@@ -189,6 +200,8 @@ pub struct DannTrainer<'m, F, L, Dm> {
     names: Vec<String>,
     /// BatchNorm running statistics (see [`TrainConfig::separate_domain_passes`]).
     buffers: Vec<candle_core::Var>,
+    /// The evaluated weights, when [`TrainConfig::weight_average_decay`] asks for an average.
+    average: Option<WeightAverage>,
     done: usize,
 }
 
@@ -210,7 +223,9 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
             .filter(|(name, _)| adapt_models::params::is_buffer(name))
             .map(|(_, v)| v)
             .collect();
-        Ok(Self { model, cfg: cfg.clone(), opt, names: checkpoint::momentum_names(params), buffers, done: 0 })
+        let decay = cfg.weight_average_decay;
+        let average = if decay > 0.0 { Some(WeightAverage::new(params, decay)?) } else { None };
+        Ok(Self { model, cfg: cfg.clone(), opt, names: checkpoint::momentum_names(params), buffers, average, done: 0 })
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -219,6 +234,12 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
 
     pub fn optimizer(&self) -> &MomentumSgd {
         &self.opt
+    }
+
+    /// The moving average of the weights, if the configuration keeps one: [`WeightAverage::swap`]
+    /// puts it into the model for evaluation (and back).
+    pub fn weight_average(&mut self) -> Option<&mut WeightAverage> {
+        self.average.as_mut()
     }
 
     /// Updates done (the `step` of the last [`DannTrainer::step`] plus one, or a checkpoint's).
@@ -259,6 +280,9 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
             loss = (loss + (im * self.cfg.target_im_weight)?)?;
         }
         self.opt.backward_step(&loss)?;
+        if let Some(average) = &mut self.average {
+            average.update()?;
+        }
         self.done = step + 1;
         Ok(DannStepLosses {
             label_loss: ll,
@@ -300,7 +324,11 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
 
     /// The momentum buffers, named for [`crate::checkpoint::save_state`].
     pub fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
-        checkpoint::velocity_state(&self.names, &self.opt)
+        let mut state = checkpoint::velocity_state(&self.names, &self.opt)?;
+        if let Some(average) = &self.average {
+            state.extend(average.state());
+        }
+        Ok(state)
     }
 
     /// Continues from a checkpoint (whose parameters [`crate::checkpoint::load`] has already
@@ -406,8 +434,18 @@ impl<F: ModuleT, L: ModuleT, Dm: ModuleT> LoopTrainer for DannTrainer<'_, F, L, 
         self.opt
             .set_velocity(buffers)
             .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })?;
+        if let Some(average) = &mut self.average {
+            average.restore(path, &resume.optimizer_state, resume.step)?;
+        }
         self.done = resume.step;
         Ok(())
+    }
+
+    fn swap_evaluation_weights(&mut self) -> Result<()> {
+        match &mut self.average {
+            Some(average) => average.swap(),
+            None => Ok(()),
+        }
     }
 }
 

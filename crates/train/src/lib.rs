@@ -15,6 +15,7 @@
 //! * [`checkpoint`]: parameters, momentum, step and sampler position in one safetensors file.
 //! * [`log`]: the run's `metrics.jsonl` and progress bar.
 //! * [`losses`]: label-free losses on target predictions (entropy, information maximisation).
+//! * [`weight_average`]: the moving average of the weights that averaged recipes evaluate.
 pub mod batches;
 pub mod checkpoint;
 pub mod dann;
@@ -24,6 +25,7 @@ pub mod log;
 pub mod losses;
 pub mod optim;
 pub mod training_loop;
+pub mod weight_average;
 
 pub use dann::{DannStepLosses, DannTrainer, Method, StepMetrics, TrainConfig, TrainHooks, TrainOutcome, train_dann};
 pub use error::{Result, TrainError};

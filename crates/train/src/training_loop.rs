@@ -60,6 +60,12 @@ pub trait LoopTrainer {
     /// Takes the optimizer state and the steps done from `resume` (a checkpoint of a run of this
     /// length); `path` names the file in errors.
     fn restore_state(&mut self, path: &Path, resume: &Resume) -> Result<()>;
+    /// Exchanges the weights the run evaluates (e.g. a [`crate::weight_average::WeightAverage`])
+    /// with the trained ones in the model; a second call undoes the first. The default (the
+    /// trained weights are the evaluated ones) does nothing.
+    fn swap_evaluation_weights(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Sums of per-step values since the previous metrics record, slot by slot.
@@ -165,7 +171,9 @@ pub fn restore<T: LoopTrainer + ?Sized>(
 /// Runs `trainer` from its current step (or from `hooks.resume`) to its last on batches from
 /// `sampler`, on `device`; checkpoints save `params`, the store the trainer's model lives in.
 ///
-/// On the CPU, a run resumed from a checkpoint ends with the parameters of an unbroken run.
+/// On the CPU, a run resumed from a checkpoint ends with the parameters of an unbroken run. The
+/// checkpoint hook, and `params` once the run returns, hold the weights the trainer evaluates
+/// ([`LoopTrainer::swap_evaluation_weights`]); checkpoints always save the trained ones.
 pub fn run<T: LoopTrainer + ?Sized>(
     trainer: &mut T,
     params: &dyn NamedParams,
@@ -237,7 +245,11 @@ pub fn run<T: LoopTrainer + ?Sized>(
             }
             checkpoint::save_state(&c.path, params, trainer.checkpoint_state()?, done, steps, sampler.state())?;
             if let Some(f) = on_checkpoint.as_deref_mut() {
-                f(done)?;
+                // The hook sees the evaluated weights; training goes on with the trained ones.
+                trainer.swap_evaluation_weights()?;
+                let seen = f(done);
+                trainer.swap_evaluation_weights()?;
+                seen?;
             }
         }
     }
@@ -247,6 +259,8 @@ pub fn run<T: LoopTrainer + ?Sized>(
     if let Some(p) = progress {
         p.finish();
     }
+    // What the run reports is the evaluated model.
+    trainer.swap_evaluation_weights()?;
     let last =
         last.ok_or_else(|| TrainError::Config("no step was run: the checkpoint is already at the end".into()))?;
     Ok(Outcome { steps, seconds: start.elapsed().as_secs_f64(), last })

@@ -329,3 +329,27 @@ fn a_dann_checkpoint_without_a_momentum_buffer_is_refused() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn an_averaging_run_reports_its_average_and_resumes_to_the_same_one() {
+    let cfg = TrainConfig { weight_average_decay: 0.9, ..config(0.05) };
+    let unbroken_dir = tmp_dir("average-unbroken");
+    let averaged = run(&unbroken_dir, &cfg, false, None).unwrap();
+    let dir = tmp_dir("average-resumed");
+    run(&dir, &cfg, false, Some(30)).err().expect("the run is interrupted");
+    let resumed = run(&dir, &cfg, true, None).unwrap();
+    let (a, b) = (averaged.tensors(), resumed.tensors());
+    for (name, t) in &a {
+        assert_eq!(values(t), values(&b[name]), "{name}: the resumed average differs");
+    }
+    // What the run returns is the average, not the trained weights the checkpoint keeps, and
+    // not what the same run without an average ends with.
+    let trained = fresh_params(cfg.seed);
+    checkpoint::load(&unbroken_dir.join(checkpoint::CHECKPOINT_FILE), &trained, &Device::Cpu).unwrap();
+    let plain = run(&tmp_dir("average-plain"), &config(0.05), false, None).unwrap().tensors();
+    let trained = trained.tensors();
+    assert!(a.iter().any(|(n, t)| values(t) != values(&trained[n])), "the average equals the trained weights");
+    for (n, t) in &trained {
+        assert_eq!(values(t), values(&plain[n]), "{n}: averaging changed the training itself");
+    }
+}
