@@ -225,33 +225,13 @@ fn class9_bad_values_name_their_flag_before_anything_happens() {
         assert!(!out.exists(), "--lr {lr} created a run folder");
     }
     // A digit pair with no data anywhere: the value is checked before the data is looked for.
-    let r = xtask(&[
-        "train",
-        "--quiet",
-        "--source",
-        "mnist",
-        "--target",
-        "usps",
-        "--lr",
-        "nan",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_fails(&r, "--lr nan on digits", &["--lr"]);
+    let on_digits = |flag: &str, value: &str| {
+        let out = out.to_str().unwrap();
+        xtask(&["train", "--quiet", "--source", "mnist", "--target", "usps", flag, value, "--out", out])
+    };
+    assert_fails(&on_digits("--lr", "nan"), "--lr nan on digits", &["--lr"]);
     for decay in ["1", "-0.5", "nan"] {
-        let r = xtask(&[
-            "train",
-            "--quiet",
-            "--source",
-            "mnist",
-            "--target",
-            "usps",
-            "--weight-average",
-            decay,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert_fails(&r, decay, &["--weight-average"]);
+        assert_fails(&on_digits("--weight-average", decay), decay, &["--weight-average"]);
     }
     let r = xtask(&["train", "--quiet", "--seed", "-1"]);
     assert_fails(&r, "--seed -1", &["--seed"]);
