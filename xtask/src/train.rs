@@ -124,6 +124,10 @@ pub struct TrainArgs {
     /// runs; 0: the last step's weights; default: the preset's).
     #[arg(long, allow_hyphen_values = true)]
     pub weight_average: Option<f64>,
+    /// Move each training image (both domains) by up to this many pixels each way, a fresh random
+    /// offset per image and step (digit DANN runs; default: the preset's).
+    #[arg(long)]
+    pub shift: Option<usize>,
     /// Which weights to report (digit DANN runs; default last). Target labels are never used to choose.
     #[arg(long, value_enum)]
     pub select: Option<SelectChoice>,
@@ -213,7 +217,7 @@ impl TrainArgs {
     }
 
     /// The flags only the DANN digit recipes use, with whether each was given.
-    fn digit_net_flags(&self) -> [(&'static str, bool); 7] {
+    fn digit_net_flags(&self) -> [(&'static str, bool); 8] {
         [
             ("--preset", self.preset.is_some()),
             ("--init", self.init.is_some()),
@@ -222,6 +226,7 @@ impl TrainArgs {
             ("--target-im", self.target_im.is_some()),
             ("--bn-per-domain", self.bn_per_domain),
             ("--weight-average", self.weight_average.is_some()),
+            ("--shift", self.shift.is_some()),
         ]
     }
 
@@ -273,6 +278,7 @@ impl TrainArgs {
                 r.select = self.select.map_or(Selection::Last, Selection::from);
                 r.target_im_weight = self.target_im.unwrap_or(r.target_im_weight);
                 r.weight_average_decay = self.weight_average.unwrap_or(r.weight_average_decay);
+                r.input_shift = self.shift.unwrap_or(r.input_shift);
                 if self.bn_per_domain {
                     r.model.batch_norm = true;
                     r.separate_domain_passes = true;

@@ -196,7 +196,8 @@ where
     let done_before = resume.as_ref().map_or(0, |r| r.step);
 
     let mut sampler =
-        MixedSampler::new(data.source_train.clone(), data.target_train.clone(), cfg.batch_size, cfg.seed)?;
+        MixedSampler::new(data.source_train.clone(), data.target_train.clone(), cfg.batch_size, cfg.seed)?
+            .with_shift(cfg.input_shift)?;
     // Also when nothing is left to train: a finished run's checkpoint must fit the run too.
     if let Some(r) = &resume {
         check_resume(&ckpt_path, r, cfg.steps, &sampler)?;

@@ -84,6 +84,7 @@ impl DigitRunConfig {
                 target_im_weight: if method == Method::Dann { recipe.target_im_weight } else { 0.0 },
                 separate_domain_passes: recipe.separate_domain_passes,
                 weight_average_decay: recipe.weight_average_decay,
+                input_shift: recipe.input_shift,
                 ..TrainConfig::default()
             },
         })

@@ -148,6 +148,9 @@ pub struct DigitRecipe {
     /// methods; 0: the last step's weights, as in the paper).
     #[serde(default)]
     pub weight_average_decay: f64,
+    /// Training images of both domains moved by up to this many pixels each way (0: as loaded).
+    #[serde(default)]
+    pub input_shift: usize,
 }
 
 impl DigitRecipe {
@@ -173,6 +176,7 @@ impl DigitRecipe {
             target_im_weight: if recommended { RECOMMENDED_IM_WEIGHT } else { 0.0 },
             separate_domain_passes: false,
             weight_average_decay: if recommended { RECOMMENDED_WEIGHT_AVERAGE_DECAY } else { 0.0 },
+            input_shift: 0,
         }
     }
 

@@ -2,9 +2,9 @@
 //! rows, drawn from per-domain shuffled epochs.
 use adapt_datasets::Rows;
 use candle_core::{Device, Tensor};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -94,6 +94,11 @@ pub struct MixedSampler {
     per_domain: usize,
     source_order: EpochOrder,
     target_order: EpochOrder,
+    seed: u64,
+    /// Images are moved by up to this many pixels each way (see [`MixedSampler::with_shift`]).
+    max_shift: usize,
+    /// Batches drawn since the start of the run (the shifts of a batch depend on it).
+    drawn: u64,
 }
 
 /// The sampler's position, saved in checkpoints for exact resume.
@@ -124,7 +129,26 @@ impl MixedSampler {
         }
         let source_order = EpochOrder::new(source.len(), seed.wrapping_mul(2));
         let target_order = EpochOrder::new(target.len(), seed.wrapping_mul(2).wrapping_add(1));
-        Ok(Self { source, target, per_domain, source_order, target_order })
+        Ok(Self { source, target, per_domain, source_order, target_order, seed, max_shift: 0, drawn: 0 })
+    }
+
+    /// Moves every image of every batch, both domains, by a random offset of up to `max_shift`
+    /// pixels along each axis, the pixels that come in copied from the nearest border pixel (the
+    /// background, whatever the normalisation). Small translations are the augmentation the
+    /// digit recipes that reach 97-99 % rely on (self-ensembling: +-2 px). The offsets depend only
+    /// on the seed and the batch's index in the run, so a resumed run draws the same ones; 0
+    /// leaves the images as they are.
+    pub fn with_shift(mut self, max_shift: usize) -> Result<Self> {
+        if max_shift > 0 {
+            let shape = self.source.row_shape();
+            if shape.len() != 3 || shape[1] <= max_shift || shape[2] <= max_shift {
+                return Err(TrainError::Config(format!(
+                    "a shift of {max_shift} pixels needs images (channels, height, width) larger than it; rows are {shape:?}"
+                )));
+            }
+        }
+        self.max_shift = max_shift;
+        Ok(self)
     }
 
     pub fn per_domain(&self) -> usize {
@@ -138,11 +162,28 @@ impl MixedSampler {
         xs.extend_from_slice(&xt);
         let mut shape = vec![2 * n];
         shape.extend(self.source.row_shape());
+        if self.max_shift > 0 {
+            self.shift_images(&mut xs, &shape);
+        }
+        self.drawn += 1;
         Ok(MixedBatch {
             inputs: Tensor::from_vec(xs, shape, device)?,
             source_labels: Tensor::from_vec(ys, n, device)?,
             n_source: n,
         })
+    }
+
+    fn shift_images(&self, xs: &mut [f32], shape: &[usize]) {
+        let (c, h, w) = (shape[1], shape[2], shape[3]);
+        let mut rng =
+            StdRng::seed_from_u64(self.seed ^ 0x5348_4946_5453_0000 ^ self.drawn.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let m = self.max_shift as i64;
+        let mut moved = vec![0f32; c * h * w];
+        for image in xs.chunks_exact_mut(c * h * w) {
+            let (dy, dx) = (rng.random_range(-m..=m) as isize, rng.random_range(-m..=m) as isize);
+            shift_image(image, &mut moved, (c, h, w), dy, dx);
+            image.copy_from_slice(&moved);
+        }
     }
 
     pub fn state(&self) -> SamplerState {
@@ -181,8 +222,24 @@ impl MixedSampler {
     /// [`MixedSampler::check_state`]).
     pub fn restore(&mut self, state: SamplerState, steps_done: usize) -> std::result::Result<(), String> {
         self.check_state(state, steps_done)?;
+        self.drawn = steps_done as u64;
         self.source_order.restore(state.source)?;
         self.target_order.restore(state.target)
+    }
+}
+
+/// `out` is `image` (`c` planes of `h` x `w`) moved down by `dy` and right by `dx` pixels, the
+/// uncovered pixels copied from the nearest border pixel.
+pub fn shift_image(image: &[f32], out: &mut [f32], (c, h, w): (usize, usize, usize), dy: isize, dx: isize) {
+    let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
+    for plane in 0..c {
+        let (src, dst) = (&image[plane * h * w..(plane + 1) * h * w], &mut out[plane * h * w..(plane + 1) * h * w]);
+        for y in 0..h {
+            let sy = clamp(y as isize - dy, h);
+            for x in 0..w {
+                dst[y * w + x] = src[sy * w + clamp(x as isize - dx, w)];
+            }
+        }
     }
 }
 
@@ -253,6 +310,56 @@ mod tests {
         for (row, label) in x[..3].iter().zip(&y) {
             assert_eq!(*label, (row[0] as u32) % 2);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_shift_moves_the_pixels_and_fills_from_the_border() {
+        // 1 plane of 3 x 3: values 0..9 row by row.
+        let image: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let mut out = vec![0f32; 9];
+        shift_image(&image, &mut out, (1, 3, 3), 1, 0);
+        assert_eq!(out, vec![0., 1., 2., 0., 1., 2., 3., 4., 5.]);
+        shift_image(&image, &mut out, (1, 3, 3), 0, -1);
+        assert_eq!(out, vec![1., 2., 2., 4., 5., 5., 7., 8., 8.]);
+        shift_image(&image, &mut out, (1, 3, 3), 0, 0);
+        assert_eq!(out, image);
+    }
+
+    fn images(n: usize) -> Arc<dyn Rows> {
+        let px: Vec<u8> = (0..n * 36).map(|i| ((i * 37) % 251) as u8).collect();
+        let labels = (0..n).map(|i| (i % 3) as u32).collect();
+        Arc::new(
+            adapt_datasets::ImageDataset::from_u8("x", adapt_datasets::Split::Train, &px, labels, [1, 6, 6]).unwrap(),
+        )
+    }
+
+    #[test]
+    fn shifted_batches_differ_from_plain_ones_and_resume_to_the_same_shifts() -> Result<()> {
+        let batches = |shift: usize, skip: usize, restore: bool| -> Result<Vec<Vec<f32>>> {
+            let mut s = MixedSampler::new(images(10), images(8), 4, 3)?.with_shift(shift)?;
+            if restore {
+                let state = s.state_after(skip);
+                s.restore(state, skip).unwrap();
+            } else {
+                for _ in 0..skip {
+                    s.next_batch(&Device::Cpu)?;
+                }
+            }
+            (0..3).map(|_| Ok(s.next_batch(&Device::Cpu)?.inputs.flatten_all()?.to_vec1::<f32>()?)).collect()
+        };
+        let (plain, shifted) = (batches(0, 5, false)?, batches(2, 5, false)?);
+        assert!(plain.iter().zip(&shifted).all(|(a, b)| a != b), "a shift of 2 left a batch unchanged");
+        // Shifting moves pixels, it does not invent values: each image keeps its value range.
+        for (a, b) in plain.iter().zip(&shifted) {
+            for (ia, ib) in a.chunks(36).zip(b.chunks(36)) {
+                let max = |v: &[f32]| v.iter().cloned().fold(f32::MIN, f32::max);
+                assert!(max(ib) <= max(ia));
+            }
+        }
+        assert_eq!(batches(2, 5, true)?, shifted, "a restored sampler draws other shifts");
+        assert!(MixedSampler::new(images(10), images(8), 4, 3)?.with_shift(6).is_err());
+        assert!(MixedSampler::new(points(3, 0.0), points(3, 0.0), 2, 0)?.with_shift(1).is_err());
         Ok(())
     }
 

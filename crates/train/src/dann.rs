@@ -82,6 +82,10 @@ pub struct TrainConfig {
     /// weights are the model.
     #[serde(default)]
     pub weight_average_decay: f64,
+    /// Training images (both domains) moved by up to this many pixels each way, a fresh offset
+    /// per image and step ([`MixedSampler::with_shift`]; 0: as loaded).
+    #[serde(default)]
+    pub input_shift: usize,
 }
 
 impl Default for TrainConfig {
@@ -102,6 +106,7 @@ impl Default for TrainConfig {
             target_im_weight: 0.0,
             separate_domain_passes: false,
             weight_average_decay: 0.0,
+            input_shift: 0,
         }
     }
 }
