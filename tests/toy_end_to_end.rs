@@ -117,6 +117,7 @@ fn a_flag_the_toy_does_not_use_is_an_error_naming_it() {
         ["--preset", "bn"],
         ["--select", "source-val"],
         ["--weight-average", "0.99"],
+        ["--shift", "2"],
     ] {
         let err = run(Cli::parse_from(["xtask", "train", flag[0], flag[1]])).unwrap_err();
         assert!(format!("{err:#}").contains(flag[0]), "{err:#}");
