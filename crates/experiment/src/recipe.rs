@@ -69,8 +69,9 @@ pub enum Preset {
     /// adapt's own recipe, found by measurement (README, "A default that adapts"): the paper's
     /// net and schedules, batches of 64 per domain, USPS drawn into MNIST's 20x20 digit box,
     /// MNIST binarised only when paired with MNIST-M (which was made from binarised MNIST),
-    /// information maximisation on the target's predictions beside the domain loss, and a moving
-    /// average of the weights as the evaluated model.
+    /// information maximisation on the target's predictions beside the domain loss, random
+    /// translations of up to 2 pixels of every training image, and a moving average of the
+    /// weights as the evaluated model.
     Recommended,
 }
 
@@ -113,6 +114,9 @@ pub const RECOMMENDED_IM_WEIGHT: f64 = 1.0;
 pub const RECOMMENDED_STEPS: usize = 3000;
 /// The recommended recipe's weight average: the last ~500 steps, as VADA / DIRT-T average theirs.
 pub const RECOMMENDED_WEIGHT_AVERAGE_DECAY: f64 = 0.998;
+/// The recommended recipe's augmentation: training images of both domains moved by up to 2 pixels
+/// each way (self-ensembling's translation range for digits).
+pub const RECOMMENDED_INPUT_SHIFT: usize = 2;
 /// USPS drawn into a box of this side (MNIST's digits fill a 20x20 box of their 28x28 frame).
 pub const RECOMMENDED_USPS_BOX: usize = 20;
 
@@ -176,7 +180,7 @@ impl DigitRecipe {
             target_im_weight: if recommended { RECOMMENDED_IM_WEIGHT } else { 0.0 },
             separate_domain_passes: false,
             weight_average_decay: if recommended { RECOMMENDED_WEIGHT_AVERAGE_DECAY } else { 0.0 },
-            input_shift: 0,
+            input_shift: if recommended { RECOMMENDED_INPUT_SHIFT } else { 0 },
         }
     }
 
