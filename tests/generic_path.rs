@@ -100,10 +100,7 @@ fn value_and_grads(
     let y = f(&ts)?;
     let weights = tensor(y.dims(), 99, 1.0, dev)?;
     let grads = (&y * &weights)?.sum_all()?.backward()?;
-    let gs = ts
-        .iter()
-        .map(|t| grads.get(t).map(flat).unwrap_or_else(|| Ok(Vec::new())))
-        .collect::<Result<Vec<_>>>()?;
+    let gs = ts.iter().map(|t| grads.get(t).map(flat).unwrap_or_else(|| Ok(Vec::new()))).collect::<Result<Vec<_>>>()?;
     Ok((flat(&y)?, gs))
 }
 
@@ -136,7 +133,9 @@ const EXACT: (f32, f32) = (0.0, 1e-6);
 
 #[test]
 fn conv2d_generic_matches_fast() -> Result<()> {
-    for (i, (stride, padding, relu)) in [(1, 2, false), (1, 0, true), (2, 1, true), (2, 2, false)].into_iter().enumerate() {
+    for (i, (stride, padding, relu)) in
+        [(1, 2, false), (1, 0, true), (2, 1, true), (2, 2, false)].into_iter().enumerate()
+    {
         let p = Conv2dParams { stride, padding, relu };
         let inputs = [(vec![3, 4, 11, 10], 1.0), (vec![6, 4, 5, 5], 0.3), (vec![6], 0.5)];
         let f = |b: Backend| move |t: &[Tensor]| kernels::conv2d_with(&t[0], &t[1], Some(&t[2]), p, b);
@@ -175,7 +174,9 @@ fn linear_generic_matches_fast() -> Result<()> {
 fn max_pool2d_generic_matches_fast() -> Result<()> {
     // (2, 2) and (4, 4) take the reshape path, (3, 2) and (3, 1) the strided views; odd sizes
     // drop the last rows and columns (floor mode).
-    for (dims, k, s) in [([2, 3, 8, 8], 2, 2), ([1, 2, 9, 7], 2, 2), ([2, 2, 15, 15], 3, 2), ([1, 2, 6, 5], 3, 1), ([1, 1, 9, 8], 4, 4)] {
+    for (dims, k, s) in
+        [([2, 3, 8, 8], 2, 2), ([1, 2, 9, 7], 2, 2), ([2, 2, 15, 15], 3, 2), ([1, 2, 6, 5], 3, 1), ([1, 1, 9, 8], 4, 4)]
+    {
         let inputs = [(dims.to_vec(), 1.0)];
         let f = |b: Backend| move |t: &[Tensor]| kernels::max_pool2d_with(&t[0], k, s, b);
         check_op(&format!("max_pool2d {dims:?} k {k} s {s}"), &inputs, &f(Backend::Fast), &f(Backend::Auto), EXACT)?;

@@ -1,8 +1,8 @@
 //! `cargo xtask bench`: full training steps on random data, timed (images per second, milliseconds
 //! per step, peak resident set size, where the time goes), alone or alternated with the PyTorch
 //! reference of the same step; see `adapt_experiment::bench`.
-use adapt_experiment::bench::{BenchNet, StepBench, compare_with_pytorch, pytorch_command, run_bench};
 use crate::device::{self, DeviceChoice};
+use adapt_experiment::bench::{BenchNet, StepBench, compare_with_pytorch, pytorch_command, run_bench};
 use adapt_kernels::{self as kernels, Backend};
 use anyhow::bail;
 use std::path::{Path, PathBuf};

@@ -101,10 +101,11 @@ pub fn run(args: &BuildCudaArgs, json: bool) -> Result<serde_json::Value> {
         args.compute_cap,
         target_dir.display()
     ));
-    let binary = cargo_artifacts(cargo_cmd(&["build", "-p", "xtask", "--features", "cuda", "--bin", "xtask"]), "build")?
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow!("cargo build -p xtask --features cuda reported no binary"))?;
+    let binary =
+        cargo_artifacts(cargo_cmd(&["build", "-p", "xtask", "--features", "cuda", "--bin", "xtask"]), "build")?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("cargo build -p xtask --features cuda reported no binary"))?;
     let mut tests = Vec::new();
     if args.tests {
         log("cargo test --no-run -p adapt --features cuda --test generic_path");
@@ -115,7 +116,8 @@ pub fn run(args: &BuildCudaArgs, json: bool) -> Result<serde_json::Value> {
     }
     let mut bundled = Vec::new();
     if let Some(dir) = &args.bundle {
-        std::fs::create_dir_all(dir).with_context(|| format!("--bundle {}: cannot create the folder", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--bundle {}: cannot create the folder", dir.display()))?;
         for (src, name) in std::iter::once((&binary, "xtask".to_string())).chain(tests.iter().map(|t| {
             let stem = t.file_name().and_then(|n| n.to_str()).unwrap_or("test");
             (t, stem.split('-').next().unwrap_or(stem).to_string())
@@ -199,15 +201,27 @@ fn install_wheels(python: &Path, cache: &Path, major: u32, minor: u32, log: &dyn
         let version = Command::new(python).arg("--version").output();
         match version {
             Ok(o) if o.status.success() => {}
-            Ok(o) => bail!("{} --version failed ({}): build-cuda needs Python 3 to install NVIDIA's CUDA wheels", python.display(), o.status),
-            Err(e) => bail!("cannot run {} ({e}): build-cuda needs Python 3 (give --python) to install NVIDIA's CUDA wheels", python.display()),
+            Ok(o) => bail!(
+                "{} --version failed ({}): build-cuda needs Python 3 to install NVIDIA's CUDA wheels",
+                python.display(),
+                o.status
+            ),
+            Err(e) => bail!(
+                "cannot run {} ({e}): build-cuda needs Python 3 (give --python) to install NVIDIA's CUDA wheels",
+                python.display()
+            ),
         }
-        std::fs::create_dir_all(cache).with_context(|| format!("cannot create the cache folder {}", cache.display()))?;
+        std::fs::create_dir_all(cache)
+            .with_context(|| format!("cannot create the cache folder {}", cache.display()))?;
         if !vpython.exists() {
             log(&format!("creating the virtual environment {}", venv.display()));
             checked(
                 Command::new(python).args(["-m", "venv"]).arg(&venv),
-                &format!("{} -m venv {} (on Debian/Ubuntu: apt-get install python3-venv)", python.display(), venv.display()),
+                &format!(
+                    "{} -m venv {} (on Debian/Ubuntu: apt-get install python3-venv)",
+                    python.display(),
+                    venv.display()
+                ),
             )?;
         }
         log(&format!("pip install {spec} (about 1 GB from PyPI)"));
@@ -228,7 +242,11 @@ fn install_wheels(python: &Path, cache: &Path, major: u32, minor: u32, log: &dyn
         }
     }
     let tree = found.ok_or_else(|| {
-        anyhow!("no nvidia/cu{major}/bin/nvcc under {}: the wheels are incomplete (remove {} and rerun)", lib.display(), stamp.display())
+        anyhow!(
+            "no nvidia/cu{major}/bin/nvcc under {}: the wheels are incomplete (remove {} and rerun)",
+            lib.display(),
+            stamp.display()
+        )
     })?;
     let out = checked(Command::new(tree.join("bin").join("nvcc")).arg("--version"), "nvcc --version")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -274,7 +292,9 @@ fn write_link_stubs(root: &Path, cuda_home: &Path, stubs: &Path, log: &dyn Fn(&s
     if names.len() < 100 {
         bail!("{}: found only {} driver functions; not cudarc's driver bindings", driver.display(), names.len());
     }
-    let mut c = String::from("/* Link stub for libcuda.so.1, written by `cargo xtask build-cuda`: the real library comes with\n   the GPU driver. Each function returns CUDA_ERROR_STUB_LIBRARY (34). */\n");
+    let mut c = String::from(
+        "/* Link stub for libcuda.so.1, written by `cargo xtask build-cuda`: the real library comes with\n   the GPU driver. Each function returns CUDA_ERROR_STUB_LIBRARY (34). */\n",
+    );
     for n in &names {
         let _ = writeln!(c, "int {n}(void) {{ return 34; }}");
     }

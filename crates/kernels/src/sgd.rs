@@ -99,10 +99,8 @@ pub fn sgd_momentum_update(var: &Var, velocity: &mut Option<Tensor>, grad: &Tens
         candle_core::bail!("sgd: gradient shape {:?} does not match the variable's {:?}", grad.shape(), var.shape());
     }
     let p = var.as_tensor();
-    let fast = matches!(p.device(), Device::Cpu)
-        && p.dtype() == DType::F32
-        && p.is_contiguous()
-        && !crate::generic_forced();
+    let fast =
+        matches!(p.device(), Device::Cpu) && p.dtype() == DType::F32 && p.is_contiguous() && !crate::generic_forced();
     if !fast {
         let mut g = grad.detach();
         if s.weight_decay != 0.0 {
