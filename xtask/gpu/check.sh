@@ -119,8 +119,9 @@ export CUDA_CACHE_MAXSIZE=1073741824
 # 1. The generic path on CUDA against the fast CPU kernels (values and gradients per op,
 #    optimizers, 4 DANN steps).
 export ADAPT_REQUIRE_CUDA=1
+LAST_OUT=""
 step "tests: generic_path on CUDA" 150 "$TESTS" --test-threads 1
-echo '```' >>"$SUM"; echo "${LAST_OUT:-}" | grep -E "^test |test result" >>"$SUM"; echo '```' >>"$SUM"
+[ -n "$LAST_OUT" ] && { echo '```' >>"$SUM"; echo "$LAST_OUT" | grep -E "^test |test result" >>"$SUM"; echo '```' >>"$SUM"; }
 
 # 2. The DANN step against PyTorch on the same GPU (issue: ours >= 1.2x PyTorch's images/s).
 step "bench mnist cuda vs pytorch cuda" 150 "$XT" --json bench --device cuda --net mnist \

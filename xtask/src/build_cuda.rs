@@ -65,7 +65,7 @@ pub fn run(args: &BuildCudaArgs, json: bool) -> Result<serde_json::Value> {
     }
     let root = workspace_root()?;
     let cache = match &args.cache {
-        Some(c) => c.clone(),
+        Some(c) => std::path::absolute(c).with_context(|| format!("--cache {}", c.display()))?,
         None => home()?.join(".cache").join("adapt-cuda"),
     };
     if cache.starts_with(&root) {
