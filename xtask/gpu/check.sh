@@ -9,6 +9,15 @@
 # BUNDLE: the folder `cargo xtask build-cuda --tests --bundle DIR` filled (xtask, generic_path),
 #         or a .tar.xz of it (default .cuda-bundle).
 #
+# Prepared here (no GPU):
+#   cargo xtask build-cuda --tests --bundle .gpu-b/bundle
+#   ADAPT_DATA_DIR=../shared/data python3 xtask/gpu/pack_for_gpu.py .gpu-a .gpu-b
+# .gpu-a (MNIST-M train, ~45 MB) and .gpu-b (MNIST, MNIST-M test, the binaries) do not fit in one
+# 64 MiB carry together: carry .gpu-a in a first call (command `true`), then, at once (the machine
+# stays warm 30 s and keeps ignored files while it does), carry .gpu-b and run
+#   xtask/gpu/check.sh .gpu-a:.gpu-b .gpu-b/bundle
+# (check.sh says so if .gpu-a did not survive).
+#
 # Run from the repository root on a machine with the NVIDIA driver (R580+) and PyTorch for CUDA 13
 # (its nvidia/cu13/lib gives the CUDA libraries). No Rust toolchain is needed. Everything goes
 # under $OUT (default ./gpu-out): summary.md (the figures), results.jsonl (one JSON object per

@@ -12,6 +12,13 @@
 //!   at run time), built with `cc`, and the unversioned names (`libcublas.so`, ...) the linker
 //!   looks for, as links to the wheels' versioned libraries.
 //!
+//! * in `$CUDA_HOME/xtask-bin`: an `nvcc` wrapper, first on `PATH`, that compiles candle-kernels'
+//!   quantized GGUF / mixture-of-experts sources (`src/moe/*.cu`, `src/mmvq_gguf.cu`,
+//!   `src/mmq_gguf/*.cu`: fifteen heavy template files, most of the build's time, for kernels
+//!   adapt never calls) as an empty file, so their static library `libmoe.a` is empty. Nothing
+//!   can call into it unnoticed: a call from anything the binary keeps would be an unresolved
+//!   symbol and fail the link. `--all-kernels` builds them (in the target folder `cuda-all-kernels`).
+//!
 //! Then `cargo build -p xtask --features cuda` runs with `CUDA_HOME`/`CUDA_PATH` there, nvcc on
 //! `PATH`, `CUDA_COMPUTE_CAP` and `CUDARC_CUDA_VERSION` set, in its own target folder (default
 //! `$CARGO_TARGET_DIR/cuda`, so the CPU build's artefacts stay as they are). The binary needs at
@@ -49,7 +56,14 @@ pub struct BuildCudaArgs {
     /// to a GPU machine), stripped of debug information.
     #[arg(long)]
     pub bundle: Option<PathBuf>,
+    /// Also compile candle-kernels' quantized GGUF / MoE kernels (unused by adapt; slow), instead
+    /// of leaving their static library empty.
+    #[arg(long)]
+    pub all_kernels: bool,
 }
+
+/// The candle-kernels sources of `libmoe.a` (quantized GGUF and MoE kernels), as `sh` patterns.
+const PRUNED: &str = "*/moe/*.cu|moe/*.cu|*/mmvq_gguf.cu|mmvq_gguf.cu|*/mmq_gguf/*.cu|mmq_gguf/*.cu";
 
 /// The wheels' extras: nvcc and its headers, and the libraries the binary links.
 const WHEEL_EXTRAS: &str = "nvcc,cccl,cudart,cublas,curand,nvrtc";
@@ -73,7 +87,9 @@ pub fn run(args: &BuildCudaArgs, json: bool) -> Result<serde_json::Value> {
     }
     let target_dir = match &args.target_dir {
         Some(t) => t.clone(),
-        None => std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from).join("cuda"),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root.join("target"), PathBuf::from)
+            .join(if args.all_kernels { "cuda-all-kernels" } else { "cuda" }),
     };
     let log = |msg: &str| if json { eprintln!("build-cuda: {msg}") } else { println!("build-cuda: {msg}") };
 
@@ -81,11 +97,13 @@ pub fn run(args: &BuildCudaArgs, json: bool) -> Result<serde_json::Value> {
     let stubs = cuda_home.join("lib").join("stubs");
     write_link_stubs(&root, &cuda_home, &stubs, &log)?;
 
+    let mut bin_dirs = vec![cuda_home.join("bin")];
+    if !args.all_kernels {
+        bin_dirs.insert(0, write_nvcc_wrapper(&cuda_home)?);
+    }
     let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
-    let path = match std::env::var_os("PATH") {
-        Some(p) => std::env::join_paths(std::iter::once(cuda_home.join("bin")).chain(std::env::split_paths(&p)))?,
-        None => cuda_home.join("bin").into_os_string(),
-    };
+    let inherited = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
+    let path = std::env::join_paths(bin_dirs.iter().cloned().chain(inherited))?;
     let cargo_cmd = |sub: &[&str]| {
         let mut c = Command::new(&cargo);
         c.args(sub).current_dir(&root);
@@ -96,10 +114,11 @@ pub fn run(args: &BuildCudaArgs, json: bool) -> Result<serde_json::Value> {
         c
     };
     log(&format!(
-        "cargo build -p xtask --features cuda (CUDA {major}.{minor}, sm_{}, target {}); the first build compiles \
+        "cargo build -p xtask --features cuda (CUDA {major}.{minor}, sm_{}, target {}{}); the first build compiles \
          candle's kernels with nvcc (long on few cores)",
         args.compute_cap,
-        target_dir.display()
+        target_dir.display(),
+        if args.all_kernels { ", all kernels" } else { ", quantized GGUF / MoE kernels left out" }
     ));
     let binary =
         cargo_artifacts(cargo_cmd(&["build", "-p", "xtask", "--features", "cuda", "--bin", "xtask"]), "build")?
@@ -146,6 +165,7 @@ pub fn run(args: &BuildCudaArgs, json: bool) -> Result<serde_json::Value> {
         "bundled": bundled,
         "cuda_version": format!("{major}.{minor}"),
         "compute_cap": args.compute_cap,
+        "all_kernels": args.all_kernels,
         "cuda_home": cuda_home,
         "target_dir": target_dir,
         "seconds": (seconds * 10.0).round() / 10.0,
@@ -313,6 +333,41 @@ fn write_link_stubs(root: &Path, cuda_home: &Path, stubs: &Path, log: &dyn Fn(&s
     )?;
     std::fs::rename(&tmp, &so).with_context(|| format!("cannot create {}", so.display()))?;
     Ok(())
+}
+
+/// Writes `$CUDA_HOME/xtask-bin/nvcc` (see the module docs) and the empty source it compiles in
+/// place of a pruned one; returns its folder. It sits one level below `CUDA_HOME` because
+/// candle-kernels' build derives the CUDA root from nvcc's location.
+fn write_nvcc_wrapper(cuda_home: &Path) -> Result<PathBuf> {
+    let dir = cuda_home.join("xtask-bin");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let empty = dir.join("empty.cu");
+    write_atomic(&empty, b"// compiled by xtask-bin/nvcc in place of a pruned candle-kernels source\n")?;
+    let real = cuda_home.join("bin").join("nvcc");
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let script = format!(
+        "#!/bin/sh\n\
+         # Written by `cargo xtask build-cuda`: nvcc, except that candle-kernels' quantized GGUF / MoE\n\
+         # sources (unused by adapt) are compiled as an empty file. See xtask/src/build_cuda.rs.\n\
+         for a in \"$@\"; do\n\
+         \x20   shift\n\
+         \x20   case \"$a\" in\n\
+         \x20       {PRUNED}) set -- \"$@\" {empty} ;;\n\
+         \x20       *) set -- \"$@\" \"$a\" ;;\n\
+         \x20   esac\n\
+         done\n\
+         exec {real} \"$@\"\n",
+        empty = quote(&empty),
+        real = quote(&real),
+    );
+    let wrapper = dir.join("nvcc");
+    let tmp = dir.join(".nvcc.tmp");
+    std::fs::write(&tmp, script).with_context(|| format!("cannot write {}", tmp.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", tmp.display()))?;
+    std::fs::rename(&tmp, &wrapper).with_context(|| format!("cannot create {}", wrapper.display()))?;
+    Ok(dir)
 }
 
 /// `src/driver/sys/mod.rs` of the cudarc version in Cargo.lock, in cargo's registry sources.
