@@ -7,16 +7,17 @@
 #         folders xtask/gpu/pack_for_gpu.py wrote, joined by ':' (e.g. .gpu-a:.gpu-b; unpacked
 #         here with xtask/gpu/unpack_digits.py).
 # BUNDLE: the folder `cargo xtask build-cuda --tests --bundle DIR` filled (xtask, generic_path),
-#         or a .tar.xz of it (default .cuda-bundle).
+#         or a .tar.xz of it (default .gpu-b/bundle.tar.xz).
 #
 # Prepared here (no GPU):
-#   cargo xtask build-cuda --tests --bundle .gpu-b/bundle
+#   cargo xtask build-cuda --tests --bundle /tmp/bundle        # xtask + generic_path, ~66 MB
+#   tar -C /tmp -cJf .gpu-b/bundle.tar.xz bundle               # ~10 MB
 #   ADAPT_DATA_DIR=../shared/data python3 xtask/gpu/pack_for_gpu.py .gpu-a .gpu-b
 # .gpu-a (MNIST-M train, ~45 MB) and .gpu-b (MNIST, MNIST-M test, the binaries) do not fit in one
 # 64 MiB carry together: carry .gpu-a in a first call (command `true`), then, at once (the machine
 # stays warm 30 s and keeps ignored files while it does), carry .gpu-b and run
-#   xtask/gpu/check.sh .gpu-a:.gpu-b .gpu-b/bundle
-# (check.sh says so if .gpu-a did not survive).
+#   xtask/gpu/check.sh .gpu-a:.gpu-b .gpu-b/bundle.tar.xz
+# (check.sh says so if .gpu-a did not survive: unpack_digits.py names the missing part).
 #
 # Run from the repository root on a machine with the NVIDIA driver (R580+) and PyTorch for CUDA 13
 # (its nvidia/cu13/lib gives the CUDA libraries). No Rust toolchain is needed. Everything goes
@@ -33,7 +34,7 @@
 #   6. the same DANN run for seeds 1 and 2 (CPU: 73.2 %, 69.4 %).
 set -u
 DATA=${1:?usage: xtask/gpu/check.sh DATA [BUNDLE]}
-BUNDLE=${2:-.cuda-bundle}
+BUNDLE=${2:-.gpu-b/bundle.tar.xz}
 OUT=${OUT:-$PWD/gpu-out}
 BUDGET_S=${BUDGET_S:-540}
 PY=${PYTHON:-python3}
@@ -95,9 +96,14 @@ done
 # PyTorch's CUDA 13 wheels: nvidia/cu13/lib (one tree), or the older nvidia/<lib>/lib layout.
 NV=$("$PY" -c 'import nvidia, os; print(list(nvidia.__path__)[0])' 2>/dev/null)
 LIBS=""
-for d in "$NV"/cu13/lib "$NV"/*/lib; do
+for d in "$NV"/cu13/lib "$NV"/*/lib /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
     [ -d "$d" ] && LIBS="$LIBS:$d"
 done
+# Recent PyTorch wheels bring no cuRAND (2.15's do not): look for libcurand.so.10 elsewhere too.
+if ! ls ${LIBS//:/ } 2>/dev/null | grep -q '^libcurand.so.10'; then
+    CURAND=$(find /usr /opt "$NV" -name 'libcurand.so.10*' -print -quit 2>/dev/null)
+    [ -n "$CURAND" ] && LIBS="$LIBS:$(dirname "$CURAND")"
+fi
 export LD_LIBRARY_PATH="${LIBS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
     echo "date: $(date -u +%FT%TZ)"
@@ -108,7 +114,7 @@ export LD_LIBRARY_PATH="${LIBS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     nproc; uptime
 } >"$OUT/env.txt" 2>&1
 if ldd "$XT" | grep -q "not found"; then
-    note "libraries not found (env.txt): $(ldd "$XT" | grep 'not found' | tr -s ' \t' ' ')"
+    note "libraries not found (env.txt): $(ldd "$XT" | grep 'not found' | tr -s ' \t' ' ') (cuRAND: pip install nvidia-curand, then rerun)"
     exit 1
 fi
 note "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
