@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""DANN (Ganin & Lempitsky 2015) training-step benchmark in PyTorch on CPU.
+"""DANN (Ganin & Lempitsky 2015) training-step benchmark in PyTorch, on the CPU or (--device
+cuda) on a GPU.
 
 One step = forward of 64 source + 64 target images (random data), label
 cross-entropy on the source half, domain cross-entropy on all 128 (through a
 gradient reversal layer), backward, SGD(momentum=0.9) update.
 Prints one JSON line with images_per_s (128 images per step) and peak_rss_mb (the process's
 resident high-water mark, as `cargo xtask bench` reports its own).
+On CUDA the clock stops after torch.cuda.synchronize(), and the steps are not synchronised one by
+one (the Rust bench reads each step's loss back, which waits for the GPU every step); cuDNN runs
+with PyTorch's defaults (benchmark mode off).
 
 A copy of the shared peer-bench tool, with peak_rss_mb added, so that
 `cargo xtask bench --against-pytorch PYTHON` can run it from the repository.
@@ -25,6 +29,7 @@ def parse_args():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=64, help="images per domain")
     p.add_argument("--lambda-grl", type=float, default=0.5)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     return p.parse_args()
 
 
@@ -86,9 +91,9 @@ class DANN(nn.Module):
         return self.label(f[:n_src]), self.domain(GradReverse.apply(f, lam))
 
 
-def grl_check():
-    x = torch.randn(4, 7, requires_grad=True)
-    w = torch.randn(4, 7)
+def grl_check(dev):
+    x = torch.randn(4, 7, requires_grad=True, device=dev)
+    w = torch.randn(4, 7, device=dev)
     (GradReverse.apply(x, 0.37) * w).sum().backward()
     return float((x.grad + 0.37 * w).abs().max())
 
@@ -98,27 +103,34 @@ def main():
     torch.manual_seed(0)
     hw = 28 if args.arch == "mnist" else 32
     n = args.batch
-    model = DANN(args.arch)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("dann_torch_bench.py: --device cuda, but torch.cuda.is_available() is False")
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    model = DANN(args.arch).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(2 * n, 3, hw, hw)
-    ys = torch.arange(n) % 10
-    yd = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])
+    x = torch.randn(2 * n, 3, hw, hw, device=dev)
+    ys = torch.arange(n, device=dev) % 10
+    yd = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)]).to(dev)
     t0 = time.perf_counter()
     for s in range(args.warmup + args.steps):
         if s == args.warmup:
+            sync()
             t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         lab, dom = model(x, n, args.lambda_grl)
         loss = F.cross_entropy(lab, ys) + F.cross_entropy(dom, yd)
         loss.backward()
         opt.step()
+    sync()
     el = time.perf_counter() - t0
     print(json.dumps({
-        "impl": "pytorch", "torch": torch.__version__, "arch": args.arch,
+        "impl": "pytorch", "torch": torch.__version__, "arch": args.arch, "device": args.device,
+        "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
         "steps": args.steps, "threads": torch.get_num_threads(),
         "images_per_s": round(args.steps * 2 * n / el, 1),
         "ms_per_step": round(el * 1e3 / args.steps, 2),
-        "loss": round(loss.item(), 4), "grl_check_max_err": grl_check(),
+        "loss": round(loss.item(), 4), "grl_check_max_err": grl_check(dev),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }))
 

@@ -24,6 +24,7 @@ def parse_args():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=100, help="images per domain")
     p.add_argument("--variant", choices=["stream1", "c1", "full"], default="full")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the clock stops after torch.cuda.synchronize()")
     return p.parse_args()
 
 
@@ -113,21 +114,27 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n = args.batch
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gta_torch_bench.py: --device cuda, but torch.cuda.is_available() is False")
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     netF, netC, netG, netD = NetF(), NetC(), NetG(), NetD()
     for net in (netF, netG, netD):
         net.apply(weights_init)
+    for net in (netF, netC, netG, netD):
+        net.to(dev)
     nets = (netF, netC, netG, netD)
     adam = lambda net: torch.optim.Adam(net.parameters(), lr=5e-4, betas=(0.8, 0.999))  # noqa: E731
     optF, optC, optG, optD = adam(netF), adam(netC), adam(netG), adam(netD)
-    xs = torch.rand(n, 3, 32, 32)
-    xt = torch.rand(n, 3, 32, 32)
-    ys = torch.arange(n) % NCLASSES
+    xs = torch.rand(n, 3, 32, 32, device=dev)
+    xt = torch.rand(n, 3, 32, 32, device=dev)
+    ys = torch.arange(n, device=dev) % NCLASSES
     code_s = F.one_hot(ys, NCLASSES + 1).float()
-    code_t = F.one_hot(torch.full((n,), NCLASSES), NCLASSES + 1).float()
+    code_t = F.one_hot(torch.full((n,), NCLASSES, device=dev), NCLASSES + 1).float()
     real_d = xs * 2 - 1  # [0, 1] pixels to D's [-1, 1]
     adversarial, aux = args.variant != "stream1", args.variant == "full"
     bce = F.binary_cross_entropy_with_logits
-    ones, zeros = torch.ones(n), torch.zeros(n)
+    ones, zeros = torch.ones(n, device=dev), torch.zeros(n, device=dev)
 
     def step(it):
         # requires_grad is read at forward time: each forward runs with its network's flags.
@@ -137,7 +144,7 @@ def main():
         frozen(*nets, trainable=netC)
         c_logits = netC(e_s.detach())
         if adversarial:
-            z_s, z_t = torch.randn(n, NZ), torch.randn(n, NZ)
+            z_s, z_t = torch.randn(n, NZ, device=dev), torch.randn(n, NZ, device=dev)
             # D
             frozen(*nets, trainable=netG)
             gen_s = netG(torch.cat([e_s.detach(), z_s, code_s], 1))
@@ -187,12 +194,14 @@ def main():
     t0 = time.perf_counter()
     for s in range(args.warmup + args.steps):
         if s == args.warmup:
+            sync()
             t0 = time.perf_counter()
         loss_c, loss_f = step(s)
+    sync()
     el = time.perf_counter() - t0
     print(json.dumps({
         "impl": "pytorch", "torch": torch.__version__, "method": f"gta-{args.variant}",
-        "batch": n, "steps": args.steps, "threads": torch.get_num_threads(),
+        "batch": n, "steps": args.steps, "threads": torch.get_num_threads(), "device": args.device,
         "images_per_s": round(args.steps * 2 * n / el, 1),
         "ms_per_step": round(el * 1e3 / args.steps, 2),
         "loss_c": round(loss_c, 4), "loss_f": round(loss_f, 4),

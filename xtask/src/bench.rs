@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: full training steps on random data, timed (images per second, milliseconds
 //! per step, peak resident set size, where the time goes), alone or alternated with the PyTorch
 //! reference of the same step; see `adapt_experiment::bench`.
+use crate::device::{self, DeviceChoice};
 use adapt_experiment::bench::{BenchNet, StepBench, compare_with_pytorch, pytorch_command, run_bench};
 use adapt_kernels::{self as kernels, Backend};
 use anyhow::bail;
@@ -60,6 +61,15 @@ pub struct BenchArgs {
     /// Runs of each side with `--against-pytorch`.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Where the steps run (`cuda` needs a binary built with `cargo xtask build-cuda`; the
+    /// PyTorch reference then runs with `--device cuda` too). On a GPU `auto` kernels are
+    /// candle's (the generic path).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Folder holding the PyTorch bench scripts (default: this repository's `xtask/peer`, as
+    /// found at build time; give it where the binary runs in another checkout).
+    #[arg(long, env = "ADAPT_PEER_DIR")]
+    pub peer_dir: Option<PathBuf>,
 }
 
 /// Runs the benchmark, prints a human-readable line, returns the result as JSON.
@@ -82,6 +92,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             BackendChoice::Auto => Backend::Auto,
             BackendChoice::Candle => Backend::Candle,
         },
+        device: device::select(args.device)?,
         batch: args.batch,
         steps: args.steps,
         warmup: args.warmup,
@@ -96,7 +107,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         bail!("--threads {t} requested but the thread pool already runs {} threads", kernels::num_threads());
     }
     let r = run_bench(&spec)?;
-    let kernels_name = if args.backend == BackendChoice::Auto { "adapt-ops" } else { "candle" };
+    // Off the CPU, `auto` is candle's ops too (the generic path).
+    let kernels_name = if args.backend == BackendChoice::Auto && spec.device.is_cpu() { "adapt-ops" } else { "candle" };
     let line = r.summary_line(kernels_name);
     if args.json {
         eprintln!("{line}");
@@ -115,7 +127,11 @@ fn against_pytorch(args: &BenchArgs, spec: &StepBench, python: &Path) -> anyhow:
     ours.args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string()]);
     ours.args(["--batch", &args.batch.to_string(), "--lambda", &args.lambda.to_string()]);
     ours.args(["--backend", if args.backend == BackendChoice::Auto { "auto" } else { "candle" }]);
-    let peer_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("peer");
+    ours.args(["--device", device::name(&spec.device)]);
+    let peer_dir = args.peer_dir.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("peer"));
+    if !peer_dir.join("dann_torch_bench.py").is_file() {
+        bail!("--against-pytorch: {} holds no dann_torch_bench.py (give --peer-dir)", peer_dir.display());
+    }
     let mut torch = pytorch_command(python, &peer_dir, spec, threads);
     let cmp = compare_with_pytorch(spec, threads, args.rounds, &mut ours, &mut torch)?;
     for l in cmp.report_lines() {

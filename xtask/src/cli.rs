@@ -34,6 +34,10 @@ pub enum Command {
     /// Corrupted inputs for every loader, checkpoints and run files: counts of correct loads,
     /// clear errors, and any panic, hang, runaway allocation or silent acceptance.
     Fuzz(crate::fuzz::FuzzArgs),
+    /// Build the CUDA binary here, without a GPU or a CUDA toolkit: installs NVIDIA's CUDA wheels
+    /// in a virtual environment outside the repository, writes a libcuda link stub, builds with
+    /// `--features cuda` in its own target folder, prints the binary and its run-time needs.
+    BuildCuda(crate::build_cuda::BuildCudaArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,6 +96,7 @@ pub fn run(cli: Cli) -> Result<Option<serde_json::Value>> {
             crate::fuzz::run(&args, cli.json)?;
             Ok(None)
         }
+        Command::BuildCuda(args) => crate::build_cuda::run(&args, cli.json).map(Some),
     }
 }
 

@@ -4,6 +4,7 @@
 //! line of stdout; `main.rs` only dispatches.
 pub mod ablation;
 pub mod bench;
+pub mod build_cuda;
 pub mod cli;
 pub mod data;
 pub mod device;

@@ -275,3 +275,21 @@ fn class10_eval_uses_the_data_folder_the_run_recorded() {
     }
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// `build-cuda` names what it lacks before it installs or builds anything: a Python that does not
+/// exist, a CUDA release it cannot use, a cache inside the repository.
+#[test]
+fn class11_build_cuda_names_what_is_missing() {
+    let cache = tmp("cuda-cache");
+    let c = cache.to_str().unwrap();
+    let r = xtask(&["build-cuda", "--cache", c, "--python", "/nonexistent/python3"]);
+    assert_fails(&r, "build-cuda without Python", &["/nonexistent/python3", "Python 3"]);
+    assert!(!cache.exists(), "build-cuda created its cache before finding Python");
+    let r = xtask(&["build-cuda", "--cache", c, "--cuda-version", "12.4"]);
+    assert_fails(&r, "build-cuda --cuda-version 12.4", &["--cuda-version 12.4", "13.0"]);
+    let r = xtask(&["build-cuda", "--cache", c, "--compute-cap", "9"]);
+    assert_fails(&r, "build-cuda --compute-cap 9", &["--compute-cap 9"]);
+    let inside = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/cuda-cache");
+    let r = xtask(&["build-cuda", "--cache", inside]);
+    assert_fails(&r, "build-cuda --cache inside the repository", &["outside the repository"]);
+}

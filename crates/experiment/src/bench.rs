@@ -52,6 +52,8 @@ impl BenchNet {
 #[derive(Debug, Clone)]
 pub struct StepBench {
     pub net: BenchNet,
+    /// Where the step runs (the data and the networks are made there).
+    pub device: Device,
     pub backend: Backend,
     /// Images per domain (a step sees twice as many).
     pub batch: usize,
@@ -75,6 +77,8 @@ pub struct KernelTime {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub net: &'static str,
+    /// `cpu`, `cuda` or `metal`.
+    pub device: &'static str,
     pub images_per_s: f64,
     pub ms_per_step: f64,
     pub median_ms_per_step: f64,
@@ -162,10 +166,11 @@ fn step_fn(spec: &StepBench, dev: &Device) -> Result<Step> {
     }))
 }
 
-/// Times `spec.steps` steps after `spec.warmup` untimed ones, on the CPU.
+/// Times `spec.steps` steps after `spec.warmup` untimed ones, on `spec.device`. Each step ends
+/// by reading its loss back to the host, so on a GPU the time of a step includes its kernels.
 pub fn run_bench(spec: &StepBench) -> Result<BenchResult> {
     ensure(spec.steps > 0 && spec.batch > 0, || "the bench needs at least one step and one image".into())?;
-    let dev = Device::Cpu;
+    let dev = spec.device.clone();
     let mut step = step_fn(spec, &dev)?;
     for _ in 0..spec.warmup {
         step()?;
@@ -197,6 +202,11 @@ pub fn run_bench(spec: &StepBench) -> Result<BenchResult> {
         .collect();
     Ok(BenchResult {
         net: spec.net.name(),
+        device: match dev {
+            Device::Cpu => "cpu",
+            Device::Cuda(_) => "cuda",
+            Device::Metal(_) => "metal",
+        },
         images_per_s: (spec.steps * 2 * spec.batch) as f64 / elapsed,
         ms_per_step: per_step(elapsed * 1e3),
         median_ms_per_step: median(&mut times),
@@ -215,9 +225,10 @@ impl BenchResult {
     /// The bench's one-line result; `kernels` names the kernels it ran.
     pub fn summary_line(&self, kernels: &str) -> String {
         format!(
-            "{}: {:.1} images/s, {:.2} ms/step (median {:.2}), peak RSS {} MiB, {} threads, batch {n}+{n}, {} steps, \
-             kernels {kernels}, loss {:.4}",
+            "{} on {}: {:.1} images/s, {:.2} ms/step (median {:.2}), peak RSS {} MiB, {} threads, batch {n}+{n}, \
+             {} steps, kernels {kernels}, loss {:.4}",
             self.net,
+            self.device,
             self.images_per_s,
             self.ms_per_step,
             self.median_ms_per_step,
@@ -249,6 +260,7 @@ impl BenchResult {
     pub fn to_json(&self, kernels: &str) -> serde_json::Value {
         serde_json::json!({
             "net": self.net,
+            "device": self.device,
             "impl": "adapt",
             "kernels": kernels,
             "images_per_s": round(self.images_per_s, 1),
@@ -417,6 +429,9 @@ pub fn pytorch_command(python: &Path, peer_dir: &Path, spec: &StepBench, threads
     }
     cmd.args(["--steps", &spec.steps.to_string(), "--warmup", &spec.warmup.to_string()]);
     cmd.args(["--batch", &spec.batch.to_string(), "--threads", &threads.to_string()]);
+    if matches!(spec.device, Device::Cuda(_)) {
+        cmd.args(["--device", "cuda"]);
+    }
     cmd
 }
 

@@ -25,8 +25,15 @@ pub struct AdamStep {
 
 const CHUNK: usize = 1 << 14;
 
-/// Whether [`adam_update`] can run on these tensors (f32, contiguous, on the CPU).
+/// Whether [`adam_update`] can run on these tensors (f32, contiguous, on the CPU), and the
+/// generic path is not [forced](crate::force_generic): callers run the candle expression
+/// otherwise.
 pub fn adam_update_supported(var: &Var, grad: &Tensor, moments: [Option<&Tensor>; 2]) -> bool {
+    !crate::generic_forced() && adam_update_possible(var, grad, moments)
+}
+
+/// The tensors' part of [`adam_update_supported`].
+fn adam_update_possible(var: &Var, grad: &Tensor, moments: [Option<&Tensor>; 2]) -> bool {
     let ok = |t: &Tensor| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32 && t.is_contiguous();
     ok(var.as_tensor()) && ok(grad) && moments.into_iter().flatten().all(ok)
 }
@@ -47,7 +54,7 @@ pub fn adam_update(
     s: AdamStep,
 ) -> Result<(Tensor, Tensor)> {
     let p = var.as_tensor();
-    if !adam_update_supported(var, grad, [m, v]) {
+    if !adam_update_possible(var, grad, [m, v]) {
         candle_core::bail!("adam: the fused update needs contiguous f32 tensors on the CPU");
     }
     for (t, what) in [(Some(grad), "gradient"), (m, "first moment"), (v, "second moment")] {

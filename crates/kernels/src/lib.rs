@@ -35,6 +35,13 @@
 //! built only from candle ops with correct gradients: `Tensor::conv2d` (+ bias + ReLU) for the
 //! convolution, and for pooling a stack of strided window views, `argmax` over the window and a
 //! `gather` (so ties route to one element, like the fast kernel).
+//!
+//! The generic path (what CUDA and Metal run) can be forced on the CPU, to test it where no GPU
+//! is: process-wide with the environment variable `ADAPT_GENERIC_KERNELS=1` (read once, at the
+//! first dispatch), or on the calling thread for the duration of a closure with
+//! [`force_generic`]. Forced, [`Backend::Auto`] takes [`Backend::Candle`] and the optimizers'
+//! fused updates ([`adam_update_supported`], [`sgd_momentum_update`]) take their tensor-op
+//! form, exactly as on a GPU; an explicit [`Backend::Fast`] still runs the fast kernels.
 pub mod activation;
 pub mod adam;
 pub mod batch_norm;
@@ -61,12 +68,55 @@ mod tests;
 
 use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+/// The environment variable that forces the generic path process-wide (`1`, `true` or `yes`).
+pub const GENERIC_ENV: &str = "ADAPT_GENERIC_KERNELS";
+
+thread_local! {
+    /// Depth of [`force_generic`] calls on this thread.
+    static FORCED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether the generic path is forced here: by [`GENERIC_ENV`] (read once per process) or by a
+/// [`force_generic`] call on this thread.
+pub fn generic_forced() -> bool {
+    static FROM_ENV: OnceLock<bool> = OnceLock::new();
+    let env = *FROM_ENV.get_or_init(|| {
+        std::env::var(GENERIC_ENV).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    });
+    env || FORCED.with(|f| f.get() > 0)
+}
+
+/// Runs `f` with the generic path forced on this thread (see the crate docs): every op and
+/// optimizer update dispatched from this thread inside `f` takes the path a GPU takes. Calls
+/// nest, and the previous state comes back when `f` returns or panics. Other threads (other
+/// tests of the same process) are not affected.
+pub fn force_generic<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED.with(|c| c.set(c.get() - 1));
+        }
+    }
+    FORCED.with(|c| c.set(c.get() + 1));
+    let _restore = Restore;
+    f()
+}
+
+/// Whether a tensor may take the fast CPU kernels under [`Backend::Auto`]: f32 on the CPU, and
+/// the generic path not forced.
+pub(crate) fn fast_capable(xs: &Tensor) -> bool {
+    matches!(xs.device(), Device::Cpu) && xs.dtype() == DType::F32
+}
 
 /// Which implementation the `_with` functions (and [`BatchNorm2d`]) use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
-    /// The fast kernels on the CPU for f32, [`Backend::Candle`] otherwise.
+    /// The fast kernels on the CPU for f32, [`Backend::Candle`] otherwise (and when
+    /// [`generic_forced`]).
     #[default]
     Auto,
     /// The fast CPU kernels; an error for tensors that are not f32 on the CPU.
@@ -77,9 +127,9 @@ pub enum Backend {
 
 impl Backend {
     pub(crate) fn use_fast(self, xs: &Tensor, what: &str) -> Result<bool> {
-        let fast_ok = matches!(xs.device(), Device::Cpu) && xs.dtype() == DType::F32;
+        let fast_ok = fast_capable(xs);
         match self {
-            Backend::Auto => Ok(fast_ok),
+            Backend::Auto => Ok(fast_ok && !generic_forced()),
             Backend::Candle => Ok(false),
             Backend::Fast if fast_ok => Ok(true),
             Backend::Fast => {

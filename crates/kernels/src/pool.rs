@@ -35,11 +35,25 @@ pub fn max_pool2d_with(xs: &Tensor, kernel: usize, stride: usize, backend: Backe
     }
 }
 
-/// The candle fallback: the `kernel * kernel` strided views of every window stacked on a last
-/// dimension, the first argmax over it, and a gather (whose backward is a correct scatter-add).
+/// The candle fallback: the `kernel * kernel` elements of every window on a last dimension (in
+/// scan order), the first argmax over it, and a gather (whose backward is a correct scatter-add).
+///
+/// Non-overlapping windows (`kernel == stride`, every pool of the digit networks and of GTA's
+/// discriminator) are a reshape and one permuting copy of the covered rows and columns; others
+/// (DANN's SVHN pool 3/2) stack `kernel * kernel` strided views made with `index_select`.
 fn max_pool2d_candle(xs: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
     let (n, c, h, w) = xs.dims4()?;
     let (oh, ow) = (pool_out(h, kernel, stride), pool_out(w, kernel, stride));
+    if kernel == stride {
+        let covered = xs.narrow(2, 0, oh * kernel)?.narrow(3, 0, ow * kernel)?;
+        let windows = covered
+            .reshape((n, c, oh, kernel, ow, kernel))?
+            .permute((0, 1, 2, 4, 3, 5))?
+            .contiguous()?
+            .reshape((n, c, oh, ow, kernel * kernel))?;
+        let idx = windows.argmax_keepdim(D::Minus1)?;
+        return windows.gather(&idx, D::Minus1)?.reshape((n, c, oh, ow));
+    }
     let dev = xs.device();
     let mut views = Vec::with_capacity(kernel * kernel);
     for di in 0..kernel {

@@ -91,14 +91,16 @@ impl InplaceOp3 for ParamOp {
 /// One SGD update of `var` with gradient `grad` and momentum buffer `velocity` (None before the
 /// first step: it is then created from the gradient, as PyTorch does).
 ///
-/// f32 on the CPU: in place, parallel, no allocation after the first step. Elsewhere: the same
-/// update with tensor ops and `Var::set`. The velocity never holds a graph.
+/// f32 on the CPU: in place, parallel, no allocation after the first step. Elsewhere (and when
+/// the generic path is [forced](crate::force_generic)): the same update with tensor ops and
+/// `Var::set`. The velocity never holds a graph.
 pub fn sgd_momentum_update(var: &Var, velocity: &mut Option<Tensor>, grad: &Tensor, s: SgdStep) -> Result<()> {
     if grad.shape() != var.shape() {
         candle_core::bail!("sgd: gradient shape {:?} does not match the variable's {:?}", grad.shape(), var.shape());
     }
     let p = var.as_tensor();
-    let fast = matches!(p.device(), Device::Cpu) && p.dtype() == DType::F32 && p.is_contiguous();
+    let fast =
+        matches!(p.device(), Device::Cpu) && p.dtype() == DType::F32 && p.is_contiguous() && !crate::generic_forced();
     if !fast {
         let mut g = grad.detach();
         if s.weight_decay != 0.0 {

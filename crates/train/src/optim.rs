@@ -75,7 +75,12 @@ impl MomentumSgd {
                 }
             }
         }
-        self.velocity = velocity.into_iter().map(|v| v.map(|t| t.detach())).collect();
+        // A checkpoint read on another device than the variables' (a CPU file resumed on a GPU).
+        self.velocity = velocity
+            .into_iter()
+            .zip(&self.vars)
+            .map(|(v, var)| v.map(|t| t.to_device(var.device()).map(|t| t.detach())).transpose())
+            .collect::<Result<_>>()?;
         Ok(())
     }
 
