@@ -53,6 +53,10 @@ fn the_authors_recipe_runs_the_ablation_with_label_free_selection() {
         (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()));
     let (cell_w, cell_h) = (64 + 4, 64 + 16 + 4);
     assert_eq!((w, h), (10 * cell_w + 4, 8 * cell_h + 4));
+    // The same grid at every checkpoint (4 steps, one checkpoint each).
+    for step in 1..=4 {
+        assert!(full.join(format!("generated_step{step:05}.png")).is_file(), "no grid at step {step}");
+    }
     assert!(!runs[0]["run_dir"].as_str().map(std::path::Path::new).unwrap().join("generated.png").exists());
 
     let table = std::fs::read_to_string(out.join("ablation.md")).unwrap();

@@ -204,7 +204,8 @@ impl TrainArgs {
         {
             bail!("--lr must be a positive finite number, got {lr}");
         }
-        for (flag, v) in [("--steps", self.steps), ("--batch-size", self.batch_size), ("--epochs", self.epochs)] {
+        let sizes = [("--steps", self.steps), ("--batch-size", self.batch_size), ("--epochs", self.epochs)];
+        for (flag, v) in sizes.into_iter().chain([("--usps-box", self.usps_box)]) {
             if v == Some(0) {
                 bail!("{flag} must be at least 1");
             }

@@ -6,7 +6,9 @@
 //! [`GtaPreset::Authors`]; D and G always work in `[-1, 1]`. Each run writes `config.toml`,
 //! `metrics.jsonl`, `model.safetensors`, `curves.png`, `features_tsne.png` (F's embeddings after
 //! the first epoch and at the end), `generated.png` (G's images per class from source and from
-//! target embeddings), `selection.json` (the label-free validators at every checkpoint, with the
+//! target embeddings; `generated_stepNNNNN.png` the same at every checkpoint, same inputs and
+//! noise), `embeddings_first_epoch.json` (so a run resumed later still shows its first epoch),
+//! `selection.json` (the label-free validators at every checkpoint, with the
 //! target test accuracy each choice would report), `summary.json` and `report.md`.
 use crate::dann_run::{ANALYSIS_POINTS, CheckpointScores, SelectionRecord, VALIDATOR_IMAGES, previous_seconds};
 use crate::error::{Context, ExperimentError, Result, ensure};
@@ -78,6 +80,10 @@ pub fn load_data(recipe: &GtaRecipe, data_dir: Option<&Path>) -> Result<DomainPa
     Ok(load_digit_pair(&pair_spec(recipe.preset, recipe.usps_digit_box, source, target), data_dir)?)
 }
 
+/// F's embeddings after the first epoch, `(step, embeddings)`, kept for the report of a run resumed
+/// after it.
+pub const FIRST_EPOCH_FILE: &str = "embeddings_first_epoch.json";
+
 /// Up to `n` test rows of `rows` as one `[n, C, H, W]` tensor, with their labels.
 fn first_rows(rows: &dyn Rows, n: usize, device: &Device) -> Result<(Tensor, Vec<u32>)> {
     let idx: Vec<usize> = (0..n.min(rows.len())).collect();
@@ -105,6 +111,7 @@ fn test_accuracy(model: &GtaModel, rows: &dyn Rows, device: &Device) -> Result<(
 }
 
 /// F's embeddings of test images, row-major, with each row's (label, is_target).
+#[derive(Serialize, Deserialize)]
 struct Embeddings {
     values: Vec<f32>,
     dim: usize,
@@ -377,6 +384,7 @@ pub fn run_in(
     let mut sampler = MixedSampler::new(data.source_train.clone(), data.target_train.clone(), batch_size, seed)?;
     let schedule = crate::files::RecordSchedule { every: cfg.train.log_every, steps };
     let selection_path = dir.join(SELECTION_FILE);
+    let first_epoch_path = dir.join(FIRST_EPOCH_FILE);
     let (resume, mut curve) = open_run_folder::<RunConfig, GtaStepMetrics>(
         dir,
         &info.config,
@@ -384,7 +392,7 @@ pub fn run_in(
         &params,
         device,
         opts.resume,
-        &[&selection_path],
+        &[&selection_path, &first_epoch_path],
     )?;
     let mut selection = SelectionRecord::default();
     if let Some(r) = &resume {
@@ -400,15 +408,26 @@ pub fn run_in(
     let progress = Progress::new(steps as u64, variant.method_name(), !opts.quiet);
     let epoch = data.source_train.len().div_ceil(batch_size).min(steps);
     let every = opts.checkpoint_interval(steps, cfg.train.log_every);
-    // A run resumed past its first epoch no longer has those embeddings: its report shows the end only.
-    let mut first_epoch = None;
+    let norm = (cfg.pixel_mean.first().copied().unwrap_or(0.0), cfg.pixel_std.first().copied().unwrap_or(1.0));
+    // A run resumed past its first epoch reads the embeddings it saved then (runs older than that
+    // file have none: their report shows the end only).
+    let mut first_epoch: Option<(usize, Embeddings)> = match resumed_at {
+        Some(s) if s >= epoch => read_json(&first_epoch_path)?,
+        _ => None,
+    };
     let mut first_epoch_err = None;
     let mut on_record = |r: &GtaStepMetrics| {
         curve.push(*r);
         if first_epoch.is_none() && first_epoch_err.is_none() && r.step >= epoch && resumed_at.is_none_or(|s| s < epoch)
         {
             match embeddings(&model, data, device) {
-                Ok(e) => first_epoch = Some((r.step, e)),
+                Ok(e) => {
+                    let saved = (r.step, e);
+                    match write_json(&first_epoch_path, &saved) {
+                        Ok(()) => first_epoch = Some(saved),
+                        Err(e) => first_epoch_err = Some(e),
+                    }
+                }
                 Err(e) => first_epoch_err = Some(e),
             }
         }
@@ -424,6 +443,11 @@ pub fn run_in(
                 selection.best_source_val_acc = acc;
             }
             write_json(&selection_path, &selection).map_err(in_hook)?;
+        }
+        if variant.adversarial() {
+            // G's images at each checkpoint, with the same inputs and noise: collapse shows as it happens.
+            let path = dir.join(format!("generated_step{step:05}.png"));
+            write_generated(&model, data, norm, seed, &path, device).map_err(in_hook)?;
         }
         match opts.stop_after {
             Some(s) if s == step => {
@@ -469,7 +493,6 @@ pub fn run_in(
     }
     plots::scatter_panels(&dir.join("features_tsne.png"), &panels)?;
     if variant != GtaVariant::Stream1 {
-        let norm = (cfg.pixel_mean.first().copied().unwrap_or(0.0), cfg.pixel_std.first().copied().unwrap_or(1.0));
         write_generated(&model, data, norm, seed, &dir.join("generated.png"), device)?;
     }
     let choices = validator_choices(&selection);
