@@ -6,7 +6,8 @@
 use adapt_datasets::DatasetId;
 use adapt_experiment::aggregate::{DigitMatrix, digit_matrix};
 use adapt_experiment::gta::GtaAblation;
-use adapt_experiment::recipe::{GTA_DEFAULT_STEPS, RunOptions};
+use adapt_experiment::recipe::{GTA_DEFAULT_STEPS, GtaPreset, RunOptions};
+use adapt_train::GtaVariant;
 use anyhow::Result;
 use candle_core::Device;
 use std::path::PathBuf;
@@ -50,8 +51,20 @@ pub struct GtaAblationArgs {
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
     /// Iterations per run.
-    #[arg(long, default_value_t = GTA_DEFAULT_STEPS)]
+    #[arg(long, default_value_t = GTA_DEFAULT_STEPS, conflicts_with = "epochs")]
     pub steps: usize,
+    /// Epochs of the source training set per run (the authors' unit), instead of --steps.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Input normalisation: unit (p - 0.5) / 0.5, or the authors' (p - 0.44) / 0.19.
+    #[arg(long, value_enum, default_value_t = GtaPresetChoice::Unit)]
+    pub preset: GtaPresetChoice,
+    /// USPS resized into a box of this side and zero-padded to 32x32 (default: resized to 32x32).
+    #[arg(long)]
+    pub usps_box: Option<usize>,
+    /// Rows to train (default all three).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub rows: Option<Vec<RowChoice>>,
     /// Images per domain in each iteration (the authors: 100).
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
@@ -63,6 +76,42 @@ pub struct GtaAblationArgs {
     pub data_dir: Option<PathBuf>,
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// GTA's input normalisation (see `GtaPreset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GtaPresetChoice {
+    /// (p - 0.5) / 0.5: adapt's GTA default.
+    Unit,
+    /// The authors' code: (p - 0.44) / 0.19.
+    Authors,
+}
+
+impl From<GtaPresetChoice> for GtaPreset {
+    fn from(c: GtaPresetChoice) -> Self {
+        match c {
+            GtaPresetChoice::Unit => GtaPreset::Unit,
+            GtaPresetChoice::Authors => GtaPreset::Authors,
+        }
+    }
+}
+
+/// One row of the GTA ablation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RowChoice {
+    Stream1,
+    C1,
+    Full,
+}
+
+impl From<RowChoice> for GtaVariant {
+    fn from(c: RowChoice) -> Self {
+        match c {
+            RowChoice::Stream1 => GtaVariant::Stream1,
+            RowChoice::C1 => GtaVariant::C1,
+            RowChoice::Full => GtaVariant::Full,
+        }
+    }
 }
 
 fn options(data_dir: &Option<PathBuf>, quiet: bool) -> RunOptions {
@@ -82,15 +131,19 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
             (runs, md, a.out.join("matrix.md"))
         }
         AblationCommand::Gta(a) => {
-            let spec = GtaAblation {
+            let mut spec = GtaAblation {
                 source: a.source.clone(),
                 target: a.target.clone(),
                 seeds: a.seeds,
                 steps: a.steps,
+                epochs: a.epochs,
                 batch_size: a.batch_size,
+                preset: a.preset.into(),
+                usps_digit_box: a.usps_box,
+                variants: a.rows.as_ref().map_or(GtaVariant::ALL.to_vec(), |r| r.iter().map(|&v| v.into()).collect()),
                 out: a.out.clone(),
             };
-            let (runs, md) = adapt_experiment::gta::ablation(&spec, &options(&a.data_dir, a.quiet), &Device::Cpu)?;
+            let (runs, md) = adapt_experiment::gta::ablation(&mut spec, &options(&a.data_dir, a.quiet), &Device::Cpu)?;
             (runs, md, a.out.join("ablation.md"))
         }
     };

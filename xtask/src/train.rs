@@ -93,8 +93,17 @@ pub struct TrainArgs {
     #[arg(long, env = "ADAPT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Training steps.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "epochs")]
     pub steps: Option<usize>,
+    /// Epochs of the source training set (--method gta), instead of --steps.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// GTA's input normalisation (--method gta; default unit).
+    #[arg(long, value_enum)]
+    pub gta_preset: Option<crate::ablation::GtaPresetChoice>,
+    /// USPS resized into a box of this side, zero-padded to 32x32 (--method gta).
+    #[arg(long)]
+    pub usps_box: Option<usize>,
     /// Examples per domain in each batch.
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -208,12 +217,22 @@ impl TrainArgs {
         {
             bail!("--weight-average must be 0 (off) or between 0 and 1, got {d}");
         }
-        for (flag, v) in [("--steps", self.steps), ("--batch-size", self.batch_size)] {
+        let sizes = [("--steps", self.steps), ("--batch-size", self.batch_size), ("--epochs", self.epochs)];
+        for (flag, v) in sizes.into_iter().chain([("--usps-box", self.usps_box)]) {
             if v == Some(0) {
                 bail!("{flag} must be at least 1");
             }
         }
         Ok(())
+    }
+
+    /// The flags only GTA uses, with whether each was given.
+    fn gta_flags(&self) -> [(&'static str, bool); 3] {
+        [
+            ("--epochs", self.epochs.is_some()),
+            ("--gta-preset", self.gta_preset.is_some()),
+            ("--usps-box", self.usps_box.is_some()),
+        ]
     }
 
     /// The flags only the DANN digit recipes use, with whether each was given.
@@ -236,7 +255,9 @@ impl TrainArgs {
         let seed = self.seed.unwrap_or(0);
         match self.family()? {
             Family::Toy => {
-                reject(&self.digit_net_flags(), "the 2D toy (it has its own net and reports its last step)")?;
+                let mut flags = self.digit_net_flags().to_vec();
+                flags.extend(self.gta_flags());
+                reject(&flags, "the 2D toy (it has its own net and reports its last step)")?;
                 let mut r = ToyRecipe::new(self.methods(), seed);
                 r.steps = self.steps.unwrap_or(r.steps);
                 r.batch_size = self.batch_size.unwrap_or(r.batch_size);
@@ -251,9 +272,14 @@ impl TrainArgs {
                 let mut r = GtaRecipe::new(source, target, GtaVariant::Full, seed);
                 r.steps = self.steps.unwrap_or(r.steps);
                 r.batch_size = self.batch_size.unwrap_or(r.batch_size);
+                r.epochs = self.epochs;
+                r.preset = self.gta_preset.map_or(r.preset, Into::into);
+                r.usps_digit_box = self.usps_box;
+                r.validate()?;
                 Ok(Recipe::Gta(r))
             }
             Family::Digits => {
+                reject(&self.gta_flags(), "the DANN digit recipes (GTA flags)")?;
                 let (source, target) = self.pair()?;
                 // Without --method a digit pair gets source-only beside the recommended recipe;
                 // a method named alone keeps the paper's recipe unless --preset says otherwise.
@@ -333,6 +359,7 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
                 ("--checkpoint-every", args.checkpoint_every.is_some()),
             ];
             flags.extend(args.digit_net_flags());
+            flags.extend(args.gta_flags());
             reject(&flags, "--resume (it continues the run with its saved recipe)")?;
             adapt_experiment::resume(dir, &args.options(), &device)?
         }

@@ -233,6 +233,19 @@ fn class9_bad_values_name_their_flag_before_anything_happens() {
     for decay in ["1", "-0.5", "nan"] {
         assert_fails(&on_digits("--weight-average", decay), decay, &["--weight-average"]);
     }
+    // GTA's length and USPS box, and its flags on a DANN recipe.
+    for (args, flag) in [
+        (&["--method", "gta", "--epochs", "0"][..], "--epochs"),
+        (&["--method", "gta", "--usps-box", "0"], "--usps-box"),
+        (&["--method", "dann", "--epochs", "3"], "--epochs"),
+        (&["--method", "gta", "--steps", "5", "--epochs", "3"], "--epochs"),
+    ] {
+        let mut argv =
+            vec!["train", "--quiet", "--source", "usps", "--target", "mnist", "--out", out.to_str().unwrap()];
+        argv.extend(args);
+        assert_fails(&xtask(&argv), &format!("{args:?}"), &[flag]);
+        assert!(!out.exists(), "{args:?} created a run folder");
+    }
     let r = xtask(&["train", "--quiet", "--seed", "-1"]);
     assert_fails(&r, "--seed -1", &["--seed"]);
     assert!(!out.exists());

@@ -5,6 +5,7 @@ use crate::error::{Context, ExperimentError, Result, ensure};
 use crate::files::create_dir;
 use crate::gta::GtaAblation;
 use crate::recipe::{DigitRecipe, Preset, RunOptions};
+use crate::selection::ValidatorChoice;
 use crate::summary::{RunSummary, SUMMARY_FILE, mean_std};
 use adapt_datasets::{DatasetId, Split};
 use adapt_eval::report::{Report, percent};
@@ -147,26 +148,87 @@ pub fn runs_report(runs: &[RunSummary], groups: &[Group]) -> Report {
     report
 }
 
-/// The GTA ablation's Markdown table: one row per variant, mean ± std over seeds.
-pub fn gta_ablation_table(spec: &GtaAblation, runs: &[RunSummary]) -> String {
+/// The GTA ablation's Markdown tables: one row per variant, mean ± std over seeds, of the last
+/// iteration's target test accuracy beside the checkpoints the label-free validators choose
+/// (`choices[i]` are run `i`'s, from its `selection.json`; empty when it has none); then every run.
+pub fn gta_ablation_table(spec: &GtaAblation, runs: &[RunSummary], choices: &[Vec<ValidatorChoice>]) -> String {
+    let length = match spec.epochs {
+        Some(e) => format!("{e} epochs of the source ({} iterations)", spec.steps),
+        None => format!("{} iterations", spec.steps),
+    };
+    let usps = spec.usps_digit_box.map_or(String::new(), |b| format!(", USPS in a {b}x{b} box"));
     let mut md = format!(
-        "# Generate To Adapt ablation: {} -> {}, target test accuracy (%)\n\n{} iterations of {} + {}, mean ± std over {} seed(s).\n\n\
-         | row | method | target acc | source acc | A-distance |\n|---|---|---|---|---|\n",
-        spec.source, spec.target, spec.steps, spec.batch_size, spec.batch_size, spec.seeds
+        "# Generate To Adapt ablation: {} -> {}, target test accuracy (%)\n\n{length} of {} + {}, preset {}{usps}, \
+         mean ± std over the seeds each row has. \"last\": the last iteration; the next columns: the checkpoint each \
+         label-free validator chooses (source validation accuracy; IM, BNM, SND on target training images); \
+         \"oracle\" uses target labels and is no selection rule.\n\n\
+         | row | method | seeds | last | source val | IM | BNM | SND | oracle | source acc | seconds |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        spec.source,
+        spec.target,
+        spec.batch_size,
+        spec.batch_size,
+        spec.preset.as_str(),
     );
+    let choice_of = |i: usize, name: &str| -> Option<f64> {
+        choices.get(i)?.iter().find(|c| c.validator.starts_with(name)).map(|c| 100.0 * c.target_test_acc)
+    };
+    let cell = |v: &[f64]| if v.is_empty() { "-".to_string() } else { format_mean_std(v) };
     for variant in GtaVariant::ALL {
-        let rows: Vec<&RunSummary> = runs.iter().filter(|r| r.method == variant.method_name()).collect();
-        let pick = |f: fn(&RunSummary) -> f64| mean_std(&rows.iter().map(|r| f(r)).collect::<Vec<_>>());
-        let (t, ts) = pick(|r| 100.0 * r.target_acc);
-        let (s, _) = pick(|r| 100.0 * r.source_acc);
-        let (a, _) = pick(|r| r.a_distance);
+        let rows: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].method == variant.method_name()).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let pick = |f: &dyn Fn(usize) -> Option<f64>| rows.iter().filter_map(|&i| f(i)).collect::<Vec<_>>();
+        let last = pick(&|i| Some(100.0 * runs[i].target_acc));
+        let validators: Vec<String> =
+            GTA_VALIDATOR_COLUMNS.iter().map(|name| cell(&pick(&|i| choice_of(i, name)))).collect();
+        let (s, _) = mean_std(&pick(&|i| Some(100.0 * runs[i].source_acc)));
+        let (sec, _) = mean_std(&pick(&|i| Some(runs[i].seconds)));
         md.push_str(&format!(
-            "| {} | {} | {t:.1} ± {ts:.1} | {s:.1} | {a:.2} |\n",
+            "| {} | {} | {} | {} | {} | {s:.1} | {sec:.0} |\n",
             variant.description(),
-            variant.method_name()
+            variant.method_name(),
+            rows.len(),
+            cell(&last),
+            validators.join(" | "),
+        ));
+    }
+    md.push_str(
+        "\n## Every run\n\n| seed | method | steps | last | source val (step) | IM (step) | BNM (step) | SND (step) | seconds |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (i, r) in runs.iter().enumerate() {
+        let chosen: Vec<String> = GTA_VALIDATOR_COLUMNS[..4]
+            .iter()
+            .map(|name| {
+                choices
+                    .get(i)
+                    .and_then(|c| c.iter().find(|c| c.validator.starts_with(name)))
+                    .map_or("-".into(), |c| format!("{:.1} ({})", 100.0 * c.target_test_acc, c.step))
+            })
+            .collect();
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {} | {:.0} |\n",
+            r.seed,
+            r.method,
+            r.steps,
+            100.0 * r.target_acc,
+            chosen.join(" | "),
+            r.seconds
         ));
     }
     md
+}
+
+/// The validator names (prefixes of [`crate::selection::VALIDATORS`]' and the oracle's) the GTA
+/// table's columns show, in order.
+const GTA_VALIDATOR_COLUMNS: [&str; 5] =
+    ["source validation", "information maximisation", "batch nuclear norm", "soft neighbourhood", "oracle"];
+
+fn format_mean_std(v: &[f64]) -> String {
+    let (m, s) = mean_std(v);
+    if v.len() == 1 { format!("{m:.1}") } else { format!("{m:.1} ± {s:.1}") }
 }
 
 /// The digit matrix: on every ordered pair of `datasets`, source-only and the recommended recipe
@@ -347,4 +409,87 @@ pub fn digit_matrix(spec: &DigitMatrix, opts: &RunOptions, device: &Device) -> R
     create_dir(&spec.out)?;
     crate::files::write_atomic(&spec.out.join("matrix.md"), &md)?;
     Ok((rows, md))
+}
+
+#[cfg(test)]
+mod gta_table_tests {
+    use super::*;
+    use crate::recipe::GtaPreset;
+    use crate::summary::{RunKind, Selection};
+
+    fn run(method: &str, seed: u64, target_acc: f64) -> RunSummary {
+        RunSummary {
+            kind: RunKind::Gta,
+            method: method.into(),
+            source: "usps".into(),
+            target: "mnist".into(),
+            seed,
+            source_acc: 0.95,
+            target_acc,
+            domain_acc: 0.6,
+            a_distance: 0.4,
+            target_ari: 0.5,
+            source_val_acc: Some(0.96),
+            selected_step: 670,
+            selection: Selection::Last,
+            weights: "model.safetensors".into(),
+            seconds: 100.0 * (seed + 1) as f64,
+            steps: 670,
+            resumed_at: None,
+            run_dir: String::new(),
+            recommended: false,
+            selected: true,
+        }
+    }
+
+    fn choice(validator: &str, step: usize, acc: f64) -> ValidatorChoice {
+        ValidatorChoice { validator: validator.into(), step, target_test_acc: acc }
+    }
+
+    #[test]
+    fn the_gta_table_puts_last_and_the_label_free_choices_side_by_side() {
+        let spec = GtaAblation {
+            source: "usps".into(),
+            target: "mnist".into(),
+            seeds: 2,
+            steps: 670,
+            epochs: Some(10),
+            batch_size: 100,
+            preset: GtaPreset::Authors,
+            usps_digit_box: None,
+            variants: vec![GtaVariant::Stream1, GtaVariant::Full],
+            out: PathBuf::from("unused"),
+        };
+        let runs = vec![run("gta-stream1", 0, 0.60), run("gta-full", 0, 0.70), run("gta-full", 1, 0.80)];
+        let full_choices = |acc: f64| {
+            vec![
+                choice("source validation accuracy", 335, acc - 0.1),
+                choice("information maximisation", 670, acc),
+                choice("batch nuclear norm", 670, acc),
+                choice("soft neighbourhood density", 603, acc - 0.05),
+                choice("last checkpoint", 670, acc),
+                choice("oracle (target labels; not a selection rule)", 603, acc + 0.02),
+            ]
+        };
+        let md = gta_ablation_table(&spec, &runs, &[vec![], full_choices(0.70), full_choices(0.80)]);
+        assert!(md.contains("10 epochs of the source (670 iterations) of 100 + 100, preset authors"), "{md}");
+        // Stream 1 has no validator record: dashes; full: mean ± std over its two seeds.
+        assert!(
+            md.contains("| Stream 1 - Source only | gta-stream1 | 1 | 60.0 | - | - | - | - | - | 95.0 | 100 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| Stream 1 + Stream 2 (C1 + C2) | gta-full | 2 | 75.0 ± 7.1 | 65.0 ± 7.1 | 75.0 ± 7.1 | 75.0 ± 7.1 | \
+                 70.0 ± 7.1 | 77.0 ± 7.1 | 95.0 | 150 |"
+            ),
+            "{md}"
+        );
+        // A row with no runs is left out; every run is listed with its choices' steps.
+        assert!(!md.contains("gta-c1"), "{md}");
+        assert!(
+            md.contains("| 1 | gta-full | 670 | 80.0 | 70.0 (335) | 80.0 (670) | 80.0 (670) | 75.0 (603) | 200 |"),
+            "{md}"
+        );
+    }
 }

@@ -1,21 +1,26 @@
 //! Generate To Adapt (Sankaranarayanan et al., CVPR 2018) experiments: `cargo xtask train
 //! --method gta` (the full method) and `cargo xtask ablation gta` (seed 001's three rows).
 //!
-//! Inputs are 32x32 RGB (MNIST zero-padded from 28), `/255`, then `(p - 0.5) / 0.5` as the
-//! authors normalise them; D sees images in the same `[-1, 1]` range. Each run writes `config.toml`,
+//! Inputs are 32x32 RGB (MNIST zero-padded from 28), `/255`, then normalised as the recipe's
+//! [`GtaPreset`] says: `(p - 0.5) / 0.5` by default, the authors' `(p - 0.44) / 0.19` with
+//! [`GtaPreset::Authors`]; D and G always work in `[-1, 1]`. Each run writes `config.toml`,
 //! `metrics.jsonl`, `model.safetensors`, `curves.png`, `features_tsne.png` (F's embeddings after
-//! the first epoch and at the end), `generated.png` (G's images from source and from target
-//! embeddings), `summary.json` and `report.md`.
-use crate::dann_run::{ANALYSIS_POINTS, previous_seconds};
+//! the first epoch and at the end), `generated.png` (G's images per class from source and from
+//! target embeddings; `generated_stepNNNNN.png` the same at every checkpoint, same inputs and
+//! noise), `embeddings_first_epoch.json` (so a run resumed later still shows its first epoch),
+//! `selection.json` (the label-free validators at every checkpoint, with the
+//! target test accuracy each choice would report), `summary.json` and `report.md`.
+use crate::dann_run::{ANALYSIS_POINTS, CheckpointScores, SelectionRecord, VALIDATOR_IMAGES, previous_seconds};
 use crate::error::{Context, ExperimentError, Result, ensure};
 use crate::files::{
-    METRICS_FILE, MODEL_FILE, RECIPE_FILE, REPORT_FILE, RunLock, create_dir, open_run_folder, run_folder_path,
-    write_json,
+    METRICS_FILE, MODEL_FILE, RECIPE_FILE, REPORT_FILE, RunLock, SELECTION_FILE, create_dir, open_run_folder,
+    read_json, run_folder_path, write_json,
 };
-use crate::recipe::{GtaRecipe, Recipe, RunOptions, RunRecord};
+use crate::recipe::{GtaPreset, GtaRecipe, Recipe, RunOptions, RunRecord};
+use crate::selection::{ValidatorChoice, validator_choices};
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsInfo, WeightsStep, save_weights};
-use adapt_datasets::{DomainPair, ImageDataset, PairSpec, Rows, Split, load_digit_pair};
+use adapt_datasets::{DatasetId, DomainPair, ImageDataset, Normalization, PairSpec, Rows, Split, load_digit_pair};
 use adapt_eval::plots::{self, DomainPoint, ScatterPanel, Series};
 use adapt_eval::report::{Report, percent};
 use adapt_eval::{TsneConfig, accuracy, adjusted_rand_index, proxy_a_distance, tsne};
@@ -24,7 +29,7 @@ use adapt_models::gta::{GtaModel, GtaNetConfig, sample_noise};
 use adapt_train::batches::MixedSampler;
 use adapt_train::checkpoint::{CHECKPOINT_FILE, CheckpointPolicy};
 use adapt_train::log::{MetricsWriter, Progress};
-use adapt_train::{GtaConfig, GtaHooks, GtaStepMetrics, GtaVariant, train_gta};
+use adapt_train::{GtaConfig, GtaHooks, GtaStepMetrics, GtaVariant, TrainError, train_gta};
 use candle_core::{D, DType, Device, Tensor};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -38,22 +43,46 @@ pub struct GtaRunConfig {
     pub image_size: usize,
     /// Per-channel mean subtracted from both domains (over source + target training images).
     pub pixel_mean: Vec<f32>,
+    /// The normalisation's std (absent in configs written before the presets: 0.5).
+    #[serde(default = "unit_std")]
+    pub pixel_std: Vec<f32>,
+    /// USPS drawn into a box of this side, zero-padded to 32x32 (None: resized to the input).
+    #[serde(default)]
+    pub usps_digit_box: Option<usize>,
     pub model: GtaNetConfig,
     pub train: GtaConfig,
 }
 
-/// The authors' input normalisation `(p - 0.5) / 0.5`: pixels in `[-1, 1]`, the range D sees too.
+fn unit_std() -> Vec<f32> {
+    vec![INPUT_STD]
+}
+
+/// The default input normalisation `(p - 0.5) / 0.5`: pixels in `[-1, 1]`, the range D sees too.
 /// With the DANN preprocessing (only the pixel mean subtracted, values in about `[-0.45, 0.55]`)
 /// stream 1's classifier loss fell to 0.4 and then climbed back to 2-3 within 300 iterations, in
 /// adapt and in a PyTorch probe of the same F + C alike; at `[-1, 1]` the probe trained stably.
 pub const INPUT_MEAN: f32 = 0.5;
 pub const INPUT_STD: f32 = 0.5;
 
-/// 32x32 RGB in `[-1, 1]` ([`INPUT_MEAN`], [`INPUT_STD`]).
+/// The recipe's data: 32x32 RGB normalised as its preset says, USPS in its digit box if any.
+pub fn pair_spec(preset: GtaPreset, usps_digit_box: Option<usize>, source: DatasetId, target: DatasetId) -> PairSpec {
+    let (mean, std) = preset.normalization();
+    PairSpec {
+        normalization: Normalization::Fixed { mean: vec![mean], std: vec![std] },
+        usps_digit_box,
+        ..PairSpec::gta(source, target)
+    }
+}
+
+/// 32x32 RGB normalised as the recipe's [`GtaPreset`] says.
 pub fn load_data(recipe: &GtaRecipe, data_dir: Option<&Path>) -> Result<DomainPair> {
     let (source, target) = recipe.pair()?;
-    Ok(load_digit_pair(&PairSpec::gta(source, target), data_dir)?)
+    Ok(load_digit_pair(&pair_spec(recipe.preset, recipe.usps_digit_box, source, target), data_dir)?)
 }
+
+/// F's embeddings after the first epoch, `(step, embeddings)`, kept for the report of a run resumed
+/// after it.
+pub const FIRST_EPOCH_FILE: &str = "embeddings_first_epoch.json";
 
 /// Up to `n` test rows of `rows` as one `[n, C, H, W]` tensor, with their labels.
 fn first_rows(rows: &dyn Rows, n: usize, device: &Device) -> Result<(Tensor, Vec<u32>)> {
@@ -82,6 +111,7 @@ fn test_accuracy(model: &GtaModel, rows: &dyn Rows, device: &Device) -> Result<(
 }
 
 /// F's embeddings of test images, row-major, with each row's (label, is_target).
+#[derive(Serialize, Deserialize)]
 struct Embeddings {
     values: Vec<f32>,
     dim: usize,
@@ -111,23 +141,64 @@ fn tsne_points(emb: &Embeddings, seed: u64) -> Result<Vec<DomainPoint>> {
         .collect())
 }
 
-/// G's images from the first source and target test images (one row per digit class where the
-/// source has it), as a grid: rows of source-embedding images, then rows of target-embedding ones.
-fn write_generated(model: &GtaModel, data: &DomainPair, seed: u64, path: &Path, device: &Device) -> Result<()> {
-    const PER_DOMAIN: usize = 40;
-    let (xs, ys) = first_rows(data.source_test.as_ref(), PER_DOMAIN, device)?;
-    let (xt, yt) = first_rows(data.target_test.as_ref(), PER_DOMAIN, device)?;
+/// The first `per_class` rows of each class 0..`classes` of `rows` (fewer where a class has fewer),
+/// ordered by round: one of each class, then the next of each, and so on.
+fn per_class_rows(rows: &dyn Rows, classes: usize, per_class: usize) -> Vec<usize> {
+    let mut found: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for i in 0..rows.len() {
+        let l = rows.label(i) as usize;
+        if l < classes && found[l].len() < per_class {
+            found[l].push(i);
+            if found.iter().all(|f| f.len() == per_class) {
+                break;
+            }
+        }
+    }
+    (0..per_class).flat_map(|round| found.iter().filter_map(move |f| f.get(round).copied())).collect()
+}
+
+/// Images generated for each class: [`GRID_PER_CLASS`] source and target test images of every
+/// class, each row of real inputs followed by the row G made from their embeddings.
+pub const GRID_PER_CLASS: usize = 2;
+
+/// `generated.png`: rows of 10 (one image per class), in pairs: real source test images, then G's
+/// images from their embeddings (with their class code), [`GRID_PER_CLASS`] times; then the same for
+/// target test images (G given the target code). The labels are the true classes (target labels
+/// only label the picture), so the count of generated digits that show their class can be read off.
+fn write_generated(
+    model: &GtaModel,
+    data: &DomainPair,
+    (mean, std): (f32, f32),
+    seed: u64,
+    path: &Path,
+    device: &Device,
+) -> Result<()> {
+    let classes = model.config().classes;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let noise_dim = model.config().noise_dim;
-    let ys_t = Tensor::new(ys.as_slice(), device)?;
-    let from_source =
-        model.generate(&xs, Some(&ys_t), &sample_noise(xs.dim(0)?, noise_dim, &mut rng, device)?, false)?;
-    let from_target = model.generate(&xt, None, &sample_noise(xt.dim(0)?, noise_dim, &mut rng, device)?, false)?;
-    // Both rows, then the inputs they came from, mapped from [-1, 1] to [0, 255]; the labels under
-    // the images are the true classes (for target rows: used only to label this picture).
-    let images = Tensor::cat(&[&from_source, &from_target], 0)?;
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for (rows, is_source) in [(data.source_test.as_ref(), true), (data.target_test.as_ref(), false)] {
+        let idx = per_class_rows(rows, classes, GRID_PER_CLASS);
+        let (pixels, ys) = rows.gather(&idx);
+        let mut shape = vec![idx.len()];
+        shape.extend(rows.row_shape());
+        let x = Tensor::from_vec(pixels, shape, device)?;
+        let noise = sample_noise(idx.len(), noise_dim, &mut rng, device)?;
+        let code = Tensor::new(ys.as_slice(), device)?;
+        let generated = model.generate(&x, is_source.then_some(&code), &noise, false)?;
+        // Real inputs back to [-1, 1], as G's images are.
+        let real = ((((x * f64::from(std))? + f64::from(mean))? * 2.0)? - 1.0)?;
+        for start in (0..idx.len()).step_by(classes) {
+            let n = classes.min(idx.len() - start);
+            images.push(real.narrow(0, start, n)?);
+            images.push(generated.narrow(0, start, n)?);
+            labels.extend_from_slice(&ys[start..start + n]);
+            labels.extend_from_slice(&ys[start..start + n]);
+        }
+    }
+    let images = Tensor::cat(&images.iter().collect::<Vec<_>>(), 0)?;
     let pixels: Vec<f32> = ((images + 1.0)? * 127.5)?.clamp(0.0, 255.0)?.flatten_all()?.to_vec1::<f32>()?;
-    let labels: Vec<u32> = ys.iter().chain(&yt).copied().collect();
     let ds = ImageDataset {
         name: "generated".into(),
         split: Split::Test,
@@ -140,8 +211,58 @@ fn write_generated(model: &GtaModel, data: &DomainPair, seed: u64, path: &Path, 
         partial: None,
     };
     let indices: Vec<usize> = (0..ds.labels.len()).collect();
-    adapt_datasets::preview::grid(&ds, &indices, 20).save(path).map_err(|e| ExperimentError::file(path, e))?;
-    Ok(())
+    let tmp = path.with_extension("tmp.png");
+    adapt_datasets::preview::grid(&ds, &indices, classes).save(&tmp).map_err(|e| ExperimentError::file(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ExperimentError::io(path, e))
+}
+
+/// Softmax of F + C on the first `n` rows of `rows`, row-major `[n, classes]`.
+fn probabilities(model: &GtaModel, rows: &dyn Rows, n: usize, device: &Device) -> Result<(Vec<f32>, usize, usize)> {
+    let n = n.min(rows.len());
+    let mut out = Vec::new();
+    let mut classes = 0;
+    for start in (0..n).step_by(500) {
+        let (x, _) = gather_rows(rows, start, (start + 500).min(n), device)?;
+        let p = candle_nn::ops::softmax_last_dim(&model.classify(&x)?)?;
+        classes = p.dim(1)?;
+        out.extend(p.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok((out, n, classes))
+}
+
+fn gather_rows(rows: &dyn Rows, start: usize, end: usize, device: &Device) -> Result<(Tensor, Vec<u32>)> {
+    let idx: Vec<usize> = (start..end).collect();
+    let (data, labels) = rows.gather(&idx);
+    let mut shape = vec![idx.len()];
+    shape.extend(rows.row_shape());
+    Ok((Tensor::from_vec(data, shape, device)?, labels))
+}
+
+/// The label-free validators on `model` as it stands: source validation accuracy, and IM, BNM and
+/// SND on the first [`VALIDATOR_IMAGES`] target training images; the target test accuracy is
+/// recorded for evaluation only. `None` without a source validation split.
+pub fn checkpoint_scores(
+    model: &GtaModel,
+    data: &DomainPair,
+    step: usize,
+    device: &Device,
+) -> Result<Option<CheckpointScores>> {
+    use adapt_eval::validators as v;
+    let Some(val) = &data.source_val else { return Ok(None) };
+    let (p, n, c) = probabilities(model, data.target_train.as_ref(), VALIDATOR_IMAGES, device)?;
+    Ok(Some(CheckpointScores {
+        step,
+        source_val_acc: test_accuracy(model, val.as_ref(), device)?.0,
+        information_maximization: v::information_maximization_score(&p, n, c)?,
+        batch_nuclear_norm: v::batch_nuclear_norm(&p, n, c)?,
+        soft_neighborhood_density: v::soft_neighborhood_density(&p, n, c, v::SND_TEMPERATURE)?,
+        target_test_acc: test_accuracy(model, data.target_test.as_ref(), device)?.0,
+    }))
+}
+
+/// A run folder's validator record (`selection.json`) and each validator's choice in it.
+pub fn read_choices(dir: &Path) -> Result<Vec<ValidatorChoice>> {
+    Ok(read_json::<SelectionRecord>(&dir.join(SELECTION_FILE))?.map_or_else(Vec::new, |r| validator_choices(&r)))
 }
 
 fn write_curves(path: &Path, curve: &[GtaStepMetrics]) -> Result<()> {
@@ -176,8 +297,9 @@ fn write_curves(path: &Path, curve: &[GtaStepMetrics]) -> Result<()> {
 }
 
 impl GtaRunConfig {
-    /// The run of `recipe`, with the input mean its data was normalised with.
-    pub fn new(recipe: &GtaRecipe, mean: &[f32]) -> Result<Self> {
+    /// The run of `recipe` (its length resolved), with the input mean and std its data was
+    /// normalised with.
+    pub fn new(recipe: &GtaRecipe, mean: &[f32], std: &[f32]) -> Result<Self> {
         let (source, target) = recipe.pair()?;
         let steps = recipe.steps;
         Ok(Self {
@@ -185,6 +307,8 @@ impl GtaRunConfig {
             target: target.name().into(),
             image_size: 32,
             pixel_mean: mean.to_vec(),
+            pixel_std: std.to_vec(),
+            usps_digit_box: recipe.usps_digit_box,
             model: GtaNetConfig::default(),
             train: GtaConfig {
                 variant: recipe.variant,
@@ -192,7 +316,7 @@ impl GtaRunConfig {
                 batch_size: recipe.batch_size,
                 seed: recipe.seed,
                 input_mean: mean.to_vec(),
-                input_std: vec![INPUT_STD],
+                input_std: std.to_vec(),
                 // Short runs (tests) log, and may checkpoint, every iteration or few.
                 log_every: (steps / 10).clamp(1, 25),
                 ..GtaConfig::default()
@@ -208,7 +332,12 @@ impl GtaRunConfig {
     /// Loads this run's data as it was trained on.
     pub fn load_data(&self, data_dir: Option<&Path>) -> Result<DomainPair> {
         let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
-        Ok(load_digit_pair(&PairSpec::gta(source, target), data_dir)?)
+        let spec = PairSpec {
+            normalization: Normalization::Fixed { mean: self.pixel_mean.clone(), std: self.pixel_std.clone() },
+            usps_digit_box: self.usps_digit_box,
+            ..PairSpec::gta(source, target)
+        };
+        Ok(load_digit_pair(&spec, data_dir)?)
     }
 }
 
@@ -239,13 +368,12 @@ pub struct GtaEval {
 pub fn run_in(
     recipe: &GtaRecipe,
     data: &DomainPair,
-    mean: &[f32],
     dir: &Path,
     device: &Device,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
     create_dir(dir)?;
-    let cfg = GtaRunConfig::new(recipe, mean)?;
+    let cfg = GtaRunConfig::new(recipe, &data.mean, &data.std)?;
     let (variant, steps, batch_size, seed) = (recipe.variant, recipe.steps, recipe.batch_size, recipe.seed);
     let input =
         serde_json::to_value(&data.input).map_err(|e| ExperimentError::Invalid(format!("input description: {e}")))?;
@@ -255,30 +383,72 @@ pub fn run_in(
     let model = cfg.build_model(&params, device)?;
     let mut sampler = MixedSampler::new(data.source_train.clone(), data.target_train.clone(), batch_size, seed)?;
     let schedule = crate::files::RecordSchedule { every: cfg.train.log_every, steps };
-    let (resume, mut curve) =
-        open_run_folder::<RunConfig, GtaStepMetrics>(dir, &info.config, schedule, &params, device, opts.resume, &[])?;
+    let selection_path = dir.join(SELECTION_FILE);
+    let first_epoch_path = dir.join(FIRST_EPOCH_FILE);
+    let (resume, mut curve) = open_run_folder::<RunConfig, GtaStepMetrics>(
+        dir,
+        &info.config,
+        schedule,
+        &params,
+        device,
+        opts.resume,
+        &[&selection_path, &first_epoch_path],
+    )?;
+    let mut selection = SelectionRecord::default();
     if let Some(r) = &resume {
         adapt_train::checkpoint::check_resume(&ckpt_path, r, steps, &sampler)?;
+        if let Some(saved) = read_json::<SelectionRecord>(&selection_path)? {
+            selection = saved;
+            selection.history.retain(|(step, _)| *step <= r.step);
+            selection.checkpoints.retain(|c| c.step <= r.step);
+        }
     }
     let resumed_at = resume.as_ref().map(|r| r.step);
     let mut metrics = MetricsWriter::append(&metrics_path)?;
     let progress = Progress::new(steps as u64, variant.method_name(), !opts.quiet);
     let epoch = data.source_train.len().div_ceil(batch_size).min(steps);
     let every = opts.checkpoint_interval(steps, cfg.train.log_every);
-    // A run resumed past its first epoch no longer has those embeddings: its report shows the end only.
-    let mut first_epoch = None;
+    let norm = (cfg.pixel_mean.first().copied().unwrap_or(0.0), cfg.pixel_std.first().copied().unwrap_or(1.0));
+    // A run resumed past its first epoch reads the embeddings it saved then (runs older than that
+    // file have none: their report shows the end only).
+    let mut first_epoch: Option<(usize, Embeddings)> = match resumed_at {
+        Some(s) if s >= epoch => read_json(&first_epoch_path)?,
+        _ => None,
+    };
     let mut first_epoch_err = None;
     let mut on_record = |r: &GtaStepMetrics| {
         curve.push(*r);
         if first_epoch.is_none() && first_epoch_err.is_none() && r.step >= epoch && resumed_at.is_none_or(|s| s < epoch)
         {
             match embeddings(&model, data, device) {
-                Ok(e) => first_epoch = Some((r.step, e)),
+                Ok(e) => {
+                    let saved = (r.step, e);
+                    match write_json(&first_epoch_path, &saved) {
+                        Ok(()) => first_epoch = Some(saved),
+                        Err(e) => first_epoch_err = Some(e),
+                    }
+                }
                 Err(e) => first_epoch_err = Some(e),
             }
         }
     };
     let mut on_checkpoint = |step: usize| -> adapt_train::Result<()> {
+        let in_hook = |e: ExperimentError| TrainError::Config(format!("scoring the checkpoint at {step}: {e}"));
+        if let Some(scores) = checkpoint_scores(&model, data, step, device).map_err(in_hook)? {
+            let acc = scores.source_val_acc;
+            selection.checkpoints.push(scores);
+            selection.history.push((step, acc));
+            if acc > selection.best_source_val_acc || selection.best_step == 0 {
+                selection.best_step = step;
+                selection.best_source_val_acc = acc;
+            }
+            write_json(&selection_path, &selection).map_err(in_hook)?;
+        }
+        if variant.adversarial() {
+            // G's images at each checkpoint, with the same inputs and noise: collapse shows as it happens.
+            let path = dir.join(format!("generated_step{step:05}.png"));
+            write_generated(&model, data, norm, seed, &path, device).map_err(in_hook)?;
+        }
         match opts.stop_after {
             Some(s) if s == step => {
                 Err(adapt_train::TrainError::Config(format!("stopped after iteration {step} as asked (--stop-after)")))
@@ -323,8 +493,9 @@ pub fn run_in(
     }
     plots::scatter_panels(&dir.join("features_tsne.png"), &panels)?;
     if variant != GtaVariant::Stream1 {
-        write_generated(&model, data, seed, &dir.join("generated.png"), device)?;
+        write_generated(&model, data, norm, seed, &dir.join("generated.png"), device)?;
     }
+    let choices = validator_choices(&selection);
     let summary = RunSummary {
         kind: RunKind::Gta,
         method: variant.method_name().into(),
@@ -336,7 +507,7 @@ pub fn run_in(
         domain_acc: eval.domain_acc,
         a_distance: eval.a_distance,
         target_ari: eval.target_ari,
-        source_val_acc: None,
+        source_val_acc: selection.checkpoints.last().map(|c| c.source_val_acc),
         selected_step: steps,
         selection: Selection::Last,
         weights: MODEL_FILE.into(),
@@ -348,17 +519,36 @@ pub fn run_in(
         selected: true,
     };
     summary.write(dir)?;
-    write_report(dir, &summary, variant, first_epoch.is_some())?;
+    write_report(dir, &summary, &cfg, &choices, first_epoch.is_some())?;
     Ok(summary)
 }
 
-fn write_report(dir: &Path, s: &RunSummary, variant: GtaVariant, has_first_epoch: bool) -> Result<()> {
+fn write_report(
+    dir: &Path,
+    s: &RunSummary,
+    cfg: &GtaRunConfig,
+    choices: &[ValidatorChoice],
+    has_first_epoch: bool,
+) -> Result<()> {
+    let variant = cfg.train.variant;
+    let t = &cfg.train;
     let mut report = Report::new(&format!("Generate To Adapt: {} -> {} ({})", s.source, s.target, s.method));
+    let usps = cfg.usps_digit_box.map_or("USPS resized to 32x32".to_string(), |b| format!("USPS in a {b}x{b} box"));
     report.paragraph(&format!(
-        "{}. 32x32 RGB inputs scaled to [-1, 1] as (p - 0.5) / 0.5; Adam lr 5e-4, beta1 0.8, batches of 100 + 100, \
-         adv_weight 0.1, alpha 0.3, lr/(1 + 1e-4 i) on D, F and C. Seed {}, {} iterations. Target labels are used for the \
-         test accuracy only; the reported model is the last iteration's.",
+        "{}. 32x32 RGB inputs normalised as (p - {:?}) / {:?} ({usps}; D and G see [-1, 1]); Adam lr {}, beta1 {}, \
+         batches of {} + {}, adv_weight {}, alpha {}, lr/(1 + {} i) on D, F and C; updates D, G, C, F. Seed {}, {} \
+         iterations. Target labels are used for the test accuracy only; the reported model is the last iteration's, \
+         the label-free validators' choices are listed beside it.",
         variant.description(),
+        cfg.pixel_mean,
+        cfg.pixel_std,
+        t.adam.lr,
+        t.adam.beta1,
+        t.batch_size,
+        t.batch_size,
+        t.adv_weight,
+        t.alpha,
+        t.lr_decay,
         s.seed,
         s.steps
     ));
@@ -373,6 +563,17 @@ fn write_report(dir: &Path, s: &RunSummary, variant: GtaVariant, has_first_epoch
             format!("{:.0}", s.seconds),
         ]],
     );
+    if !choices.is_empty() {
+        report.heading("Checkpoint selection");
+        report.paragraph(
+            "Target test accuracy of the checkpoint each label-free validator chooses (source validation accuracy; \
+             IM, BNM and SND on 1000 target training images), of the last checkpoint, and the oracle (target labels: \
+             not a selection rule).",
+        );
+        let rows: Vec<Vec<String>> =
+            choices.iter().map(|c| vec![c.validator.clone(), c.step.to_string(), percent(c.target_test_acc)]).collect();
+        report.table(&["validator", "step", "target test acc"], &rows);
+    }
     report.heading("Training curves");
     report.image("curves", "curves.png");
     report.heading("Embeddings (t-SNE)");
@@ -385,8 +586,9 @@ fn write_report(dir: &Path, s: &RunSummary, variant: GtaVariant, has_first_epoch
     if variant != GtaVariant::Stream1 {
         report.heading("Generated images");
         report.paragraph(
-            "G's outputs: the first two rows from source test embeddings (with their class code), the last two from \
-             target test embeddings (with the target code). Labels printed under the images are the true classes.",
+            "Rows in pairs: real test images, one per class, then G's images from their embeddings; the first two \
+             pairs are source images (G given their class code), the last two target images (G given the target \
+             code). Labels printed under the images are the true classes.",
         );
         report.image("generated", "generated.png");
     }
@@ -394,18 +596,20 @@ fn write_report(dir: &Path, s: &RunSummary, variant: GtaVariant, has_first_epoch
     Ok(())
 }
 
-/// Trains the recipe in a run folder of its own.
+/// Trains the recipe in a run folder of its own (with `epochs`, its length resolved on the data).
 pub fn run(recipe: &GtaRecipe, opts: &RunOptions, device: &Device) -> Result<(RunSummary, Vec<String>)> {
     recipe.validate()?;
     let (source, target) = recipe.pair()?;
     let data = load_data(recipe, opts.data_dir.as_deref())?;
-    let (mean, notes) = (data.mean.clone(), data.notes.clone());
+    let mut recipe = recipe.clone();
+    recipe.resolve_length(data.source_train.len())?;
+    let notes = data.notes.clone();
     crate::pair::check_batch(&data, recipe.batch_size)?;
     let dir = run_folder_path(opts.out.as_deref(), "gta", source.name(), target.name());
     create_dir(&dir)?;
     let _lock = RunLock::acquire(&dir)?;
     write_json(&dir.join(RECIPE_FILE), &RunRecord::new(Recipe::Gta(recipe.clone()), opts))?;
-    Ok((run_in(recipe, &data, &mean, &dir, device, opts)?, notes))
+    Ok((run_in(&recipe, &data, &dir, device, opts)?, notes))
 }
 
 /// The GTA ablation: stream 1 only, + C1, + C1 + C2, for each seed.
@@ -415,48 +619,138 @@ pub struct GtaAblation {
     pub target: String,
     /// Seeds 0, 1, ... per row.
     pub seeds: u64,
+    /// Iterations per run (replaced by `epochs` when that is given).
     pub steps: usize,
+    /// Epochs of the source training set per run.
+    pub epochs: Option<usize>,
     pub batch_size: usize,
+    pub preset: GtaPreset,
+    pub usps_digit_box: Option<usize>,
+    /// Rows to train (default: all three).
+    pub variants: Vec<GtaVariant>,
     /// Folder for the runs and `ablation.md`.
     pub out: std::path::PathBuf,
 }
 
-/// The ablation's runs (finished ones read back, interrupted ones resumed) and its table.
-pub fn ablation(spec: &GtaAblation, opts: &RunOptions, device: &Device) -> Result<(Vec<RunSummary>, String)> {
+impl GtaAblation {
+    /// The recipe of one run (its length not yet resolved).
+    pub fn recipe(&self, variant: GtaVariant, seed: u64) -> Result<GtaRecipe> {
+        let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
+        Ok(GtaRecipe {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            preset: self.preset,
+            epochs: self.epochs,
+            usps_digit_box: self.usps_digit_box,
+            ..GtaRecipe::new(source, target, variant, seed)
+        })
+    }
+
+    /// The run folder of one row and seed.
+    pub fn run_dir(&self, variant: GtaVariant, seed: u64) -> std::path::PathBuf {
+        self.out
+            .join(format!("{}-{}", self.source, self.target))
+            .join(format!("seed{seed}"))
+            .join(variant.method_name())
+    }
+}
+
+/// The ablation's runs (finished ones read back, interrupted ones resumed) and its table. With
+/// `epochs`, `spec.steps` is set to the resolved length.
+pub fn ablation(spec: &mut GtaAblation, opts: &RunOptions, device: &Device) -> Result<(Vec<RunSummary>, String)> {
     ensure(spec.seeds > 0, || "the ablation needs at least one seed".into())?;
+    ensure(!spec.variants.is_empty(), || "the ablation needs at least one row".into())?;
     let (source, target) = crate::recipe::parse_pair(&spec.source, &spec.target)?;
-    let recipe_of = |variant, seed| GtaRecipe {
-        steps: spec.steps,
-        batch_size: spec.batch_size,
-        ..GtaRecipe::new(source, target, variant, seed)
-    };
-    recipe_of(GtaVariant::Full, 0).validate()?;
-    let data = load_data(&recipe_of(GtaVariant::Full, 0), opts.data_dir.as_deref())?;
-    let mean = data.mean.clone();
+    (spec.source, spec.target) = (source.name().into(), target.name().into());
+    let first = spec.recipe(GtaVariant::Full, 0)?;
+    first.validate()?;
+    let data = load_data(&first, opts.data_dir.as_deref())?;
     crate::pair::check_batch(&data, spec.batch_size)?;
+    let mut resolved = first.clone();
+    resolved.resolve_length(data.source_train.len())?;
+    spec.steps = resolved.steps;
     let opts = RunOptions { resume: true, out: None, ..opts.clone() };
     let mut runs = Vec::new();
     for seed in 0..spec.seeds {
-        for variant in GtaVariant::ALL {
-            let dir = spec
-                .out
-                .join(format!("{}-{}", source.name(), target.name()))
-                .join(format!("seed{seed}"))
-                .join(variant.method_name());
+        for variant in GtaVariant::ALL.into_iter().filter(|v| spec.variants.contains(v)) {
+            let dir = spec.run_dir(variant, seed);
             let summary = match RunSummary::read(&dir)? {
                 Some(s) if s.steps == spec.steps => s,
                 // An interrupted run continues from its checkpoint.
                 _ => {
+                    let mut recipe = spec.recipe(variant, seed)?;
+                    recipe.resolve_length(data.source_train.len())?;
                     create_dir(&dir)?;
                     let _lock = RunLock::acquire(&dir)?;
-                    run_in(&recipe_of(variant, seed), &data, &mean, &dir, device, &opts)?
+                    write_json(&dir.join(RECIPE_FILE), &RunRecord::new(Recipe::Gta(recipe.clone()), &opts))?;
+                    run_in(&recipe, &data, &dir, device, &opts)?
                 }
             };
             runs.push(summary);
         }
     }
-    let table = crate::aggregate::gta_ablation_table(spec, &runs);
+    let mut choices = Vec::new();
+    for r in &runs {
+        choices.push(read_choices(Path::new(&r.run_dir))?);
+    }
+    let table = crate::aggregate::gta_ablation_table(spec, &runs, &choices);
     create_dir(&spec.out)?;
     crate::files::write_atomic(&spec.out.join("ablation.md"), &table)?;
     Ok((runs, table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adapt_datasets::rows::Rows;
+
+    struct Labels(Vec<u32>);
+
+    impl Rows for Labels {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn row_shape(&self) -> Vec<usize> {
+            vec![1]
+        }
+        fn copy_row(&self, i: usize, out: &mut [f32]) {
+            out[0] = i as f32;
+        }
+        fn label(&self, i: usize) -> u32 {
+            self.0[i]
+        }
+    }
+
+    #[test]
+    fn the_image_grid_takes_each_class_in_order() {
+        let rows = Labels(vec![2, 0, 0, 1, 2, 9, 1, 0, 2]);
+        // One of each class present per round, classes in order; class 9 has one image only.
+        assert_eq!(per_class_rows(&rows, 3, 2), vec![1, 3, 0, 2, 6, 4]);
+        assert_eq!(per_class_rows(&rows, 10, 1), vec![1, 3, 0, 5]);
+        assert!(per_class_rows(&Labels(vec![]), 10, 2).is_empty());
+    }
+
+    #[test]
+    fn the_presets_normalise_the_data_as_named() {
+        let authors = pair_spec(GtaPreset::Authors, Some(20), DatasetId::Usps, DatasetId::Mnist);
+        assert_eq!(authors.normalization, Normalization::Fixed { mean: vec![0.44], std: vec![0.19] });
+        assert_eq!((authors.image_size, authors.usps_digit_box, authors.binarize_mnist), (32, Some(20), false));
+        // The default keeps the GTA path as it was.
+        assert_eq!(
+            pair_spec(GtaPreset::Unit, None, DatasetId::Mnist, DatasetId::MnistM),
+            PairSpec::gta(DatasetId::Mnist, DatasetId::MnistM)
+        );
+        // A config written before the std was recorded reads back with 0.5.
+        let cfg = GtaRunConfig::new(
+            &GtaRecipe::new(DatasetId::Mnist, DatasetId::MnistM, GtaVariant::Full, 0),
+            &[0.44],
+            &[0.19],
+        )
+        .unwrap();
+        assert_eq!((cfg.train.input_mean.clone(), cfg.train.input_std.clone()), (vec![0.44], vec![0.19]));
+        let mut old = toml::Value::try_from(&cfg).unwrap();
+        old.as_table_mut().unwrap().remove("pixel_std");
+        let back: GtaRunConfig = old.try_into().unwrap();
+        assert_eq!(back.pixel_std, vec![0.5]);
+    }
 }

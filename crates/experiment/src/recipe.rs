@@ -202,17 +202,62 @@ impl DigitRecipe {
     }
 }
 
+/// How a GTA run's images become inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GtaPreset {
+    /// `(p - 0.5) / 0.5` for both domains (inputs in `[-1, 1]`, the range D and G use): adapt's
+    /// GTA since its MNIST -> MNIST-M runs.
+    #[default]
+    Unit,
+    /// The authors' `main.py`: `(p - 0.44) / 0.19` for both domains; D and G still see `[-1, 1]`.
+    Authors,
+}
+
+impl GtaPreset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GtaPreset::Unit => "unit",
+            GtaPreset::Authors => "authors",
+        }
+    }
+
+    /// The per-channel `(mean, std)` the inputs are normalised with.
+    pub fn normalization(self) -> (f32, f32) {
+        match self {
+            GtaPreset::Unit => (adapt_datasets::pair::GTA_MEAN, adapt_datasets::pair::GTA_STD),
+            GtaPreset::Authors => (GTA_AUTHORS_MEAN, GTA_AUTHORS_STD),
+        }
+    }
+}
+
+/// The authors' normalisation mean (`main.py`: `Normalize(mean=[0.44]*3, std=[0.19]*3)`).
+pub const GTA_AUTHORS_MEAN: f32 = 0.44;
+/// See [`GTA_AUTHORS_MEAN`].
+pub const GTA_AUTHORS_STD: f32 = 0.19;
+
 /// Generate To Adapt (or its ablation rows) on a digit pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GtaRecipe {
     pub source: String,
     pub target: String,
     pub variant: GtaVariant,
-    /// Iterations.
+    /// Iterations (with `epochs`: derived from it once the data is loaded, see
+    /// [`GtaRecipe::resolve_length`]).
     pub steps: usize,
     /// Images per domain in each iteration (the authors: 100).
     pub batch_size: usize,
     pub seed: u64,
+    /// Input normalisation (absent in recipes written before it existed: [`GtaPreset::Unit`]).
+    #[serde(default)]
+    pub preset: GtaPreset,
+    /// Length in epochs of the source training set: `steps = epochs * ceil(n / batch_size)` for
+    /// the `n` source training images (the authors' unit; their loader iterates the source).
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// USPS resized into a box of this side and zero-padded to 32x32 (None: resized to 32x32).
+    #[serde(default)]
+    pub usps_digit_box: Option<usize>,
 }
 
 /// Default GTA length: the ablation's runs must fit a CPU session; the authors train for 100 epochs.
@@ -227,16 +272,42 @@ impl GtaRecipe {
             steps: GTA_DEFAULT_STEPS,
             batch_size: 100,
             seed,
+            preset: GtaPreset::Unit,
+            epochs: None,
+            usps_digit_box: None,
         }
+    }
+
+    /// The authors' recipe on `source -> target`: their normalisation, `epochs` epochs.
+    pub fn authors(source: DatasetId, target: DatasetId, variant: GtaVariant, seed: u64, epochs: usize) -> Self {
+        Self { preset: GtaPreset::Authors, epochs: Some(epochs), ..Self::new(source, target, variant, seed) }
     }
 
     pub fn pair(&self) -> Result<(DatasetId, DatasetId)> {
         parse_pair(&self.source, &self.target)
     }
 
+    /// Iterations in one epoch of `source_images` source training images.
+    pub fn iterations_per_epoch(&self, source_images: usize) -> usize {
+        source_images.div_ceil(self.batch_size.max(1))
+    }
+
+    /// Sets `steps` from `epochs` (when given) for `source_images` source training images.
+    pub fn resolve_length(&mut self, source_images: usize) -> Result<()> {
+        if let Some(e) = self.epochs {
+            ensure(source_images > 0, || "the source has no training images: an epoch has no length".into())?;
+            self.steps = e * self.iterations_per_epoch(source_images);
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<()> {
         ensure(self.steps >= 1, || format!("steps must be at least 1, got {}", self.steps))?;
         ensure(self.batch_size >= 1, || format!("the batch size must be at least 1, got {}", self.batch_size))?;
+        ensure(self.epochs != Some(0), || "epochs must be at least 1, got 0".into())?;
+        if let Some(b) = self.usps_digit_box {
+            ensure((1..=32).contains(&b), || format!("a USPS digit box of {b} does not fit the 32x32 input"))?;
+        }
         self.pair().map(|_| ())
     }
 }
@@ -308,5 +379,52 @@ impl RunOptions {
     pub fn checkpoint_interval(&self, steps: usize, log_every: usize) -> usize {
         let every = if self.checkpoint_every == 0 { (steps / 10).max(log_every) } else { self.checkpoint_every };
         every.div_ceil(log_every) * log_every
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gta_epochs_set_the_length_from_the_source_size() {
+        let mut r = GtaRecipe::authors(DatasetId::Usps, DatasetId::Mnist, GtaVariant::Full, 0, 10);
+        assert_eq!((r.preset, r.epochs, r.batch_size), (GtaPreset::Authors, Some(10), 100));
+        // 6684 USPS training images in batches of 100: 67 iterations an epoch, the last one short.
+        r.resolve_length(6684).unwrap();
+        assert_eq!(r.steps, 670);
+        r.batch_size = 64;
+        r.resolve_length(128).unwrap();
+        assert_eq!(r.steps, 20);
+        assert!(r.resolve_length(0).is_err());
+        // Without epochs the steps stay as given.
+        let mut plain = GtaRecipe::new(DatasetId::Usps, DatasetId::Mnist, GtaVariant::Full, 0);
+        plain.resolve_length(6684).unwrap();
+        assert_eq!(plain.steps, GTA_DEFAULT_STEPS);
+    }
+
+    #[test]
+    fn gta_recipes_validate_and_old_ones_keep_their_meaning() {
+        let ok = GtaRecipe::authors(DatasetId::Usps, DatasetId::Mnist, GtaVariant::Full, 0, 10);
+        ok.validate().unwrap();
+        for bad in [
+            GtaRecipe { epochs: Some(0), ..ok.clone() },
+            GtaRecipe { usps_digit_box: Some(33), ..ok.clone() },
+            GtaRecipe { usps_digit_box: Some(0), ..ok.clone() },
+            GtaRecipe { target: "usps".into(), ..ok.clone() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        // A recipe.json written before the presets: (p - 0.5) / 0.5, steps as written.
+        let old: Recipe = serde_json::from_str(
+            r#"{"kind":"gta","source":"mnist","target":"mnist-m","variant":"full","steps":12,"batch_size":16,"seed":0}"#,
+        )
+        .unwrap();
+        let Recipe::Gta(old) = old else { panic!("not a GTA recipe") };
+        assert_eq!((old.preset, old.epochs, old.usps_digit_box, old.steps), (GtaPreset::Unit, None, None, 12));
+        assert_eq!(GtaPreset::Unit.normalization(), (0.5, 0.5));
+        assert_eq!(GtaPreset::Authors.normalization(), (0.44, 0.19));
+        let json = serde_json::to_string(&Recipe::Gta(ok)).unwrap();
+        assert!(json.contains(r#""preset":"authors""#) && json.contains(r#""epochs":10"#), "{json}");
     }
 }
