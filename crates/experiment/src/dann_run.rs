@@ -49,6 +49,22 @@ pub struct SelectionRecord {
     pub checkpoints: Vec<CheckpointScores>,
 }
 
+impl SelectionRecord {
+    /// Records a checkpoint's scores; true when its source validation accuracy is the best so far
+    /// (the first checkpoint always is).
+    pub fn add(&mut self, scores: CheckpointScores) -> bool {
+        let (step, acc) = (scores.step, scores.source_val_acc);
+        self.checkpoints.push(scores);
+        self.history.push((step, acc));
+        let best = acc > self.best_source_val_acc || self.best_step == 0;
+        if best {
+            self.best_step = step;
+            self.best_source_val_acc = acc;
+        }
+        best
+    }
+}
+
 /// Target-train images the label-free validators score at each checkpoint (the first ones of
 /// the set: the same images at every checkpoint and in every run of a pair).
 pub const VALIDATOR_IMAGES: usize = 1000;
@@ -208,12 +224,7 @@ where
     let mut on_record = |r: &StepMetrics| curve.push(*r);
     let mut on_checkpoint = |step: usize| -> adapt_train::Result<()> {
         if let Some(scores) = checkpoint_scores(model, data, step, device).map_err(in_hook)? {
-            let acc = scores.source_val_acc;
-            selection.checkpoints.push(scores);
-            selection.history.push((step, acc));
-            if acc > selection.best_source_val_acc || selection.best_step == 0 {
-                selection.best_step = step;
-                selection.best_source_val_acc = acc;
+            if selection.add(scores) {
                 let at = WeightsStep { step, selection: Selection::SourceVal };
                 save_weights(params, &best_path, info, at).map_err(in_hook)?;
             }

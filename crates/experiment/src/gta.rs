@@ -435,13 +435,7 @@ pub fn run_in(
     let mut on_checkpoint = |step: usize| -> adapt_train::Result<()> {
         let in_hook = |e: ExperimentError| TrainError::Config(format!("scoring the checkpoint at {step}: {e}"));
         if let Some(scores) = checkpoint_scores(&model, data, step, device).map_err(in_hook)? {
-            let acc = scores.source_val_acc;
-            selection.checkpoints.push(scores);
-            selection.history.push((step, acc));
-            if acc > selection.best_source_val_acc || selection.best_step == 0 {
-                selection.best_step = step;
-                selection.best_source_val_acc = acc;
-            }
+            selection.add(scores);
             write_json(&selection_path, &selection).map_err(in_hook)?;
         }
         if variant.adversarial() {
