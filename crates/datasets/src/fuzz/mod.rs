@@ -114,6 +114,47 @@ pub struct TargetReport {
     pub failures: Vec<String>,
 }
 
+impl std::fmt::Display for TargetReport {
+    /// One line: the counts of each outcome, the peak allocation and the time.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<10} {:>6} cases: {:>5} correct loads, {:>5} clear errors, {} unclear, {} silent, {} panics, {} hangs, \
+             {} runaway (peak {} kB), {:.1}s",
+            self.target,
+            self.cases,
+            self.correct_loads,
+            self.clear_errors,
+            self.unclear_errors,
+            self.silent_acceptances,
+            self.panics,
+            self.hangs,
+            self.runaway_allocations,
+            self.peak_case_bytes >> 10,
+            self.seconds
+        )
+    }
+}
+
+/// What is wrong with a sample run of `cases` cases per target: a target that ran another number
+/// of cases, one whose cases exercised no correct load or no clear error, and every failing case.
+/// Empty when the sample passed.
+pub fn sample_problems(reports: &[TargetReport], cases: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    for r in reports {
+        if r.cases != cases {
+            problems.push(format!("{}: ran {} cases, not {cases}", r.target, r.cases));
+        }
+        if r.correct_loads == 0 || r.clear_errors == 0 {
+            problems.push(format!("{}: the cases exercise nothing", r.target));
+        }
+        if r.failed() > 0 {
+            problems.push(format!("{}: {:#?}", r.target, r.failures));
+        }
+    }
+    problems
+}
+
 impl TargetReport {
     /// Cases that are not a correct load or a clear error.
     pub fn failed(&self) -> usize {
@@ -288,4 +329,24 @@ pub fn loader_targets() -> Vec<Arc<dyn Target>> {
     #[cfg(feature = "hub")]
     v.push(Arc::new(loaders::Parquet));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_passes_only_with_its_cases_both_outcomes_and_no_failure() {
+        let good =
+            TargetReport { target: "idx".into(), cases: 10, correct_loads: 4, clear_errors: 6, ..Default::default() };
+        assert!(sample_problems(std::slice::from_ref(&good), 10).is_empty());
+        assert!(good.to_string().contains("idx") && good.to_string().contains("4 correct loads"));
+        let short = TargetReport { cases: 9, ..good.clone() };
+        let idle = TargetReport { correct_loads: 0, ..good.clone() };
+        let panicked = TargetReport { panics: 1, failures: vec!["case 3 panicked".into()], ..good.clone() };
+        for (r, needle) in [(short, "ran 9 cases"), (idle, "exercise nothing"), (panicked, "case 3 panicked")] {
+            let problems = sample_problems(&[r], 10);
+            assert!(problems.len() == 1 && problems[0].contains(needle), "{problems:?}");
+        }
+    }
 }
