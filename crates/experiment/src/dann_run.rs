@@ -95,16 +95,30 @@ pub fn checkpoint_scores<F: ModuleT, L: ModuleT, D: ModuleT>(
 ) -> Result<Option<CheckpointScores>> {
     let Some(val) = &data.source_val else { return Ok(None) };
     let p = predict(model, data.target_train.as_ref(), Some(VALIDATOR_IMAGES), device, 500, false)?;
-    let (n, c) = (p.classes.len(), p.num_classes);
-    use adapt_eval::validators as v;
-    Ok(Some(CheckpointScores {
-        step,
-        source_val_acc: label_accuracy(model, val.as_ref(), device)?,
-        information_maximization: v::information_maximization_score(&p.probabilities, n, c)?,
-        batch_nuclear_norm: v::batch_nuclear_norm(&p.probabilities, n, c)?,
-        soft_neighborhood_density: v::soft_neighborhood_density(&p.probabilities, n, c, v::SND_TEMPERATURE)?,
-        target_test_acc: label_accuracy(model, data.target_test.as_ref(), device)?,
-    }))
+    let target = (p.probabilities.as_slice(), p.classes.len(), p.num_classes);
+    let accuracies =
+        (label_accuracy(model, val.as_ref(), device)?, label_accuracy(model, data.target_test.as_ref(), device)?);
+    Ok(Some(CheckpointScores::new(step, target, accuracies)?))
+}
+
+impl CheckpointScores {
+    /// The scores of a checkpoint at `step` from its class probabilities on target-train images
+    /// (`n` rows of `c`, row-major) and its `(source validation, target test)` accuracies.
+    pub fn new(
+        step: usize,
+        (p, n, c): (&[f32], usize, usize),
+        (source_val_acc, target_test_acc): (f64, f64),
+    ) -> Result<Self> {
+        use adapt_eval::validators as v;
+        Ok(Self {
+            step,
+            source_val_acc,
+            information_maximization: v::information_maximization_score(p, n, c)?,
+            batch_nuclear_norm: v::batch_nuclear_norm(p, n, c)?,
+            soft_neighborhood_density: v::soft_neighborhood_density(p, n, c, v::SND_TEMPERATURE)?,
+            target_test_acc,
+        })
+    }
 }
 
 /// Accuracy of the label predictor on `rows`.

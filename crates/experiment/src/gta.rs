@@ -247,17 +247,11 @@ pub fn checkpoint_scores(
     step: usize,
     device: &Device,
 ) -> Result<Option<CheckpointScores>> {
-    use adapt_eval::validators as v;
     let Some(val) = &data.source_val else { return Ok(None) };
     let (p, n, c) = probabilities(model, data.target_train.as_ref(), VALIDATOR_IMAGES, device)?;
-    Ok(Some(CheckpointScores {
-        step,
-        source_val_acc: test_accuracy(model, val.as_ref(), device)?.0,
-        information_maximization: v::information_maximization_score(&p, n, c)?,
-        batch_nuclear_norm: v::batch_nuclear_norm(&p, n, c)?,
-        soft_neighborhood_density: v::soft_neighborhood_density(&p, n, c, v::SND_TEMPERATURE)?,
-        target_test_acc: test_accuracy(model, data.target_test.as_ref(), device)?.0,
-    }))
+    let accuracies =
+        (test_accuracy(model, val.as_ref(), device)?.0, test_accuracy(model, data.target_test.as_ref(), device)?.0);
+    Ok(Some(CheckpointScores::new(step, (&p, n, c), accuracies)?))
 }
 
 /// A run folder's validator record (`selection.json`) and each validator's choice in it.
