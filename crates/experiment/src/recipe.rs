@@ -193,7 +193,11 @@ impl DigitRecipe {
         ensure(d == 0.0 || (d > 0.0 && d < 1.0), || {
             format!("the weight-average decay must be 0 (off) or between 0 and 1, got {d}")
         })?;
-        self.pair().map(|_| ())
+        let (source, target) = self.pair()?;
+        let side = DigitNet::for_pair(source, target).image_size();
+        ensure(self.input_shift < side, || {
+            format!("a shift of {} pixels does not fit the net's {side}x{side} input", self.input_shift)
+        })
     }
 
     /// The pair, checked: two different known digit datasets.
