@@ -137,6 +137,17 @@ pub struct TrainArgs {
     /// offset per image and step (digit DANN runs; default: the preset's).
     #[arg(long)]
     pub shift: Option<usize>,
+    /// Standardise every image of both domains on its own (per channel mean 0, std 1) instead of
+    /// subtracting the training sets' mean (digit DANN runs).
+    #[arg(long)]
+    pub standardize: bool,
+    /// Weight of virtual adversarial training on the target's inputs (digit DANN runs; VADA's
+    /// smoothness term; default: the preset's).
+    #[arg(long, allow_hyphen_values = true)]
+    pub target_vat: Option<f64>,
+    /// Per-image L2 radius of the virtual adversarial perturbation (default 3.5).
+    #[arg(long, allow_hyphen_values = true)]
+    pub vat_radius: Option<f64>,
     /// Which weights to report (digit DANN runs; default last). Target labels are never used to choose.
     #[arg(long, value_enum)]
     pub select: Option<SelectChoice>,
@@ -236,7 +247,7 @@ impl TrainArgs {
     }
 
     /// The flags only the DANN digit recipes use, with whether each was given.
-    fn digit_net_flags(&self) -> [(&'static str, bool); 8] {
+    fn digit_net_flags(&self) -> [(&'static str, bool); 11] {
         [
             ("--preset", self.preset.is_some()),
             ("--init", self.init.is_some()),
@@ -246,6 +257,9 @@ impl TrainArgs {
             ("--bn-per-domain", self.bn_per_domain),
             ("--weight-average", self.weight_average.is_some()),
             ("--shift", self.shift.is_some()),
+            ("--standardize", self.standardize),
+            ("--target-vat", self.target_vat.is_some()),
+            ("--vat-radius", self.vat_radius.is_some()),
         ]
     }
 
@@ -305,6 +319,9 @@ impl TrainArgs {
                 r.target_im_weight = self.target_im.unwrap_or(r.target_im_weight);
                 r.weight_average_decay = self.weight_average.unwrap_or(r.weight_average_decay);
                 r.input_shift = self.shift.unwrap_or(r.input_shift);
+                r.standardize_inputs |= self.standardize;
+                r.target_vat_weight = self.target_vat.unwrap_or(r.target_vat_weight);
+                r.vat_radius = self.vat_radius.unwrap_or(r.vat_radius);
                 if self.bn_per_domain {
                     r.model.batch_norm = true;
                     r.separate_domain_passes = true;

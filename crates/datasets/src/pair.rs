@@ -76,7 +76,14 @@ pub enum Normalization {
     TrainMean,
     /// `(x - mean) / std` per channel, one value per channel or one for all.
     Fixed { mean: Vec<f32>, std: Vec<f32> },
+    /// Every image standardised on its own ([`InputStep::Standardize`]): nothing is computed
+    /// over a training set, so the same image always becomes the same input.
+    PerImage { epsilon: f32 },
 }
+
+/// The epsilon [`Normalization::PerImage`] uses in adapt's recipes: far below the deviation of
+/// any image with a digit in it (pixels in `[0, 1]`), so only a blank image meets it.
+pub const STANDARDIZE_EPSILON: f32 = 1e-3;
 
 /// Everything that decides how a pair's images become inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +161,11 @@ impl PairSpec {
                 return bad(format!("std {s} is not a positive number"));
             }
         }
+        if let Normalization::PerImage { epsilon } = self.normalization
+            && !(epsilon.is_finite() && epsilon > 0.0)
+        {
+            return bad(format!("the standardisation epsilon {epsilon} is not a positive number"));
+        }
         Ok(())
     }
 }
@@ -193,7 +205,8 @@ pub struct DomainPair {
     /// The mean subtracted from every split, as the spec gave it or as computed: one value per
     /// channel, or one for all. Empty when nothing was subtracted.
     pub mean: Vec<f32>,
-    /// The std divided by after the mean (`[1.0]` for [`Normalization::TrainMean`]); same layout.
+    /// The std divided by after the mean (`[1.0]` for [`Normalization::TrainMean`]); same layout
+    /// (empty for [`Normalization::PerImage`]).
     pub std: Vec<f32>,
     /// How each domain's images became these inputs; `None` for pairs not made from images.
     pub input: Option<InputDescription>,
@@ -258,7 +271,8 @@ pub struct SplitInput {
 /// The normalisation applied (per channel), and where its values came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NormalizationUsed {
-    /// `train_mean` or `fixed`.
+    /// `train_mean`, `fixed` or `per_image` (whose mean and std are each image's own, so
+    /// these lists are empty).
     pub kind: String,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
@@ -315,8 +329,11 @@ fn raw_pixels(id: DatasetId) -> String {
     format!("{what}, as f32 in [0, 255]")
 }
 
-/// One value per channel from one for all.
+/// One value per channel from one for all (none from none).
 fn per_channel(v: &[f32], c: usize) -> Vec<f32> {
+    if v.is_empty() {
+        return Vec::new();
+    }
     (0..c).map(|ch| if v.len() == 1 { v[0] } else { v[ch] }).collect()
 }
 
@@ -363,7 +380,8 @@ pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<Domai
     let mut source_test = load(spec.source, Split::Test)?;
     let mut target_test = load(spec.target, Split::Test)?;
 
-    let (mean, std, normalization) = match &spec.normalization {
+    let c = source_train.ds.channels;
+    let (mean, std, normalization, last_step) = match &spec.normalization {
         Normalization::TrainMean => {
             let mean = preprocess::channel_mean(&[&source_train.ds, &target_train.ds])?;
             let origin = format!(
@@ -374,14 +392,20 @@ pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<Domai
                 target_train.ds.len(),
                 spec.target
             );
-            (mean, vec![1.0], ("train_mean", origin))
+            let step = InputStep::Normalize { mean: per_channel(&mean, c), std: vec![1.0; c] };
+            (mean, vec![1.0], ("train_mean", origin), step)
         }
         Normalization::Fixed { mean, std } => {
-            (mean.clone(), std.clone(), ("fixed", "fixed values given by the recipe".to_string()))
+            let step = InputStep::Normalize { mean: per_channel(mean, c), std: per_channel(std, c) };
+            (mean.clone(), std.clone(), ("fixed", "fixed values given by the recipe".to_string()), step)
+        }
+        Normalization::PerImage { epsilon } => {
+            let origin = "each image's own per-channel mean and standard deviation (instance normalisation)";
+            (vec![], vec![], ("per_image", origin.to_string()), InputStep::Standardize { epsilon: *epsilon })
         }
     };
     for s in [&mut source_train, &mut target_train, &mut source_test, &mut target_test] {
-        preprocess::normalize(&mut s.ds, &mean, &std)?;
+        last_step.apply(&mut s.ds)?;
     }
     let input_shape = [source_train.ds.channels, source_train.ds.height, source_train.ds.width];
     let target_shape = [target_train.ds.channels, target_train.ds.height, target_train.ds.width];
@@ -391,8 +415,7 @@ pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<Domai
             spec.source, spec.target
         )));
     }
-    let c = input_shape[0];
-    let normalize = InputStep::Normalize { mean: per_channel(&mean, c), std: per_channel(&std, c) };
+    let normalize = last_step;
 
     let split = |split: &str, images: usize, ds: &ImageDataset, partial: Option<Partial>| SplitInput {
         split: split.into(),

@@ -39,6 +39,11 @@ pub enum InputStep {
     /// Per channel `c`: `(x - mean[c]) * (1 / std[c])`, the reciprocal taken in `f32` (the
     /// multiplication is skipped where `std[c]` is 1). One value per channel.
     Normalize { mean: Vec<f32>, std: Vec<f32> },
+    /// Per image and channel: `(x - m) / max(s, epsilon)` with `m` and `s` that channel's mean
+    /// and (population) standard deviation in that image: instance normalisation of the input,
+    /// as VADA / DIRT-T and self-ensembling standardise digits, so a domain's colour cast and
+    /// contrast do not reach the net.
+    Standardize { epsilon: f32 },
 }
 
 impl InputStep {
@@ -103,6 +108,7 @@ impl InputStep {
                 }
             }
             InputStep::Normalize { mean, std } => normalize(ds, mean, std)?,
+            InputStep::Standardize { epsilon } => standardize(ds, *epsilon)?,
         }
         Ok(())
     }
@@ -132,6 +138,9 @@ impl fmt::Display for InputStep {
             InputStep::Scale { divide_by } => write!(f, "divide by {divide_by}"),
             InputStep::Normalize { mean, std } => {
                 write!(f, "(x - mean) / std per channel, mean [{}], std [{}]", list(mean), list(std))
+            }
+            InputStep::Standardize { epsilon } => {
+                write!(f, "per image and channel (x - mean) / max(std, {epsilon})")
             }
         }
     }
@@ -428,6 +437,32 @@ pub fn normalize(ds: &mut ImageDataset, mean: &[f32], std: &[f32]) -> Result<()>
     Ok(())
 }
 
+/// [`InputStep::Standardize`]: every image's every channel to mean 0 and standard deviation 1
+/// (a flat channel, whose deviation is below `epsilon`, only loses its mean). The sums are
+/// taken in `f64` so a 32x32 plane's statistics do not depend on summation order.
+pub fn standardize(ds: &mut ImageDataset, epsilon: f32) -> Result<()> {
+    if !(epsilon.is_finite() && epsilon > 0.0) {
+        return Err(DatasetError::InvalidParameters(format!(
+            "{}: the standardisation epsilon must be a positive number, got {epsilon}",
+            ds.name
+        )));
+    }
+    let plane = ds.height * ds.width;
+    if plane == 0 {
+        return Ok(());
+    }
+    for channel in ds.images.chunks_exact_mut(plane) {
+        let n = plane as f64;
+        let mean = channel.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = channel.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+        let scale = 1.0 / var.sqrt().max(f64::from(epsilon));
+        for v in channel.iter_mut() {
+            *v = ((f64::from(*v) - mean) * scale) as f32;
+        }
+    }
+    Ok(())
+}
+
 /// Subtracts `mean[c]` from channel `c` (a single value applies to all channels).
 pub fn subtract_mean(ds: &mut ImageDataset, mean: &[f32]) -> Result<()> {
     let c = ds.channels;
@@ -465,6 +500,61 @@ mod tests {
             }
         }
         ImageDataset::from_u8("t", Split::Train, &px, vec![0; n], [1, h, w]).unwrap()
+    }
+
+    #[test]
+    fn standardize_gives_each_image_channel_mean_zero_and_std_one() {
+        // Two 3x3 images, one a gradient and one with a bright centre, copied to 3 channels and
+        // then given different colour casts per channel.
+        let mut ds = grey(2, 3, 3, |i, y, x| {
+            if i == 0 {
+                (10 * (3 * y + x)) as u8
+            } else if (y, x) == (1, 1) {
+                200
+            } else {
+                20
+            }
+        });
+        to_rgb(&mut ds);
+        for (k, v) in ds.images.iter_mut().enumerate() {
+            *v = *v * (1.0 + (k / 9 % 3) as f32) + 7.0 * (k / 9 % 3) as f32;
+        }
+        let before = ds.images.clone();
+        standardize(&mut ds, 1e-3).unwrap();
+        for (plane, raw) in ds.images.chunks(9).zip(before.chunks(9)) {
+            let mean: f64 = plane.iter().map(|&v| f64::from(v)).sum::<f64>() / 9.0;
+            let var: f64 = plane.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / 9.0;
+            assert!(mean.abs() < 1e-6, "mean {mean}");
+            assert!((var - 1.0).abs() < 1e-5, "variance {var}");
+            // The order of the pixels within the plane is kept (a positive affine map).
+            for a in 0..9 {
+                for b in 0..9 {
+                    assert_eq!(raw[a] < raw[b], plane[a] < plane[b]);
+                }
+            }
+        }
+        // The colour casts are gone: the three channels of an image are now equal.
+        for img in ds.images.chunks(27) {
+            for ch in 1..3 {
+                for p in 0..9 {
+                    assert!((img[p] - img[ch * 9 + p]).abs() < 1e-5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn standardize_keeps_a_flat_channel_finite_and_rejects_a_bad_epsilon() {
+        let mut ds = grey(1, 4, 4, |_, _, _| 90);
+        standardize(&mut ds, 1e-3).unwrap();
+        assert!(ds.images.iter().all(|&v| v == 0.0));
+        let mut ds = grey(1, 4, 4, |_, y, _| y as u8);
+        for eps in [0.0, -1.0, f32::NAN] {
+            let err = standardize(&mut ds, eps).unwrap_err().to_string();
+            assert!(err.contains("epsilon"), "{err}");
+        }
+        let step = InputStep::Standardize { epsilon: 0.01 };
+        assert_eq!(step.to_string(), "per image and channel (x - mean) / max(std, 0.01)");
     }
 
     #[test]

@@ -155,6 +155,39 @@ fn gta_inputs_are_in_minus_one_to_one_and_the_description_reproduces_them() {
 }
 
 #[test]
+fn per_image_standardisation_gives_every_input_channel_mean_zero_and_std_one() {
+    use adapt_datasets::Normalization;
+    let dir = fixtures("pair-per-image");
+    let spec =
+        PairSpec { normalization: Normalization::PerImage { epsilon: 1e-3 }, ..PairSpec::dann_paper(Mnist, MnistM) };
+    let p = load_digit_pair(&spec, Some(&dir)).unwrap();
+    assert!(p.mean.is_empty() && p.std.is_empty());
+    let plane = 28 * 28;
+    for rows in [&p.source_train, &p.target_train, &p.source_test, &p.target_test] {
+        let (x, _) = rows.gather(&(0..rows.len()).collect::<Vec<_>>());
+        for channel in x.chunks(plane) {
+            let mean = channel.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64;
+            let var = channel.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / plane as f64;
+            assert!(mean.abs() < 1e-5 && ((var - 1.0).abs() < 1e-4 || var == 0.0), "mean {mean}, variance {var}");
+        }
+    }
+    // The description names the step and, replayed on the raw files, gives the same inputs.
+    let d = p.input.as_ref().unwrap();
+    assert_eq!(d.normalization.kind, "per_image");
+    assert_eq!(d.target.steps.last(), Some(&InputStep::Standardize { epsilon: 1e-3 }));
+    let mut ds = load("mnist-m", Split::Test, Some(&dir)).unwrap();
+    for step in &d.target.steps {
+        step.apply(&mut ds).unwrap();
+    }
+    assert!(bits(&ds) == bits(p.target_test.as_ref()));
+    // A bad epsilon is refused before anything is read.
+    let bad = PairSpec { normalization: Normalization::PerImage { epsilon: 0.0 }, ..spec };
+    let err = load_digit_pair(&bad, Some(&tmp("pair-per-image-none"))).err().unwrap().to_string();
+    assert!(err.contains("epsilon"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn missing_data_is_an_error_naming_the_dataset() {
     let dir = tmp("pair-missing");
     write_mnist(&dir.join("mnist"), 24, 28, false);

@@ -36,21 +36,29 @@ pub struct DigitRunConfig {
     pub model: DigitNetConfig,
     /// Pixel size both domains are brought to (28 or 32).
     pub image_size: usize,
-    /// Per-channel mean subtracted from both domains (over source + target training images).
+    /// Per-channel mean subtracted from both domains (over source + target training images;
+    /// empty with `standardize_inputs`).
     pub pixel_mean: Vec<f32>,
+    /// Every image standardised on its own instead of the training mean subtracted
+    /// ([`adapt_datasets::Normalization::PerImage`]).
+    #[serde(default)]
+    pub standardize_inputs: bool,
     pub train: TrainConfig,
 }
 
-/// How `source -> target` reaches the net's input; `mean` fixes the mean to subtract (a saved
-/// run's), `None` computes it over both training sets.
+/// How `source -> target` reaches the net's input: each image standardised on its own with
+/// `standardize`, else the mean subtracted: `mean` fixes it (a saved run's), `None` computes it
+/// over both training sets.
 pub fn pair_spec(
     source: DatasetId,
     target: DatasetId,
     binarize_mnist: bool,
     usps_digit_box: Option<usize>,
+    standardize: bool,
     mean: Option<Vec<f32>>,
 ) -> PairSpec {
     let normalization = match mean {
+        _ if standardize => Normalization::PerImage { epsilon: adapt_datasets::pair::STANDARDIZE_EPSILON },
         Some(mean) => Normalization::Fixed { mean, std: vec![1.0] },
         None => Normalization::TrainMean,
     };
@@ -72,6 +80,7 @@ impl DigitRunConfig {
             model: recipe.model.clone(),
             image_size: net.image_size(),
             pixel_mean,
+            standardize_inputs: recipe.standardize_inputs,
             train: TrainConfig {
                 method,
                 steps: recipe.steps,
@@ -85,6 +94,8 @@ impl DigitRunConfig {
                 separate_domain_passes: recipe.separate_domain_passes,
                 weight_average_decay: recipe.weight_average_decay,
                 input_shift: recipe.input_shift,
+                target_vat_weight: if method == Method::Dann { recipe.target_vat_weight } else { 0.0 },
+                vat_radius: recipe.vat_radius,
                 ..TrainConfig::default()
             },
         })
@@ -98,7 +109,14 @@ impl DigitRunConfig {
     /// Loads this run's data with its recorded pixel mean.
     pub fn load_data(&self, data_dir: Option<&Path>) -> Result<DomainPair> {
         let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
-        let spec = pair_spec(source, target, self.binarize_mnist, self.usps_digit_box, Some(self.pixel_mean.clone()));
+        let spec = pair_spec(
+            source,
+            target,
+            self.binarize_mnist,
+            self.usps_digit_box,
+            self.standardize_inputs,
+            Some(self.pixel_mean.clone()),
+        );
         Ok(load_digit_pair(&spec, data_dir)?)
     }
 }
@@ -166,7 +184,7 @@ pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<D
     recipe.validate()?;
     let (source, target) = recipe.pair()?;
     let net = DigitNet::for_pair(source, target);
-    let spec = pair_spec(source, target, recipe.binarize_mnist, recipe.usps_digit_box, None);
+    let spec = pair_spec(source, target, recipe.binarize_mnist, recipe.usps_digit_box, recipe.standardize_inputs, None);
     let loaded = load_digit_pair(&spec, opts.data_dir.as_deref())
         .context(|| format!("loading {} -> {}", source.name(), target.name()))?;
     let data = &loaded;

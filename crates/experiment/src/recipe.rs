@@ -155,6 +155,20 @@ pub struct DigitRecipe {
     /// Training images of both domains moved by up to this many pixels each way (0: as loaded).
     #[serde(default)]
     pub input_shift: usize,
+    /// Every image of both domains standardised on its own (per channel mean 0, std 1) instead
+    /// of the training sets' mean subtracted.
+    #[serde(default)]
+    pub standardize_inputs: bool,
+    /// Weight of virtual adversarial training on the target's inputs (DANN runs; 0: off).
+    #[serde(default)]
+    pub target_vat_weight: f64,
+    /// Per-image L2 radius of that perturbation.
+    #[serde(default = "default_vat_radius")]
+    pub vat_radius: f64,
+}
+
+fn default_vat_radius() -> f64 {
+    adapt_train::losses::VatSettings::default().radius
 }
 
 impl DigitRecipe {
@@ -181,6 +195,9 @@ impl DigitRecipe {
             separate_domain_passes: false,
             weight_average_decay: if recommended { RECOMMENDED_WEIGHT_AVERAGE_DECAY } else { 0.0 },
             input_shift: if recommended { RECOMMENDED_INPUT_SHIFT } else { 0 },
+            standardize_inputs: false,
+            target_vat_weight: 0.0,
+            vat_radius: default_vat_radius(),
         }
     }
 
@@ -192,6 +209,12 @@ impl DigitRecipe {
         let d = self.weight_average_decay;
         ensure(d == 0.0 || (d > 0.0 && d < 1.0), || {
             format!("the weight-average decay must be 0 (off) or between 0 and 1, got {d}")
+        })?;
+        ensure(self.target_vat_weight.is_finite() && self.target_vat_weight >= 0.0, || {
+            format!("the target virtual adversarial weight must be finite and >= 0, got {}", self.target_vat_weight)
+        })?;
+        ensure(self.vat_radius.is_finite() && self.vat_radius > 0.0, || {
+            format!("the virtual adversarial radius must be a positive number, got {}", self.vat_radius)
         })?;
         let (source, target) = self.pair()?;
         let side = DigitNet::for_pair(source, target).image_size();

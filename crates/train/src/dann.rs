@@ -86,6 +86,18 @@ pub struct TrainConfig {
     /// per image and step ([`MixedSampler::with_shift`]; 0: as loaded).
     #[serde(default)]
     pub input_shift: usize,
+    /// Weight of [`crate::losses::virtual_adversarial_loss`] on the target half (VADA's
+    /// smoothness term; 0: not computed). It costs a forward and backward pass of the target
+    /// half more per step, and one forward pass.
+    #[serde(default)]
+    pub target_vat_weight: f64,
+    /// L2 radius of the target's virtual adversarial perturbation, per image.
+    #[serde(default = "default_vat_radius")]
+    pub vat_radius: f64,
+}
+
+fn default_vat_radius() -> f64 {
+    crate::losses::VatSettings::default().radius
 }
 
 impl Default for TrainConfig {
@@ -107,6 +119,8 @@ impl Default for TrainConfig {
             separate_domain_passes: false,
             weight_average_decay: 0.0,
             input_shift: 0,
+            target_vat_weight: 0.0,
+            vat_radius: default_vat_radius(),
         }
     }
 }
@@ -119,6 +133,7 @@ impl TrainConfig {
             ("lambda_max", self.lambda_max),
             ("domain_loss_weight", self.domain_loss_weight),
             ("target_im_weight", self.target_im_weight),
+            ("target_vat_weight", self.target_vat_weight),
         ] {
             if !v.is_finite() {
                 return Err(TrainError::Config(format!("{name} must be finite, got {v}")));
@@ -127,6 +142,9 @@ impl TrainConfig {
         let d = self.weight_average_decay;
         if !(d == 0.0 || (d > 0.0 && d < 1.0)) {
             return Err(TrainError::Config(format!("weight_average_decay must be 0 (off) or in (0, 1), got {d}")));
+        }
+        if !(self.vat_radius.is_finite() && self.vat_radius > 0.0) {
+            return Err(TrainError::Config(format!("vat_radius must be a positive number, got {}", self.vat_radius)));
         }
         Ok(())
     }
@@ -273,16 +291,23 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
         let (ll, dl) = (label_loss.to_scalar::<f32>()?, domain_loss.to_scalar::<f32>()?);
         TrainError::check_finite(step + 1, &[("label", ll), ("domain", dl)])?;
         let mut loss = (&label_loss + (domain_loss * self.cfg.domain_loss_weight)?)?;
-        if self.cfg.target_im_weight != 0.0 {
+        if self.cfg.target_im_weight != 0.0 || self.cfg.target_vat_weight != 0.0 {
             // The target half's class predictions: the label predictor on its features, in
             // training mode like the source half's.
             let target_logits = match separate_target_logits {
                 Some(logits) => logits,
                 None => self.model.label_predictor.forward_t(&out.features.narrow(0, n, rows - n)?, true)?,
             };
-            let im = crate::losses::information_maximization(&target_logits)?;
-            TrainError::check_finite(step + 1, &[("target information maximisation", im.to_scalar::<f32>()?)])?;
-            loss = (loss + (im * self.cfg.target_im_weight)?)?;
+            if self.cfg.target_im_weight != 0.0 {
+                let im = crate::losses::information_maximization(&target_logits)?;
+                TrainError::check_finite(step + 1, &[("target information maximisation", im.to_scalar::<f32>()?)])?;
+                loss = (loss + (im * self.cfg.target_im_weight)?)?;
+            }
+            if self.cfg.target_vat_weight != 0.0 {
+                let vat = self.target_vat(&batch.inputs.narrow(0, n, rows - n)?, &target_logits, step)?;
+                TrainError::check_finite(step + 1, &[("target virtual adversarial", vat.to_scalar::<f32>()?)])?;
+                loss = (loss + (vat * self.cfg.target_vat_weight)?)?;
+            }
         }
         self.opt.backward_step(&loss)?;
         if let Some(average) = &mut self.average {
@@ -325,6 +350,31 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
             var.set(value)?;
         }
         Ok((DannOutput { features, class_logits, domain_logits }, target_logits))
+    }
+
+    /// The virtual adversarial loss on the target inputs `xs` (logits `logits`) at `step`. Its
+    /// probe noise depends on the seed and the step only, so a resumed run draws the same; its
+    /// training-mode passes leave the BatchNorm running statistics as they found them (the
+    /// perturbed images are not target data).
+    fn target_vat(&self, xs: &Tensor, logits: &Tensor, step: usize) -> Result<Tensor> {
+        use rand::SeedableRng;
+        use rand_distr::Distribution;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            self.cfg.seed ^ 0x5641_545f_6e6f_6973 ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let values: Vec<f32> = rand_distr::StandardNormal.sample_iter(&mut rng).take(xs.elem_count()).collect();
+        let noise = Tensor::from_vec(values, xs.shape(), xs.device())?;
+        let saved: Vec<Tensor> =
+            self.buffers.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+        let classify = |x: &Tensor| -> candle_core::Result<Tensor> {
+            self.model.label_predictor.forward_t(&self.model.features(x, true)?, true)
+        };
+        let settings = crate::losses::VatSettings { radius: self.cfg.vat_radius, ..Default::default() };
+        let vat = crate::losses::virtual_adversarial_loss(&classify, xs, logits, &noise, settings)?;
+        for (var, value) in self.buffers.iter().zip(&saved) {
+            var.set(value)?;
+        }
+        Ok(vat)
     }
 
     /// The momentum buffers, named for [`crate::checkpoint::save_state`].

@@ -219,3 +219,67 @@ fn separate_domain_passes_keep_running_statistics_from_the_target_only() -> R {
     assert!(joint.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-3), "the joint pass should differ");
     Ok(())
 }
+
+/// Virtual adversarial training on the target: its extra training-mode passes leave the
+/// BatchNorm running statistics as the target pass set them, the same seed and step draw the
+/// same probe (two trainers end bit-identical), and it changes the update (it is in the loss).
+#[test]
+fn target_virtual_adversarial_training_is_repeatable_and_leaves_the_statistics_alone() -> R {
+    use adapt_datasets::DigitNet;
+    use adapt_models::digits::{DigitDann, DigitNetConfig};
+    use candle_core::{ModuleT, Tensor};
+    let device = Device::Cpu;
+    let net = DigitNetConfig { batch_norm: true, ..DigitNetConfig::default() };
+    let build = || -> adapt_train::Result<(ParamStore, DigitDann)> {
+        let params = ParamStore::new(7);
+        let model = DigitDann::build(DigitNet::Mnist, &net, &params, 7, &device)?;
+        Ok((params, model))
+    };
+    let n = 4;
+    let pixels =
+        |k: usize| -> Vec<f32> { (0..n * 3 * 28 * 28).map(|i| ((i * 31 + k * 17) % 97) as f32 / 97.0).collect() };
+    let source = Tensor::from_vec(pixels(1), (n, 3, 28, 28), &device)?;
+    let target = Tensor::from_vec(pixels(2), (n, 3, 28, 28), &device)?.affine(2.0, -0.5)?;
+    let batch = adapt_train::batches::MixedBatch {
+        inputs: Tensor::cat(&[&source, &target], 0)?,
+        n_source: n,
+        source_labels: Tensor::new(&[0u32, 1, 2, 3], &device)?,
+    };
+    let cfg = TrainConfig {
+        separate_domain_passes: true,
+        target_vat_weight: 1.0,
+        vat_radius: 2.0,
+        batch_size: n,
+        steps: 10,
+        ..config()
+    };
+    let run = |cfg: &TrainConfig, steps: usize| -> adapt_train::Result<HashMap<String, Vec<f32>>> {
+        let (params, model) = build()?;
+        let mut trainer = DannTrainer::new(&model, &params, cfg)?;
+        for step in 0..steps {
+            trainer.step(&batch, step)?;
+        }
+        Ok(values(&params))
+    };
+    let a = run(&cfg, 2)?;
+    assert_eq!(a, run(&cfg, 2)?, "the same seed must give the same run");
+
+    // The statistics after one step: what one target-only pass of the initial net gives.
+    let one = run(&cfg, 1)?;
+    let (expected_params, expected_model) = build()?;
+    expected_model.feature_extractor.forward_t(&target, true)?;
+    for name in ["features.bn0.running_mean", "features.bn1.running_var"] {
+        let want = expected_params.get(name).expect(name).flatten_all()?.to_vec1::<f32>()?;
+        let diff = one[name].iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-6, "{name} moved by the perturbed passes ({diff})");
+    }
+    // The weights: the loss is part of the update.
+    let without = run(&TrainConfig { target_vat_weight: 0.0, ..cfg.clone() }, 2)?;
+    let name = "features.conv0.weight";
+    let moved = a[name].iter().zip(&without[name]).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(moved > 1e-7, "the virtual adversarial loss did not change the update");
+    // A radius that is not a positive number is refused before training.
+    let (params, model) = build()?;
+    assert!(DannTrainer::new(&model, &params, &TrainConfig { vat_radius: 0.0, ..cfg }).is_err());
+    Ok(())
+}
