@@ -26,8 +26,11 @@ pub struct MatrixArgs {
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
     /// Datasets to pair (default: every digit dataset that loads).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "pairs")]
     pub datasets: Option<Vec<String>>,
+    /// Only these pairs, as SOURCE:TARGET separated by commas (e.g. `mnist:usps,usps:mnist`).
+    #[arg(long, value_delimiter = ',')]
+    pub pairs: Option<Vec<String>>,
     /// Training steps per run (default: each preset's).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -114,6 +117,14 @@ impl From<RowChoice> for GtaVariant {
     }
 }
 
+/// `SOURCE:TARGET`, both known digit datasets.
+fn parse_pair(text: &str) -> Result<(DatasetId, DatasetId)> {
+    let Some((source, target)) = text.split_once(':') else {
+        anyhow::bail!("--pairs takes SOURCE:TARGET items (e.g. mnist:usps), got '{text}'");
+    };
+    Ok((DatasetId::parse(source.trim())?, DatasetId::parse(target.trim())?))
+}
+
 fn options(data_dir: &Option<PathBuf>, quiet: bool) -> RunOptions {
     RunOptions { data_dir: data_dir.clone(), quiet, ..RunOptions::default() }
 }
@@ -125,7 +136,11 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 Some(names) => Some(names.iter().map(|n| DatasetId::parse(n)).collect::<Result<Vec<_>, _>>()?),
                 None => None,
             };
-            let spec = DigitMatrix { datasets, seeds: a.seeds, steps: a.steps, out: a.out.clone() };
+            let pairs = match &a.pairs {
+                Some(pairs) => Some(pairs.iter().map(|p| parse_pair(p)).collect::<Result<Vec<_>>>()?),
+                None => None,
+            };
+            let spec = DigitMatrix { datasets, pairs, seeds: a.seeds, steps: a.steps, out: a.out.clone() };
             let (rows, md) = digit_matrix(&spec, &options(&a.data_dir, a.quiet), &Device::Cpu)?;
             let runs = rows.into_iter().flat_map(|r| r.columns.into_iter().flat_map(|(_, runs)| runs)).collect();
             (runs, md, a.out.join("matrix.md"))

@@ -45,5 +45,22 @@ fn the_matrix_reports_each_column_and_the_default_choice_and_reuses_finished_run
     assert!(again.ok, "{}", again.stderr);
     assert_eq!(std::fs::metadata(&summary).unwrap().modified().unwrap(), written, "a finished run was trained again");
     assert_eq!(std::fs::read_to_string(out.join("matrix.md")).unwrap(), md);
+
+    // --pairs: only the pairs named, from the same finished runs.
+    let mut one: Vec<&str> = args.to_vec();
+    one.extend(["--pairs", "usps:mnist"]);
+    let r = xtask(&one);
+    assert!(r.ok, "{}", r.stderr);
+    let only = std::fs::read_to_string(out.join("matrix.md")).unwrap();
+    let row = |md: &str, pair: &str| md.lines().find(|l| l.starts_with(&format!("| {pair} |"))).map(str::to_string);
+    assert_eq!(row(&only, "usps -> mnist"), row(&md, "usps -> mnist"));
+    assert_eq!(row(&only, "mnist -> usps"), None, "{only}");
+    assert_eq!(std::fs::metadata(&summary).unwrap().modified().unwrap(), written);
+    for (bad, says) in [("usps-mnist", "SOURCE:TARGET"), ("usps:usps", "itself"), ("usps:nope", "nope")] {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--pairs", bad]);
+        let r = xtask(&a);
+        assert!(!r.ok && r.stderr.contains(says), "--pairs {bad}: {}", r.stderr);
+    }
     std::fs::remove_dir_all(&root).ok();
 }

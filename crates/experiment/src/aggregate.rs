@@ -237,6 +237,8 @@ fn format_mean_std(v: &[f64]) -> String {
 pub struct DigitMatrix {
     /// At least two; `None`: every digit dataset whose test split loads.
     pub datasets: Option<Vec<DatasetId>>,
+    /// Only these `(source, target)` pairs, in this order, instead of every pair of `datasets`.
+    pub pairs: Option<Vec<(DatasetId, DatasetId)>>,
     pub seeds: u64,
     /// Training steps per run (`None`: each preset's).
     pub steps: Option<usize>,
@@ -330,53 +332,63 @@ pub struct MatrixRow {
 /// Trains (or reads back) every cell of the matrix and returns its rows and the Markdown table,
 /// also written to `out/matrix.md`.
 pub fn digit_matrix(spec: &DigitMatrix, opts: &RunOptions, device: &Device) -> Result<(Vec<MatrixRow>, String)> {
-    let ids = match &spec.datasets {
-        Some(ids) => ids.clone(),
-        None => available_digits(opts.data_dir.as_deref()),
+    let pairs: Vec<(DatasetId, DatasetId)> = match &spec.pairs {
+        Some(pairs) => {
+            ensure(!pairs.is_empty(), || "the matrix was given an empty list of pairs".into())?;
+            if let Some((s, _)) = pairs.iter().find(|(s, t)| s == t) {
+                return Err(crate::error::ExperimentError::Invalid(format!(
+                    "the pair {0} -> {0} adapts a dataset to itself",
+                    s.name()
+                )));
+            }
+            pairs.clone()
+        }
+        None => {
+            let ids = match &spec.datasets {
+                Some(ids) => ids.clone(),
+                None => available_digits(opts.data_dir.as_deref()),
+            };
+            ensure(ids.len() >= 2, || {
+                format!(
+                    "the matrix needs at least two loadable digit datasets, found {:?} (set the data folder)",
+                    ids.iter().map(|i| i.name()).collect::<Vec<_>>()
+                )
+            })?;
+            ids.iter().flat_map(|&s| ids.iter().filter(move |&&t| t != s).map(move |&t| (s, t))).collect()
+        }
     };
-    ensure(ids.len() >= 2, || {
-        format!(
-            "the matrix needs at least two loadable digit datasets, found {:?} (set the data folder)",
-            ids.iter().map(|i| i.name()).collect::<Vec<_>>()
-        )
-    })?;
     ensure(spec.seeds > 0, || "the matrix needs at least one seed".into())?;
     let mut rows = Vec::new();
-    for &source in &ids {
-        for &target in &ids {
-            if source == target {
-                continue;
-            }
-            let mut columns: Vec<(String, Vec<RunSummary>)> = COLUMNS
-                .iter()
-                .map(|(label, ..)| label.to_string())
-                .chain([SELECTED_COLUMN.to_string()])
-                .map(|label| (label, Vec::new()))
-                .collect();
-            let mut adapted_kept = 0;
-            for seed in 0..spec.seeds {
-                let mut by_preset: Vec<(Preset, Vec<RunSummary>)> = Vec::new();
-                for (i, (_, preset, methods, shown)) in COLUMNS.iter().enumerate() {
-                    if !by_preset.iter().any(|(p, _)| p == preset) {
-                        let runs = preset_runs(spec, (source, target), seed, (*preset, methods), opts, device)?;
-                        by_preset.push((*preset, runs));
-                    }
-                    let runs = &by_preset.iter().find(|(p, _)| p == preset).expect("just run").1;
-                    if let Some(r) = runs.iter().find(|r| r.method == shown.as_str()) {
-                        if *preset == Preset::Recommended && *shown == Method::Dann && r.selected {
-                            adapted_kept += 1;
-                        }
-                        columns[i].1.push(r.clone());
-                    }
+    for &(source, target) in &pairs {
+        let mut columns: Vec<(String, Vec<RunSummary>)> = COLUMNS
+            .iter()
+            .map(|(label, ..)| label.to_string())
+            .chain([SELECTED_COLUMN.to_string()])
+            .map(|label| (label, Vec::new()))
+            .collect();
+        let mut adapted_kept = 0;
+        for seed in 0..spec.seeds {
+            let mut by_preset: Vec<(Preset, Vec<RunSummary>)> = Vec::new();
+            for (i, (_, preset, methods, shown)) in COLUMNS.iter().enumerate() {
+                if !by_preset.iter().any(|(p, _)| p == preset) {
+                    let runs = preset_runs(spec, (source, target), seed, (*preset, methods), opts, device)?;
+                    by_preset.push((*preset, runs));
                 }
-                // What the default command reports: the run the label-free rule chose.
-                let recommended = &by_preset.iter().find(|(p, _)| *p == Preset::Recommended).expect("a column").1;
-                if let Some(r) = recommended.iter().find(|r| r.selected) {
-                    columns[COLUMNS.len()].1.push(r.clone());
+                let runs = &by_preset.iter().find(|(p, _)| p == preset).expect("just run").1;
+                if let Some(r) = runs.iter().find(|r| r.method == shown.as_str()) {
+                    if *preset == Preset::Recommended && *shown == Method::Dann && r.selected {
+                        adapted_kept += 1;
+                    }
+                    columns[i].1.push(r.clone());
                 }
             }
-            rows.push(MatrixRow { source: source.name().into(), target: target.name().into(), columns, adapted_kept });
+            // What the default command reports: the run the label-free rule chose.
+            let recommended = &by_preset.iter().find(|(p, _)| *p == Preset::Recommended).expect("a column").1;
+            if let Some(r) = recommended.iter().find(|r| r.selected) {
+                columns[COLUMNS.len()].1.push(r.clone());
+            }
         }
+        rows.push(MatrixRow { source: source.name().into(), target: target.name().into(), columns, adapted_kept });
     }
     let mut md = format!(
         "# Target test accuracy (%), mean ± std over {} seed(s)\n\n\
