@@ -19,7 +19,7 @@ pub mod validators;
 
 pub use a_distance::{ADistance, proxy_a_distance};
 pub use error::{EvalError, Result};
-pub use inference::{DomainEval, evaluate_dann, predict};
+pub use inference::{BatchNormStatistics, DomainEval, evaluate_dann, evaluate_dann_with, predict, predict_with};
 pub use metrics::{accuracy, adjusted_rand_index};
 pub use pca::Pca;
 pub use tsne::{LearningRate, TsneConfig, TsneResult, principal_scores, tsne, tsne_with_kl};

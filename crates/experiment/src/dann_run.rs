@@ -22,7 +22,7 @@ use crate::weights::{WeightsInfo, WeightsStep, save_weights};
 use adapt_datasets::DomainPair;
 use adapt_datasets::Rows;
 use adapt_eval::plots::{self, Series};
-use adapt_eval::{evaluate_dann, predict, proxy_a_distance};
+use adapt_eval::{BatchNormStatistics, evaluate_dann_with, predict, predict_with, proxy_a_distance};
 use adapt_models::{Dann, ParamStore};
 use adapt_train::batches::MixedSampler;
 use adapt_train::checkpoint::{CHECKPOINT_FILE, CheckpointPolicy, check_resume};
@@ -86,18 +86,22 @@ pub struct CheckpointScores {
     pub target_test_acc: f64,
 }
 
-/// The validators' scores of `model` as it stands (see [`CheckpointScores`]).
+/// The validators' scores of `model` as it stands (see [`CheckpointScores`]), the source
+/// validation images normalised as `source` says.
 pub fn checkpoint_scores<F: ModuleT, L: ModuleT, D: ModuleT>(
     model: &Dann<F, L, D>,
     data: &DomainPair,
     step: usize,
     device: &Device,
+    source: BatchNormStatistics<'_>,
 ) -> Result<Option<CheckpointScores>> {
     let Some(val) = &data.source_val else { return Ok(None) };
     let p = predict(model, data.target_train.as_ref(), Some(VALIDATOR_IMAGES), device, 500, false)?;
     let target = (p.probabilities.as_slice(), p.classes.len(), p.num_classes);
-    let accuracies =
-        (label_accuracy(model, val.as_ref(), device)?, label_accuracy(model, data.target_test.as_ref(), device)?);
+    let accuracies = (
+        label_accuracy(model, val.as_ref(), device, source)?,
+        label_accuracy(model, data.target_test.as_ref(), device, BatchNormStatistics::Running)?,
+    );
     Ok(Some(CheckpointScores::new(step, target, accuracies)?))
 }
 
@@ -121,40 +125,52 @@ impl CheckpointScores {
     }
 }
 
-/// Accuracy of the label predictor on `rows`.
+/// Accuracy of the label predictor on `rows`, normalised as `statistics` says.
 pub fn label_accuracy<F: ModuleT, L: ModuleT, D: ModuleT>(
     model: &Dann<F, L, D>,
     rows: &dyn Rows,
     device: &Device,
+    statistics: BatchNormStatistics<'_>,
 ) -> Result<f64> {
-    let p = predict(model, rows, None, device, 500, false)?;
+    let p = predict_with(model, rows, None, device, 500, false, statistics)?;
     let truth: Vec<u32> = (0..rows.len()).map(|i| rows.label(i)).collect();
     Ok(adapt_eval::accuracy(&p.classes, &truth)?)
 }
 
-/// Proxy A-distance of the features of the first [`ANALYSIS_POINTS`] test images per domain.
+/// Proxy A-distance of the features of the first [`ANALYSIS_POINTS`] test images per domain,
+/// the source's normalised as `source` says.
 pub fn feature_a_distance<F: ModuleT, L: ModuleT, D: ModuleT>(
     model: &Dann<F, L, D>,
     data: &DomainPair,
     device: &Device,
     seed: u64,
+    source: BatchNormStatistics<'_>,
 ) -> Result<f64> {
-    let s = predict(model, data.source_test.as_ref(), Some(ANALYSIS_POINTS), device, 250, true)?;
+    let s = predict_with(model, data.source_test.as_ref(), Some(ANALYSIS_POINTS), device, 250, true, source)?;
     let t = predict(model, data.target_test.as_ref(), Some(ANALYSIS_POINTS), device, 250, true)?;
     Ok(proxy_a_distance(&s.features, &t.features, s.feature_dim, seed)?.a_distance)
 }
 
 /// Accuracies, domain accuracy and A-distance of `model` as it stands, as a [`RunSummary`]
-/// whose run fields (`method`, `steps`, ...) the caller fills in.
+/// whose run fields (`method`, `steps`, ...) the caller fills in; source images normalised as
+/// `source` says.
 pub fn evaluate_model<F: ModuleT, L: ModuleT, D: ModuleT>(
     model: &Dann<F, L, D>,
     data: &DomainPair,
     device: &Device,
     seed: u64,
+    source: BatchNormStatistics<'_>,
 ) -> Result<(adapt_eval::DomainEval, f64)> {
-    let eval = evaluate_dann(model, data.source_test.as_ref(), data.target_test.as_ref(), device)?;
-    let a_distance = feature_a_distance(model, data, device, seed)?;
+    let eval = evaluate_dann_with(model, data.source_test.as_ref(), data.target_test.as_ref(), device, source)?;
+    let a_distance = feature_a_distance(model, data, device, seed, source)?;
     Ok((eval, a_distance))
+}
+
+/// How a run's source images are normalised at evaluation: with per-domain BatchNorm the net's
+/// running statistics are the target's, so source images get their own (batch) statistics, as
+/// they had in training; otherwise the running statistics.
+pub fn source_statistics<'a>(cfg: &TrainConfig, params: &'a ParamStore) -> BatchNormStatistics<'a> {
+    if cfg.separate_domain_passes { BatchNormStatistics::OwnBatches(params) } else { BatchNormStatistics::Running }
 }
 
 /// A library error inside a training hook, carried through the training loop's error type.
@@ -206,6 +222,7 @@ where
     })?;
 
     let schedule = RecordSchedule { every: cfg.log_every, steps: cfg.steps };
+    let source_statistics = source_statistics(cfg, params);
     let mut selection = SelectionRecord::default();
     let (resume, mut curve) = open_run_folder::<C, StepMetrics>(
         dir,
@@ -237,7 +254,7 @@ where
     let every = opts.checkpoint_interval(cfg.steps, cfg.log_every);
     let mut on_record = |r: &StepMetrics| curve.push(*r);
     let mut on_checkpoint = |step: usize| -> adapt_train::Result<()> {
-        if let Some(scores) = checkpoint_scores(model, data, step, device).map_err(in_hook)? {
+        if let Some(scores) = checkpoint_scores(model, data, step, device, source_statistics).map_err(in_hook)? {
             if selection.add(scores) {
                 let at = WeightsStep { step, selection: Selection::SourceVal };
                 save_weights(params, &best_path, info, at).map_err(in_hook)?;
@@ -286,7 +303,7 @@ where
             selection.best_step
         }
     };
-    let (eval, a_distance) = evaluate_model(model, data, device, cfg.seed)?;
+    let (eval, a_distance) = evaluate_model(model, data, device, cfg.seed, source_statistics)?;
     write_curves(&dir.join("curves.png"), &curve)?;
     let summary = RunSummary {
         kind,

@@ -12,7 +12,7 @@ use crate::weights::{RunConfig, WeightsInfo};
 use adapt_datasets::{DatasetId, DomainPair, InputWarning, Normalization, PairSpec, load_digit_pair};
 use adapt_eval::plots::{self, DomainPoint, ScatterPanel};
 use adapt_eval::report::{Report, percent};
-use adapt_eval::{TsneConfig, predict, principal_scores, tsne};
+use adapt_eval::{BatchNormStatistics, TsneConfig, predict, predict_with, principal_scores, tsne};
 use adapt_models::ParamStore;
 use adapt_models::digits::{ConvPadding, DigitDann, DigitNet, DigitNetConfig};
 use adapt_train::optim::SgdSettings;
@@ -128,9 +128,15 @@ pub struct FeatureViews {
     pub tsne: Vec<DomainPoint>,
 }
 
-pub fn feature_views(model: &DigitDann, data: &DomainPair, device: &Device, seed: u64) -> Result<FeatureViews> {
+pub fn feature_views(
+    model: &DigitDann,
+    data: &DomainPair,
+    device: &Device,
+    seed: u64,
+    source: BatchNormStatistics<'_>,
+) -> Result<FeatureViews> {
     let n = ANALYSIS_POINTS;
-    let s = predict(model, data.source_test.as_ref(), Some(n), device, 250, true)?;
+    let s = predict_with(model, data.source_test.as_ref(), Some(n), device, 250, true, source)?;
     let t = predict(model, data.target_test.as_ref(), Some(n), device, 250, true)?;
     let mut all = s.features.clone();
     all.extend(&t.features);
@@ -217,7 +223,8 @@ pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<D
         };
         let (mut summary, _) = train_and_evaluate(&run, &model, &params, data, &sub, device, opts)?;
         summary.recommended = recipe.preset == Preset::Recommended && method == Method::Dann;
-        views.push((summary.method.clone(), feature_views(&model, data, device, cfg.train.seed)?));
+        let source = crate::dann_run::source_statistics(&cfg.train, &params);
+        views.push((summary.method.clone(), feature_views(&model, data, device, cfg.train.seed, source)?));
         records.push(read_json::<SelectionRecord>(&sub.join(SELECTION_FILE))?.unwrap_or_default());
         summaries.push(summary);
     }

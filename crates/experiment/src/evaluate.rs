@@ -140,7 +140,7 @@ fn evaluate_config(
             let (_, data) = cfg.data()?;
             crate::pair::check_finite_inputs(&data, &format!("evaluating {}", weights.display()))?;
             let base = summary(cfg.train.method.as_str(), &data.source_name, &data.target_name, cfg.train.seed);
-            dann_figures(&model, &data, device, base)
+            dann_figures(&model, &data, device, base, crate::dann_run::source_statistics(&cfg.train, &params))
         }
         RunConfig::Digits(cfg) => {
             let params = ParamStore::new(cfg.train.seed);
@@ -153,6 +153,7 @@ fn evaluate_config(
                 &data,
                 device,
                 summary(cfg.train.method.as_str(), &cfg.source, &cfg.target, cfg.train.seed),
+                crate::dann_run::source_statistics(&cfg.train, &params),
             )
         }
         RunConfig::Gta(cfg) => {
@@ -175,16 +176,17 @@ fn evaluate_config(
 }
 
 /// `base` with the figures of a DANN-family `model` on `data` (its test sets, and its source
-/// validation split where it has one).
+/// validation split where it has one), source images normalised as `source` says.
 fn dann_figures<F: ModuleT, L: ModuleT, D: ModuleT>(
     model: &Dann<F, L, D>,
     data: &DomainPair,
     device: &Device,
     base: RunSummary,
+    source: adapt_eval::BatchNormStatistics<'_>,
 ) -> Result<RunSummary> {
-    let (eval, a_distance) = crate::dann_run::evaluate_model(model, data, device, base.seed)?;
+    let (eval, a_distance) = crate::dann_run::evaluate_model(model, data, device, base.seed, source)?;
     let source_val_acc = match &data.source_val {
-        Some(val) => Some(label_accuracy(model, val.as_ref(), device)?),
+        Some(val) => Some(label_accuracy(model, val.as_ref(), device, source)?),
         None => None,
     };
     Ok(RunSummary {
