@@ -176,20 +176,22 @@ fn a_var_map_model_checkpoints_and_resumes_bit_identically() -> R {
     Ok(())
 }
 
+/// The paper's MNIST net with BatchNorm, its parameters drawn from `seed`.
+fn bn_digit_net(seed: u64) -> adapt_train::Result<(ParamStore, adapt_models::digits::DigitDann)> {
+    use adapt_models::digits::{DigitDann, DigitNetConfig};
+    let net = DigitNetConfig { batch_norm: true, ..DigitNetConfig::default() };
+    let params = ParamStore::new(seed);
+    let model = DigitDann::build(adapt_datasets::DigitNet::Mnist, &net, &params, seed, &Device::Cpu)?;
+    Ok((params, model))
+}
+
 /// With separate domain passes the BatchNorm running statistics move with the target batches
 /// only: after a step they are what one target-only pass of the feature extractor gives.
 #[test]
 fn separate_domain_passes_keep_running_statistics_from_the_target_only() -> R {
-    use adapt_datasets::DigitNet;
-    use adapt_models::digits::{DigitDann, DigitNetConfig};
     use candle_core::{ModuleT, Tensor};
     let device = Device::Cpu;
-    let net = DigitNetConfig { batch_norm: true, ..DigitNetConfig::default() };
-    let build = || -> adapt_train::Result<(ParamStore, DigitDann)> {
-        let params = ParamStore::new(5);
-        let model = DigitDann::build(DigitNet::Mnist, &net, &params, 5, &device)?;
-        Ok((params, model))
-    };
+    let build = || bn_digit_net(5);
     let n = 4;
     let source = Tensor::randn(0f32, 1.0, (n, 3, 28, 28), &device)?;
     let target = Tensor::randn(0f32, 1.0, (n, 3, 28, 28), &device)?.affine(3.0, 2.0)?;
@@ -225,16 +227,9 @@ fn separate_domain_passes_keep_running_statistics_from_the_target_only() -> R {
 /// same probe (two trainers end bit-identical), and it changes the update (it is in the loss).
 #[test]
 fn target_virtual_adversarial_training_is_repeatable_and_leaves_the_statistics_alone() -> R {
-    use adapt_datasets::DigitNet;
-    use adapt_models::digits::{DigitDann, DigitNetConfig};
     use candle_core::{ModuleT, Tensor};
     let device = Device::Cpu;
-    let net = DigitNetConfig { batch_norm: true, ..DigitNetConfig::default() };
-    let build = || -> adapt_train::Result<(ParamStore, DigitDann)> {
-        let params = ParamStore::new(7);
-        let model = DigitDann::build(DigitNet::Mnist, &net, &params, 7, &device)?;
-        Ok((params, model))
-    };
+    let build = || bn_digit_net(7);
     let n = 4;
     let pixels =
         |k: usize| -> Vec<f32> { (0..n * 3 * 28 * 28).map(|i| ((i * 31 + k * 17) % 97) as f32 / 97.0).collect() };
