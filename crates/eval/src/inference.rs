@@ -59,77 +59,68 @@ pub fn predict_with<F: ModuleT, L: ModuleT, Dm: ModuleT>(
     keep_features: bool,
     statistics: BatchNormStatistics<'_>,
 ) -> Result<Predictions> {
-    let BatchNormStatistics::OwnBatches(params) = statistics else {
-        return predict_batches(model, rows, limit, device, batch_size, keep_features, false);
+    let (own_statistics, buffers) = match statistics {
+        BatchNormStatistics::Running => (false, Vec::new()),
+        BatchNormStatistics::OwnBatches(params) => {
+            let buffers: Vec<(Var, Tensor)> = params
+                .named_vars()
+                .into_iter()
+                .filter(|(name, _)| adapt_models::params::is_buffer(name))
+                .map(|(_, v)| Ok((v.clone(), v.as_tensor().copy()?)))
+                .collect::<candle_core::Result<_>>()?;
+            (true, buffers)
+        }
     };
-    let buffers: Vec<(Var, Tensor)> = params
-        .named_vars()
-        .into_iter()
-        .filter(|(name, _)| adapt_models::params::is_buffer(name))
-        .map(|(_, v)| {
-            let saved = v.as_tensor().copy()?;
-            Ok((v, saved))
-        })
-        .collect::<candle_core::Result<_>>()?;
-    let result = predict_batches(model, rows, limit, device, batch_size, keep_features, true);
+    let run = || -> Result<Predictions> {
+        let n = limit.map_or(rows.len(), |l| l.min(rows.len()));
+        let mut out = Predictions::default();
+        let mut shape = vec![0];
+        shape.extend(rows.row_shape());
+        // With batch statistics a small last batch would be normalised by a poor estimate: the
+        // batches are made as equal as possible instead (`k` batches of `n / k` or one more).
+        let k = n.div_ceil(batch_size.max(1)).max(1);
+        let bounds: Vec<(usize, usize)> = if own_statistics {
+            (0..k).map(|i| (i * n / k, (i + 1) * n / k)).filter(|(a, b)| b > a).collect()
+        } else {
+            (0..n).step_by(batch_size.max(1)).map(|start| (start, (start + batch_size).min(n))).collect()
+        };
+        for (start, end) in bounds {
+            let idx: Vec<usize> = (start..end).collect();
+            let (data, _) = rows.gather(&idx);
+            shape[0] = idx.len();
+            let x = Tensor::from_vec(data, shape.as_slice(), device)?;
+            let features = model.features(&x, own_statistics)?;
+            let class_logits = model.label_predictor.forward_t(&features, own_statistics)?;
+            let domain_logits = model.domain_classifier.forward_t(&features, own_statistics)?;
+            // An argmax over NaN picks a class all the same: accuracies of such outputs mean nothing.
+            for (what, t) in [("class", &class_logits), ("domain", &domain_logits)] {
+                if let Some(v) = t.flatten_all()?.to_vec1::<f32>()?.into_iter().find(|v| !v.is_finite()) {
+                    return Err(EvalError::Invalid(format!(
+                        "the model's {what} outputs for rows {start}..{} are not finite ({v}): non-finite weights or inputs",
+                        start + idx.len()
+                    )));
+                }
+            }
+            out.classes.extend(class_logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
+            out.domains.extend(domain_logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
+            let probs = candle_nn::ops::softmax_last_dim(&class_logits)?;
+            out.num_classes = probs.dim(1)?;
+            out.probabilities.extend(probs.flatten_all()?.to_vec1::<f32>()?);
+            if probs.dim(1)? >= 2 {
+                out.class1_probability.extend(probs.narrow(1, 1, 1)?.flatten_all()?.to_vec1::<f32>()?);
+            }
+            if keep_features {
+                out.feature_dim = features.dim(1)?;
+                out.features.extend(features.flatten_all()?.to_vec1::<f32>()?);
+            }
+        }
+        Ok(out)
+    };
+    let result = run();
     for (var, saved) in &buffers {
         var.set(saved)?;
     }
     result
-}
-
-fn predict_batches<F: ModuleT, L: ModuleT, Dm: ModuleT>(
-    model: &Dann<F, L, Dm>,
-    rows: &dyn Rows,
-    limit: Option<usize>,
-    device: &Device,
-    batch_size: usize,
-    keep_features: bool,
-    own_statistics: bool,
-) -> Result<Predictions> {
-    let n = limit.map_or(rows.len(), |l| l.min(rows.len()));
-    let mut out = Predictions::default();
-    let mut shape = vec![0];
-    shape.extend(rows.row_shape());
-    // With batch statistics a small last batch would be normalised by a poor estimate: the
-    // batches are made as equal as possible instead (`k` batches of `n / k` or one more).
-    let k = n.div_ceil(batch_size.max(1)).max(1);
-    let bounds: Vec<(usize, usize)> = if own_statistics {
-        (0..k).map(|i| (i * n / k, (i + 1) * n / k)).filter(|(a, b)| b > a).collect()
-    } else {
-        (0..n).step_by(batch_size.max(1)).map(|start| (start, (start + batch_size).min(n))).collect()
-    };
-    for (start, end) in bounds {
-        let idx: Vec<usize> = (start..end).collect();
-        let (data, _) = rows.gather(&idx);
-        shape[0] = idx.len();
-        let x = Tensor::from_vec(data, shape.as_slice(), device)?;
-        let features = model.features(&x, own_statistics)?;
-        let class_logits = model.label_predictor.forward_t(&features, own_statistics)?;
-        let domain_logits = model.domain_classifier.forward_t(&features, own_statistics)?;
-        // An argmax over NaN picks a class all the same: accuracies of such outputs mean nothing.
-        for (what, t) in [("class", &class_logits), ("domain", &domain_logits)] {
-            if let Some(v) = t.flatten_all()?.to_vec1::<f32>()?.into_iter().find(|v| !v.is_finite()) {
-                return Err(EvalError::Invalid(format!(
-                    "the model's {what} outputs for rows {start}..{} are not finite ({v}): non-finite weights or inputs",
-                    start + idx.len()
-                )));
-            }
-        }
-        out.classes.extend(class_logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
-        out.domains.extend(domain_logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
-        let probs = candle_nn::ops::softmax_last_dim(&class_logits)?;
-        out.num_classes = probs.dim(1)?;
-        out.probabilities.extend(probs.flatten_all()?.to_vec1::<f32>()?);
-        if probs.dim(1)? >= 2 {
-            out.class1_probability.extend(probs.narrow(1, 1, 1)?.flatten_all()?.to_vec1::<f32>()?);
-        }
-        if keep_features {
-            out.feature_dim = features.dim(1)?;
-            out.features.extend(features.flatten_all()?.to_vec1::<f32>()?);
-        }
-    }
-    Ok(out)
 }
 
 /// The standard figures of a domain-adaptation run.
