@@ -3,7 +3,7 @@ use crate::error::{EvalError, Result};
 use crate::metrics::{accuracy, adjusted_rand_index};
 use adapt_datasets::Rows;
 use adapt_models::{Dann, NamedParams};
-use candle_core::{D, Device, ModuleT, Tensor, Var};
+use candle_core::{D, Device, ModuleT, Tensor};
 use serde::Serialize;
 
 /// Class and domain predictions (and optionally features) for every row of a dataset.
@@ -61,15 +61,7 @@ pub fn predict_with<F: ModuleT, L: ModuleT, Dm: ModuleT>(
 ) -> Result<Predictions> {
     let (own_statistics, buffers) = match statistics {
         BatchNormStatistics::Running => (false, Vec::new()),
-        BatchNormStatistics::OwnBatches(params) => {
-            let buffers: Vec<(Var, Tensor)> = params
-                .named_vars()
-                .into_iter()
-                .filter(|(name, _)| adapt_models::params::is_buffer(name))
-                .map(|(_, v)| Ok((v.clone(), v.as_tensor().copy()?)))
-                .collect::<candle_core::Result<_>>()?;
-            (true, buffers)
-        }
+        BatchNormStatistics::OwnBatches(params) => (true, params.buffer_vars()),
     };
     let run = || -> Result<Predictions> {
         let n = limit.map_or(rows.len(), |l| l.min(rows.len()));
@@ -116,11 +108,7 @@ pub fn predict_with<F: ModuleT, L: ModuleT, Dm: ModuleT>(
         }
         Ok(out)
     };
-    let result = run();
-    for (var, saved) in &buffers {
-        var.set(saved)?;
-    }
-    result
+    adapt_models::params::keeping_values(&buffers, run)
 }
 
 /// The standard figures of a domain-adaptation run.

@@ -28,6 +28,21 @@ pub fn is_buffer(name: &str) -> bool {
     BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
+/// Runs `f` and then puts `vars` back to the values they had before it, whether `f` succeeded or
+/// not: for training-mode passes (per-domain BatchNorm, perturbed inputs, batch-statistics
+/// evaluation) that must not move the running statistics.
+pub fn keeping_values<T, E: From<candle_core::Error>>(
+    vars: &[Var],
+    f: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let saved: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().copy()).collect::<Result<_>>()?;
+    let out = f();
+    for (var, value) in vars.iter().zip(&saved) {
+        var.set(value)?;
+    }
+    out
+}
+
 /// A store of named variables, as training, initialisation and checkpoints use it.
 ///
 /// Variable order is always by name, so optimizer state saved by position or by name lines up
@@ -43,6 +58,11 @@ pub trait NamedParams {
     /// `prefix` (empty for all), with their names, sorted by name.
     fn trainable_named_vars(&self, prefix: &str) -> Vec<(String, Var)> {
         self.named_vars().into_iter().filter(|(k, _)| k.starts_with(prefix) && !is_buffer(k)).collect()
+    }
+
+    /// The BatchNorm running statistics (everything [`is_buffer`] names), sorted by name.
+    fn buffer_vars(&self) -> Vec<Var> {
+        self.named_vars().into_iter().filter(|(k, _)| is_buffer(k)).map(|(_, v)| v).collect()
     }
 
     /// [`NamedParams::trainable_named_vars`] without the names.

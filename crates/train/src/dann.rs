@@ -19,6 +19,7 @@ use crate::optim::{MomentumSgd, SgdSettings, lr_schedule};
 use crate::training_loop::{self, Hooks, LoopTrainer, MetricWindow, Outcome};
 use crate::weight_average::WeightAverage;
 use adapt_grl::lambda_schedule;
+use adapt_models::params::keeping_values;
 use adapt_models::{Dann, DannOutput, NamedParams};
 use candle_core::{D, DType, Device, ModuleT, Tensor};
 use candle_nn::Optimizer;
@@ -240,12 +241,7 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
             ));
         }
         let opt = MomentumSgd::new(vars, cfg.sgd)?;
-        let buffers = params
-            .named_vars()
-            .into_iter()
-            .filter(|(name, _)| adapt_models::params::is_buffer(name))
-            .map(|(_, v)| v)
-            .collect();
+        let buffers = params.buffer_vars();
         let decay = cfg.weight_average_decay;
         let average = if decay > 0.0 { Some(WeightAverage::new(params, decay)?) } else { None };
         Ok(Self { model, cfg: cfg.clone(), opt, names: checkpoint::momentum_names(params), buffers, average, done: 0 })
@@ -339,17 +335,14 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
         } else {
             None
         };
-        let saved: Vec<Tensor> =
-            self.buffers.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
-        let source_features = self.model.features(&xs.narrow(0, 0, n)?, true)?;
-        let class_logits = self.model.label_predictor.forward_t(&source_features, true)?;
-        let features = Tensor::cat(&[&source_features, &target_features], 0)?;
-        let domain_logits =
-            self.model.domain_classifier.forward_t(&adapt_grl::grad_reverse(&features, lambda)?, true)?;
-        for (var, value) in self.buffers.iter().zip(&saved) {
-            var.set(value)?;
-        }
-        Ok((DannOutput { features, class_logits, domain_logits }, target_logits))
+        keeping_values(&self.buffers, || {
+            let source_features = self.model.features(&xs.narrow(0, 0, n)?, true)?;
+            let class_logits = self.model.label_predictor.forward_t(&source_features, true)?;
+            let features = Tensor::cat(&[&source_features, &target_features], 0)?;
+            let domain_logits =
+                self.model.domain_classifier.forward_t(&adapt_grl::grad_reverse(&features, lambda)?, true)?;
+            Ok((DannOutput { features, class_logits, domain_logits }, target_logits))
+        })
     }
 
     /// The virtual adversarial loss on the target inputs `xs` (logits `logits`) at `step`. Its
@@ -364,17 +357,13 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
         );
         let values: Vec<f32> = rand_distr::StandardNormal.sample_iter(&mut rng).take(xs.elem_count()).collect();
         let noise = Tensor::from_vec(values, xs.shape(), xs.device())?;
-        let saved: Vec<Tensor> =
-            self.buffers.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
         let classify = |x: &Tensor| -> candle_core::Result<Tensor> {
             self.model.label_predictor.forward_t(&self.model.features(x, true)?, true)
         };
         let settings = crate::losses::VatSettings { radius: self.cfg.vat_radius, ..Default::default() };
-        let vat = crate::losses::virtual_adversarial_loss(&classify, xs, logits, &noise, settings)?;
-        for (var, value) in self.buffers.iter().zip(&saved) {
-            var.set(value)?;
-        }
-        Ok(vat)
+        keeping_values(&self.buffers, || {
+            Ok(crate::losses::virtual_adversarial_loss(&classify, xs, logits, &noise, settings)?)
+        })
     }
 
     /// The momentum buffers, named for [`crate::checkpoint::save_state`].
