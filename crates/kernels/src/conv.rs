@@ -251,6 +251,12 @@ fn im2col(g: &Geom, x: &[f32], i0: usize, nb: usize, cols: &mut [f32]) {
             unsafe { rows_avx512::im2col(g, xp, nb, cols) };
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available.
+            unsafe { rows_avx2::im2col(g, xp, nb, cols) };
+            return;
+        }
         im2col_padded(g, xp, nb, cols, |d, s| d.copy_from_slice(s));
     });
 }
@@ -357,6 +363,69 @@ mod rows_avx512 {
     }
 }
 
+/// [`rows_avx512`] for CPUs with AVX2 only (AMD's before Zen 4, for one): whole 8-lane moves
+/// and a scalar tail. AVX2's masked stores (`vmaskmovps`) are microcoded on AMD and made the
+/// step slower than plain `memcpy` there.
+#[cfg(target_arch = "x86_64")]
+mod rows_avx2 {
+    use super::Geom;
+    use std::arch::x86_64::*;
+
+    /// `d = s` (equal lengths). Runs of 8 or more end with one 8-lane copy that overlaps the one
+    /// before it (the same values written twice).
+    #[inline(always)]
+    unsafe fn copy(d: &mut [f32], s: &[f32]) {
+        let n = d.len().min(s.len());
+        if n < 8 {
+            d[..n].iter_mut().zip(&s[..n]).for_each(|(d, s)| *d = *s);
+            return;
+        }
+        let mut i = 0;
+        loop {
+            let at = i.min(n - 8);
+            // SAFETY: at + 8 <= n, inside both slices.
+            unsafe { _mm256_storeu_ps(d.as_mut_ptr().add(at), _mm256_loadu_ps(s.as_ptr().add(at))) };
+            if at == n - 8 {
+                break;
+            }
+            i += 8;
+        }
+    }
+
+    /// `d += s` (equal lengths).
+    #[inline(always)]
+    unsafe fn add(d: &mut [f32], s: &[f32]) {
+        let n = d.len().min(s.len());
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n, inside both slices.
+            unsafe {
+                let a = _mm256_loadu_ps(d.as_ptr().add(i));
+                let b = _mm256_loadu_ps(s.as_ptr().add(i));
+                _mm256_storeu_ps(d.as_mut_ptr().add(i), _mm256_add_ps(a, b));
+            }
+            i += 8;
+        }
+        d[i..n].iter_mut().zip(&s[i..n]).for_each(|(d, s)| *d += s);
+    }
+
+    /// # Safety
+    /// AVX2 must be available.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn im2col(g: &Geom, xp: &[f32], nb: usize, cols: &mut [f32]) {
+        // SAFETY: AVX2 is available (this function's contract).
+        super::im2col_padded(g, xp, nb, cols, |d, s| unsafe { copy(d, s) });
+    }
+
+    /// # Safety
+    /// AVX2 must be available.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn col2im(g: &Geom, dcols: &[f32], nb: usize, dxp: &mut [f32]) {
+        // SAFETY: AVX2 is available (this function's contract).
+        super::col2im_padded(g, dcols, nb, dxp, |d, s| unsafe { add(d, s) });
+    }
+}
+
 /// `cols[K, nb*P]` for any stride, bounds checked per row.
 fn im2col_strided(g: &Geom, x: &[f32], i0: usize, nb: usize, cols: &mut [f32]) {
     let (p, ld, hw) = (g.p(), nb * g.p(), g.h * g.w);
@@ -411,6 +480,10 @@ fn col2im(g: &Geom, dcols: &[f32], nb: usize, dx: &mut [f32]) {
         let done = if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: AVX-512F is available.
             unsafe { rows_avx512::col2im(g, dcols, nb, dxp) };
+            true
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available.
+            unsafe { rows_avx2::col2im(g, dcols, nb, dxp) };
             true
         } else {
             false
@@ -894,4 +967,55 @@ pub(crate) fn conv2d_fast(
         None => Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?,
     };
     xs.apply_op3(&w, &b, Conv2dOp { params: p, pool, argmax: SideChannel::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every vectorised stride-1 im2col / col2im this CPU runs gives exactly the portable copies'
+    /// and sums (training uses only the widest one, so the others would go untested otherwise).
+    #[test]
+    fn vectorised_row_moves_match_the_portable_ones() {
+        // Output widths below, at and around the 8- and 16-lane blocks.
+        for (h, w, k, pad) in [(4, 4, 1, 0), (7, 7, 3, 1), (8, 8, 1, 0), (13, 13, 3, 1), (28, 28, 5, 2), (14, 21, 5, 2)]
+        {
+            let x_shape = Shape::from((2, 3, h, w));
+            let g = Geom::new(&x_shape, &Shape::from((4, 3, k, k)), 1, pad).unwrap();
+            let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+            let xp: Vec<f32> = (0..2 * 3 * hp * wp).map(|i| ((i * 7919) % 1000) as f32 / 997.0 - 0.5).collect();
+            let ld = 2 * g.p();
+            let dcols: Vec<f32> = (0..g.k() * ld).map(|i| ((i * 104_729) % 1000) as f32 / 991.0 - 0.5).collect();
+            let mut cols_ref = vec![0f32; g.k() * ld];
+            im2col_padded(&g, &xp, 2, &mut cols_ref, |d, s| d.copy_from_slice(s));
+            let mut dxp_ref = vec![0f32; xp.len()];
+            col2im_padded(&g, &dcols, 2, &mut dxp_ref, |d, s| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+            type Moves = (
+                &'static str,
+                unsafe fn(&Geom, &[f32], usize, &mut [f32]),
+                unsafe fn(&Geom, &[f32], usize, &mut [f32]),
+            );
+            let mut variants: Vec<Moves> = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    variants.push(("avx512", rows_avx512::im2col, rows_avx512::col2im));
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    variants.push(("avx2", rows_avx2::im2col, rows_avx2::col2im));
+                }
+            }
+            for (name, im2col, col2im) in variants {
+                let mut cols = vec![f32::NAN; g.k() * ld];
+                let mut dxp = vec![0f32; xp.len()];
+                // SAFETY: only the variants this CPU supports were collected.
+                unsafe {
+                    im2col(&g, &xp, 2, &mut cols);
+                    col2im(&g, &dcols, 2, &mut dxp);
+                }
+                assert_eq!(cols, cols_ref, "{name} im2col {h}x{w} k{k}");
+                assert_eq!(dxp, dxp_ref, "{name} col2im {h}x{w} k{k}");
+            }
+        }
+    }
 }

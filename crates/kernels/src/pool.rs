@@ -109,7 +109,49 @@ pub(crate) fn pool_plane(plane: &[f32], h: usize, w: usize, k: usize, st: usize,
         unsafe { avx512::pool_plane(plane, (h, w), (k, st), (oh, ow), out, arg) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available (checked above); the assert above bounds every access.
+        unsafe { avx2::pool_plane(plane, (h, w), (k, st), (oh, ow), out, arg) };
+        return;
+    }
     pool_plane_scalar(plane, h, w, k, st, out, arg);
+}
+
+/// The signature of [`pool_plane`]: plane, height, width, kernel, stride, output, argmax.
+#[cfg(test)]
+pub(crate) type PoolPlaneFn = fn(&[f32], usize, usize, usize, usize, &mut [f32], &mut [u32]);
+
+/// The vectorised [`pool_plane`]s this CPU can run, by name, for tests that compare each with
+/// [`pool_plane_scalar`] (a machine runs only the widest one in training).
+#[cfg(test)]
+pub(crate) fn vectorised_pool_planes() -> Vec<(&'static str, PoolPlaneFn)> {
+    let mut found: Vec<(&'static str, PoolPlaneFn)> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        fn checked(plane: &[f32], h: usize, w: usize, k: usize, st: usize) -> (usize, usize) {
+            let (oh, ow) = (pool_out(h, k, st), pool_out(w, k, st));
+            assert!(plane.len() >= h * w);
+            (oh, ow)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            found.push(("avx512", |plane, h, w, k, st, out, arg| {
+                let (oh, ow) = checked(plane, h, w, k, st);
+                assert!(out.len() >= oh * ow && arg.len() >= oh * ow);
+                // SAFETY: AVX-512F is available; sizes checked above.
+                unsafe { avx512::pool_plane(plane, (h, w), (k, st), (oh, ow), out, arg) }
+            }));
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            found.push(("avx2", |plane, h, w, k, st, out, arg| {
+                let (oh, ow) = checked(plane, h, w, k, st);
+                assert!(out.len() >= oh * ow && arg.len() >= oh * ow);
+                // SAFETY: AVX2 is available; sizes checked above.
+                unsafe { avx2::pool_plane(plane, (h, w), (k, st), (oh, ow), out, arg) }
+            }));
+        }
+    }
+    found
 }
 
 /// The portable [`pool_plane`].
@@ -215,6 +257,84 @@ mod avx512 {
                     _mm512_mask_storeu_epi32(arg.as_mut_ptr().add(o).cast(), m, best_i);
                 }
                 ox0 += 16;
+            }
+        }
+    }
+}
+
+/// [`pool_plane`] with AVX2 (CPUs without AVX-512, such as AMD's before Zen 4): 8 windows of an
+/// output row at a time, gathered and selected exactly as in the AVX-512 version (the last
+/// partial block with masked gathers).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2 must be available; `plane` must hold `h * w` values, `out` and `arg` `oh * ow`,
+    /// with `(oh, ow)` the floor-mode output size of a `k x k` window moved by `st`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn pool_plane(
+        plane: &[f32],
+        (_h, w): (usize, usize),
+        (k, st): (usize, usize),
+        (oh, ow): (usize, usize),
+        out: &mut [f32],
+        arg: &mut [u32],
+    ) {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let lane_off = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(st as i32));
+        for oy in 0..oh {
+            let y0 = oy * st;
+            let mut ox0 = 0;
+            while ox0 < ow {
+                let n = (ow - ox0).min(8) as i32;
+                // All ones in the lanes below `n`.
+                let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes);
+                let mf = _mm256_castsi256_ps(m);
+                let origin = _mm256_add_epi32(lane_off, _mm256_set1_epi32((y0 * w + ox0 * st) as i32));
+                // SAFETY (all gathers): masked-off lanes are not read; a live lane reads
+                // (y0 + dy) * w + (ox0 + lane) * st + dx < h * w, inside `plane`.
+                let mut best =
+                    unsafe { _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), plane.as_ptr(), origin, mf) };
+                let mut best_i = origin;
+                for dy in 0..k {
+                    for dx in 0..k {
+                        if dy == 0 && dx == 0 {
+                            continue;
+                        }
+                        let idx = _mm256_add_epi32(origin, _mm256_set1_epi32((dy * w + dx) as i32));
+                        // SAFETY: as above.
+                        let v = unsafe { _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), plane.as_ptr(), idx, mf) };
+                        let take =
+                            _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, best), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+                        best = _mm256_blendv_ps(best, v, take);
+                        best_i = _mm256_castps_si256(_mm256_blendv_ps(
+                            _mm256_castsi256_ps(best_i),
+                            _mm256_castsi256_ps(idx),
+                            take,
+                        ));
+                    }
+                }
+                let o = oy * ow + ox0;
+                if n == 8 {
+                    // SAFETY: o + 8 <= oh * ow, inside both slices.
+                    unsafe {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(o), best);
+                        _mm256_storeu_si256(arg.as_mut_ptr().add(o).cast(), best_i);
+                    }
+                } else {
+                    // A partial block through the stack: masked stores are microcoded on AMD.
+                    let (mut v, mut i) = ([0f32; 8], [0u32; 8]);
+                    // SAFETY: 8-lane stores into 8-element arrays.
+                    unsafe {
+                        _mm256_storeu_ps(v.as_mut_ptr(), best);
+                        _mm256_storeu_si256(i.as_mut_ptr().cast(), best_i);
+                    }
+                    let n = n as usize;
+                    out[o..o + n].copy_from_slice(&v[..n]);
+                    arg[o..o + n].copy_from_slice(&i[..n]);
+                }
+                ox0 += 8;
             }
         }
     }

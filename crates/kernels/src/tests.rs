@@ -344,11 +344,15 @@ fn vectorised_pool_plane_matches_the_scalar_loop() {
         let (oh, ow) = (crate::pool::pool_out(h, k, s), crate::pool::pool_out(w, k, s));
         let (mut out, mut arg) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
         let (mut out_s, mut arg_s) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
-        crate::pool::pool_plane(&v, h, w, k, s, &mut out, &mut arg);
         crate::pool::pool_plane_scalar(&v, h, w, k, s, &mut out_s, &mut arg_s);
-        assert_eq!(arg, arg_s, "argmax {h}x{w} k{k} s{s}");
-        let same = out.iter().zip(&out_s).all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
-        assert!(same, "values {h}x{w} k{k} s{s}");
+        for (name, pool_plane) in crate::pool::vectorised_pool_planes() {
+            out.fill(-1.0);
+            arg.fill(u32::MAX);
+            pool_plane(&v, h, w, k, s, &mut out, &mut arg);
+            assert_eq!(arg, arg_s, "{name} argmax {h}x{w} k{k} s{s}");
+            let same = out.iter().zip(&out_s).all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+            assert!(same, "{name} values {h}x{w} k{k} s{s}");
+        }
     }
 }
 
