@@ -126,9 +126,10 @@ pub struct TrainArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub target_im: Option<f64>,
     /// BatchNorm in the digit nets, with source and target in separate passes and the running
-    /// statistics from the target only.
-    #[arg(long)]
-    pub bn_per_domain: bool,
+    /// statistics from the target only (`--bn-per-domain=false`: off; default: the preset's
+    /// choice for the pair, on for the recommended recipe when MNIST-M is source or target).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub bn_per_domain: Option<bool>,
     /// Decay of the moving average of the weights that is evaluated and reported (digit DANN
     /// runs; 0: the last step's weights; default: the preset's).
     #[arg(long, allow_hyphen_values = true)]
@@ -254,7 +255,7 @@ impl TrainArgs {
             ("--padding", self.padding.is_some()),
             ("--select", self.select.is_some()),
             ("--target-im", self.target_im.is_some()),
-            ("--bn-per-domain", self.bn_per_domain),
+            ("--bn-per-domain", self.bn_per_domain.is_some()),
             ("--weight-average", self.weight_average.is_some()),
             ("--shift", self.shift.is_some()),
             ("--standardize", self.standardize),
@@ -322,9 +323,8 @@ impl TrainArgs {
                 r.standardize_inputs |= self.standardize;
                 r.target_vat_weight = self.target_vat.unwrap_or(r.target_vat_weight);
                 r.vat_radius = self.vat_radius.unwrap_or(r.vat_radius);
-                if self.bn_per_domain {
-                    r.model.batch_norm = true;
-                    r.separate_domain_passes = true;
+                if let Some(on) = self.bn_per_domain {
+                    r.set_bn_per_domain(on)?;
                 }
                 Ok(Recipe::Digits(r))
             }
