@@ -204,9 +204,28 @@ fn weights_fingerprint(path: &std::path::Path) -> u64 {
     h
 }
 
+/// The pinned fingerprint of that run for this CPU's GEMM kernels: the `gemm` crate picks its
+/// microkernel at run time (16-lane AVX-512 or 8-lane AVX2 + FMA on x86_64), and the two sum in
+/// different orders, so each has its own weights. `None` where no pin was recorded.
+fn pinned_fingerprint() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // Intel Xeon (KVM), before the library move.
+            return Some(0x9509_7832_2006_b86b);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // AMD EPYC (Zen 3), from commit 4134e13's binary and again after the AVX2 paths.
+            return Some(0x3342_b693_233a_1dbd);
+        }
+    }
+    None
+}
+
 /// Pins the weights of a short paper-preset DANN run (MNIST -> USPS, seed 0, 200 steps) to the
 /// fingerprint the runner produced before its library logic moved into `adapt-experiment`: the
-/// move (and any later refactoring) must not change what is learned.
+/// move (and any later refactoring) must not change what is learned. On a CPU without a pin,
+/// two runs must give the same weights.
 #[test]
 fn paper_preset_digit_run_is_bit_identical_to_the_pinned_weights() {
     let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
@@ -238,8 +257,21 @@ fn paper_preset_digit_run_is_bit_identical_to_the_pinned_weights() {
         out.to_str().unwrap(),
     ];
     run(Cli::parse_from(argv)).expect("pinned run").expect("figures");
-    assert_eq!(weights_fingerprint(&out.join("model.safetensors")), 0x9509_7832_2006_b86b);
+    let fingerprint = weights_fingerprint(&out.join("model.safetensors"));
     std::fs::remove_dir_all(&out).ok();
+    match pinned_fingerprint() {
+        Some(pinned) => {
+            assert_eq!(fingerprint, pinned, "weights changed: {fingerprint:#x} against the pinned {pinned:#x}")
+        }
+        None => {
+            eprintln!(
+                "no pinned fingerprint for this CPU's GEMM kernels: checking that a second run repeats the first"
+            );
+            run(Cli::parse_from(argv)).expect("second run").expect("figures");
+            assert_eq!(weights_fingerprint(&out.join("model.safetensors")), fingerprint);
+            std::fs::remove_dir_all(&out).ok();
+        }
+    }
 }
 
 /// Without `--method`, a digit pair trains source-only beside the recommended recipe in one run
