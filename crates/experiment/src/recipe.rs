@@ -189,14 +189,12 @@ impl DigitRecipe {
     /// [`Preset::Recommended`].
     pub fn new(source: DatasetId, target: DatasetId, methods: Vec<Method>, preset: Preset, seed: u64) -> Self {
         let recommended = preset == Preset::Recommended;
-        let per_domain = preset.bn_per_domain(source, target);
-        let model = preset.model(DigitNet::for_pair(source, target));
-        Self {
+        let mut recipe = Self {
             source: source.name().into(),
             target: target.name().into(),
             methods,
             preset,
-            model: DigitNetConfig { batch_norm: model.batch_norm || per_domain, ..model },
+            model: preset.model(DigitNet::for_pair(source, target)),
             steps: if recommended { RECOMMENDED_STEPS } else { 8600 },
             batch_size: if recommended { 64 } else { 32 },
             lr: 0.01,
@@ -205,13 +203,15 @@ impl DigitRecipe {
             binarize_mnist: preset.binarize_mnist(source, target),
             usps_digit_box: recommended.then_some(RECOMMENDED_USPS_BOX),
             target_im_weight: if recommended { RECOMMENDED_IM_WEIGHT } else { 0.0 },
-            separate_domain_passes: per_domain,
+            separate_domain_passes: false,
             weight_average_decay: if recommended { RECOMMENDED_WEIGHT_AVERAGE_DECAY } else { 0.0 },
             input_shift: if recommended { RECOMMENDED_INPUT_SHIFT } else { 0 },
             standardize_inputs: false,
             target_vat_weight: 0.0,
             vat_radius: default_vat_radius(),
-        }
+        };
+        recipe.apply_bn_per_domain(source, target, preset.bn_per_domain(source, target));
+        recipe
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -240,9 +240,13 @@ impl DigitRecipe {
     /// (the preset's net, one pass for both domains), whatever the preset chose for the pair.
     pub fn set_bn_per_domain(&mut self, on: bool) -> Result<()> {
         let (source, target) = self.pair()?;
+        self.apply_bn_per_domain(source, target, on);
+        Ok(())
+    }
+
+    fn apply_bn_per_domain(&mut self, source: DatasetId, target: DatasetId, on: bool) {
         self.model.batch_norm = on || self.preset.model(DigitNet::for_pair(source, target)).batch_norm;
         self.separate_domain_passes = on;
-        Ok(())
     }
 
     /// The pair, checked: two different known digit datasets.

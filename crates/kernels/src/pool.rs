@@ -129,23 +129,27 @@ pub(crate) fn vectorised_pool_planes() -> Vec<(&'static str, PoolPlaneFn)> {
     let mut found: Vec<(&'static str, PoolPlaneFn)> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        fn checked(plane: &[f32], h: usize, w: usize, k: usize, st: usize) -> (usize, usize) {
+        /// The output size, after the bounds `pool_plane` asserts before it dispatches.
+        fn checked(
+            plane: &[f32],
+            (h, w, k, st): (usize, usize, usize, usize),
+            out: &[f32],
+            arg: &[u32],
+        ) -> (usize, usize) {
             let (oh, ow) = (pool_out(h, k, st), pool_out(w, k, st));
-            assert!(plane.len() >= h * w);
+            assert!(plane.len() >= h * w && out.len() >= oh * ow && arg.len() >= oh * ow);
             (oh, ow)
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
             found.push(("avx512", |plane, h, w, k, st, out, arg| {
-                let (oh, ow) = checked(plane, h, w, k, st);
-                assert!(out.len() >= oh * ow && arg.len() >= oh * ow);
+                let (oh, ow) = checked(plane, (h, w, k, st), out, arg);
                 // SAFETY: AVX-512F is available; sizes checked above.
                 unsafe { avx512::pool_plane(plane, (h, w), (k, st), (oh, ow), out, arg) }
             }));
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             found.push(("avx2", |plane, h, w, k, st, out, arg| {
-                let (oh, ow) = checked(plane, h, w, k, st);
-                assert!(out.len() >= oh * ow && arg.len() >= oh * ow);
+                let (oh, ow) = checked(plane, (h, w, k, st), out, arg);
                 // SAFETY: AVX2 is available; sizes checked above.
                 unsafe { avx2::pool_plane(plane, (h, w), (k, st), (oh, ow), out, arg) }
             }));
