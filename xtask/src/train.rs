@@ -142,6 +142,10 @@ pub struct TrainArgs {
     /// subtracting the training sets' mean (digit DANN runs).
     #[arg(long)]
     pub standardize: bool,
+    /// Recolour the source training images at random, channel by channel: contrast, polarity
+    /// and offset (digit DANN runs; default: the preset's).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub colour_jitter: Option<bool>,
     /// Weight of virtual adversarial training on the target's inputs (digit DANN runs; VADA's
     /// smoothness term; default: the preset's).
     #[arg(long, allow_hyphen_values = true)]
@@ -149,6 +153,14 @@ pub struct TrainArgs {
     /// Per-image L2 radius of the virtual adversarial perturbation (default 3.5).
     #[arg(long, allow_hyphen_values = true)]
     pub vat_radius: Option<f64>,
+    /// Weight of self-training on the weight average's confident target predictions (digit
+    /// DANN runs; needs a weight average; default: the preset's).
+    #[arg(long, allow_hyphen_values = true)]
+    pub target_pseudo_label: Option<f64>,
+    /// Top probability of the weight average a target image needs for a pseudo-label (default
+    /// 0.95).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pseudo_label_threshold: Option<f64>,
     /// Which weights to report (digit DANN runs; default last). Target labels are never used to choose.
     #[arg(long, value_enum)]
     pub select: Option<SelectChoice>,
@@ -248,7 +260,7 @@ impl TrainArgs {
     }
 
     /// The flags only the DANN digit recipes use, with whether each was given.
-    fn digit_net_flags(&self) -> [(&'static str, bool); 11] {
+    fn digit_net_flags(&self) -> [(&'static str, bool); 14] {
         [
             ("--preset", self.preset.is_some()),
             ("--init", self.init.is_some()),
@@ -259,8 +271,11 @@ impl TrainArgs {
             ("--weight-average", self.weight_average.is_some()),
             ("--shift", self.shift.is_some()),
             ("--standardize", self.standardize),
+            ("--colour-jitter", self.colour_jitter.is_some()),
             ("--target-vat", self.target_vat.is_some()),
             ("--vat-radius", self.vat_radius.is_some()),
+            ("--target-pseudo-label", self.target_pseudo_label.is_some()),
+            ("--pseudo-label-threshold", self.pseudo_label_threshold.is_some()),
         ]
     }
 
@@ -321,8 +336,11 @@ impl TrainArgs {
                 r.weight_average_decay = self.weight_average.unwrap_or(r.weight_average_decay);
                 r.input_shift = self.shift.unwrap_or(r.input_shift);
                 r.standardize_inputs |= self.standardize;
+                r.source_colour_jitter = self.colour_jitter.unwrap_or(r.source_colour_jitter);
                 r.target_vat_weight = self.target_vat.unwrap_or(r.target_vat_weight);
                 r.vat_radius = self.vat_radius.unwrap_or(r.vat_radius);
+                r.target_pseudo_label_weight = self.target_pseudo_label.unwrap_or(r.target_pseudo_label_weight);
+                r.pseudo_label_threshold = self.pseudo_label_threshold.unwrap_or(r.pseudo_label_threshold);
                 if let Some(on) = self.bn_per_domain {
                     r.set_bn_per_domain(on)?;
                 }

@@ -244,7 +244,8 @@ where
 
     let mut sampler =
         MixedSampler::new(data.source_train.clone(), data.target_train.clone(), cfg.batch_size, cfg.seed)?
-            .with_shift(cfg.input_shift)?;
+            .with_shift(cfg.input_shift)?
+            .with_source_colour_jitter(cfg.source_colour_jitter);
     // Also when nothing is left to train: a finished run's checkpoint must fit the run too.
     if let Some(r) = &resume {
         check_resume(&ckpt_path, r, cfg.steps, &sampler)?;

@@ -70,6 +70,10 @@ impl DigitRunConfig {
     pub fn new(recipe: &DigitRecipe, method: Method, pixel_mean: Vec<f32>) -> Result<Self> {
         let (source, target) = recipe.pair()?;
         let net = DigitNet::for_pair(source, target);
+        let (model, separate_domain_passes) = recipe.net_for(method)?;
+        // The target losses need class predictions on the target: DANN only, so source-only
+        // stays trained on source labels alone.
+        let adapted = |weight: f64| if method == Method::Dann { weight } else { 0.0 };
         Ok(Self {
             source: source.name().into(),
             target: target.name().into(),
@@ -77,7 +81,7 @@ impl DigitRunConfig {
             preset: recipe.preset,
             binarize_mnist: recipe.binarize_mnist,
             usps_digit_box: recipe.usps_digit_box,
-            model: recipe.model.clone(),
+            model,
             image_size: net.image_size(),
             pixel_mean,
             standardize_inputs: recipe.standardize_inputs,
@@ -88,14 +92,15 @@ impl DigitRunConfig {
                 seed: recipe.seed,
                 sgd: SgdSettings { lr: recipe.lr, ..SgdSettings::default() },
                 log_every: 50,
-                // Information maximisation needs class predictions on the target: DANN only, so
-                // source-only stays trained on source labels alone.
-                target_im_weight: if method == Method::Dann { recipe.target_im_weight } else { 0.0 },
-                separate_domain_passes: recipe.separate_domain_passes,
+                target_im_weight: adapted(recipe.target_im_weight),
+                separate_domain_passes,
                 weight_average_decay: recipe.weight_average_decay,
                 input_shift: recipe.input_shift,
-                target_vat_weight: if method == Method::Dann { recipe.target_vat_weight } else { 0.0 },
+                source_colour_jitter: recipe.source_colour_jitter,
+                target_vat_weight: adapted(recipe.target_vat_weight),
                 vat_radius: recipe.vat_radius,
+                target_pseudo_label_weight: adapted(recipe.target_pseudo_label_weight),
+                pseudo_label_threshold: recipe.pseudo_label_threshold,
                 ..TrainConfig::default()
             },
         })
@@ -276,6 +281,40 @@ fn input_json(pair: &DomainPair) -> Result<serde_json::Value> {
     serde_json::to_value(&pair.input).map_err(|e| crate::ExperimentError::Invalid(format!("input description: {e}")))
 }
 
+/// The report's sentence on what training does to the inputs beyond the preprocessing above.
+fn training_inputs(recipe: &DigitRecipe) -> String {
+    let mut parts = Vec::new();
+    if recipe.input_shift > 0 {
+        parts.push(format!(
+            "every training image of both domains moved by up to {} pixels each way, a fresh offset per image and step",
+            recipe.input_shift
+        ));
+    }
+    if recipe.source_colour_jitter {
+        parts.push(format!(
+            "every source training image recoloured channel by channel (contrast about the image's own mean scaled by \
+             0.5-1.5, inverted with probability 1/2, offset by up to {}; `MixedSampler::with_source_colour_jitter`), \
+             the target as loaded",
+            adapt_train::batches::COLOUR_JITTER_OFFSET
+        ));
+    }
+    if recipe.separate_domain_passes {
+        parts.push(format!(
+            "BatchNorm with each domain's own statistics, the running statistics from the target only{}",
+            if recipe.source_only_preset_net {
+                " (adapted run; source-only trains the preset's plain net)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if parts.is_empty() {
+        "Training uses the inputs as described, with no augmentation.".into()
+    } else {
+        format!("In training: {}. Evaluation sees the inputs as described.", parts.join("; "))
+    }
+}
+
 /// What a digit run's report shows.
 struct ReportParts<'a> {
     summaries: &'a [RunSummary],
@@ -359,6 +398,7 @@ fn write_report(dir: &Path, parts: &ReportParts<'_>) -> Result<()> {
     if let Some(input) = &data.input {
         report.paragraph(&format!("How each domain became the net's input:\n\n```\n{input}\n```"));
     }
+    report.paragraph(&training_inputs(recipe));
     report.paragraph(&if input_warnings.is_empty() {
         format!(
             "Label-free input check (first {INPUT_CHECK_IMAGES} training images per domain: per-channel mean and std, \

@@ -93,6 +93,7 @@ impl MetricsRecord for adapt_train::StepMetrics {
             ("domain_loss", Some(self.domain_loss), 0.0, f64::MAX),
             ("label_acc", Some(self.label_acc), 0.0, 1.0),
             ("domain_acc", Some(self.domain_acc), 0.0, 1.0),
+            ("pseudo_label_rate", Some(self.pseudo_label_rate), 0.0, 1.0),
             ("lambda", Some(self.lambda), 0.0, 1.0),
             ("lr", Some(self.lr), 0.0, f64::MAX),
         ])

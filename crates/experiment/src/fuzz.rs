@@ -95,6 +95,7 @@ fn build_fixture() -> Result<Fixture> {
             domain_loss: rng.random_range(0.0..2.0),
             label_acc: rng.random_range(0.0..1.0),
             domain_acc: rng.random_range(0.0..1.0),
+            pseudo_label_rate: rng.random_range(0.0..1.0),
             lambda: rng.random_range(0.0..1.0),
             lr: rng.random_range(0.001..0.05),
         };

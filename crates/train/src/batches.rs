@@ -97,6 +97,9 @@ pub struct MixedSampler {
     seed: u64,
     /// Images are moved by up to this many pixels each way (see [`MixedSampler::with_shift`]).
     max_shift: usize,
+    /// Source images get random channel contrast, polarity and offset (see
+    /// [`MixedSampler::with_source_colour_jitter`]).
+    source_colour_jitter: bool,
     /// Batches drawn since the start of the run (the shifts of a batch depend on it).
     drawn: u64,
 }
@@ -129,7 +132,17 @@ impl MixedSampler {
         }
         let source_order = EpochOrder::new(source.len(), seed.wrapping_mul(2));
         let target_order = EpochOrder::new(target.len(), seed.wrapping_mul(2).wrapping_add(1));
-        Ok(Self { source, target, per_domain, source_order, target_order, seed, max_shift: 0, drawn: 0 })
+        Ok(Self {
+            source,
+            target,
+            per_domain,
+            source_order,
+            target_order,
+            seed,
+            max_shift: 0,
+            source_colour_jitter: false,
+            drawn: 0,
+        })
     }
 
     /// Moves every image of every batch, both domains, by a random offset of up to `max_shift`
@@ -151,6 +164,17 @@ impl MixedSampler {
         Ok(self)
     }
 
+    /// Recolours every source image of every batch, each channel on its own: its deviations from
+    /// the image's own channel mean scaled by a gain drawn from `[0.5, 1.5]`, negated with
+    /// probability 1/2 (dark strokes on light ground and the reverse), then offset by up to
+    /// [`COLOUR_JITTER_OFFSET`] either way. A source of one colour scheme (MNIST's white on
+    /// black) so stops being one, and the label predictor cannot key on it; the target is left
+    /// as it is. Draws depend on the seed and the batch's index only, as the shifts do.
+    pub fn with_source_colour_jitter(mut self, on: bool) -> Self {
+        self.source_colour_jitter = on;
+        self
+    }
+
     pub fn per_domain(&self) -> usize {
         self.per_domain
     }
@@ -164,6 +188,10 @@ impl MixedSampler {
         shape.extend(self.source.row_shape());
         if self.max_shift > 0 {
             self.shift_images(&mut xs, &shape);
+        }
+        if self.source_colour_jitter {
+            let source_len = n * self.source.row_shape().iter().product::<usize>();
+            self.jitter_colours(&mut xs[..source_len], &shape);
         }
         self.drawn += 1;
         Ok(MixedBatch {
@@ -183,6 +211,19 @@ impl MixedSampler {
             let (dy, dx) = (rng.random_range(-m..=m) as isize, rng.random_range(-m..=m) as isize);
             shift_image(image, &mut moved, (c, h, w), dy, dx);
             image.copy_from_slice(&moved);
+        }
+    }
+
+    fn jitter_colours(&self, xs: &mut [f32], shape: &[usize]) {
+        let (c, plane) = (shape[1], shape[2..].iter().product::<usize>());
+        let mut rng =
+            StdRng::seed_from_u64(self.seed ^ 0x434f_4c4f_5552_0000 ^ self.drawn.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for image in xs.chunks_exact_mut(c * plane) {
+            for channel in image.chunks_exact_mut(plane) {
+                let gain = rng.random_range(0.5f32..=1.5) * if rng.random_bool(0.5) { -1.0 } else { 1.0 };
+                let offset = rng.random_range(-COLOUR_JITTER_OFFSET..=COLOUR_JITTER_OFFSET);
+                jitter_channel(channel, gain, offset);
+            }
         }
     }
 
@@ -225,6 +266,18 @@ impl MixedSampler {
         self.drawn = steps_done as u64;
         self.source_order.restore(state.source)?;
         self.target_order.restore(state.target)
+    }
+}
+
+/// The largest offset [`MixedSampler::with_source_colour_jitter`] adds to a channel (a quarter
+/// of the `[0, 1]` pixel range).
+pub const COLOUR_JITTER_OFFSET: f32 = 0.25;
+
+/// `channel` becomes `mean + gain (channel - mean) + offset`, `mean` its own mean.
+pub fn jitter_channel(channel: &mut [f32], gain: f32, offset: f32) {
+    let mean = channel.iter().sum::<f32>() / channel.len().max(1) as f32;
+    for v in channel {
+        *v = mean + gain * (*v - mean) + offset;
     }
 }
 
@@ -334,19 +387,24 @@ mod tests {
         )
     }
 
+    /// The three batches `s` draws after `skip` batches, drawn or (`restore`) skipped through a
+    /// restored position.
+    fn three_batches_after(mut s: MixedSampler, skip: usize, restore: bool) -> Result<Vec<Vec<f32>>> {
+        if restore {
+            let state = s.state_after(skip);
+            s.restore(state, skip).unwrap();
+        } else {
+            for _ in 0..skip {
+                s.next_batch(&Device::Cpu)?;
+            }
+        }
+        (0..3).map(|_| Ok(s.next_batch(&Device::Cpu)?.inputs.flatten_all()?.to_vec1::<f32>()?)).collect()
+    }
+
     #[test]
     fn shifted_batches_differ_from_plain_ones_and_resume_to_the_same_shifts() -> Result<()> {
         let batches = |shift: usize, skip: usize, restore: bool| -> Result<Vec<Vec<f32>>> {
-            let mut s = MixedSampler::new(images(10), images(8), 4, 3)?.with_shift(shift)?;
-            if restore {
-                let state = s.state_after(skip);
-                s.restore(state, skip).unwrap();
-            } else {
-                for _ in 0..skip {
-                    s.next_batch(&Device::Cpu)?;
-                }
-            }
-            (0..3).map(|_| Ok(s.next_batch(&Device::Cpu)?.inputs.flatten_all()?.to_vec1::<f32>()?)).collect()
+            three_batches_after(MixedSampler::new(images(10), images(8), 4, 3)?.with_shift(shift)?, skip, restore)
         };
         let (plain, shifted) = (batches(0, 5, false)?, batches(2, 5, false)?);
         assert!(plain.iter().zip(&shifted).all(|(a, b)| a != b), "a shift of 2 left a batch unchanged");
@@ -360,6 +418,39 @@ mod tests {
         assert_eq!(batches(2, 5, true)?, shifted, "a restored sampler draws other shifts");
         assert!(MixedSampler::new(images(10), images(8), 4, 3)?.with_shift(6).is_err());
         assert!(MixedSampler::new(points(3, 0.0), points(3, 0.0), 2, 0)?.with_shift(1).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn colour_jitter_recolours_the_source_half_only_and_resumes_to_the_same_draws() -> Result<()> {
+        let batches = |jitter: bool, skip: usize, restore: bool| -> Result<Vec<Vec<f32>>> {
+            let sampler = MixedSampler::new(images(10), images(8), 4, 3)?.with_source_colour_jitter(jitter);
+            three_batches_after(sampler, skip, restore)
+        };
+        let (plain, jittered) = (batches(false, 2, false)?, batches(true, 2, false)?);
+        let std = |v: &[f32]| {
+            let m = v.iter().sum::<f32>() / v.len() as f32;
+            (v.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / v.len() as f32).sqrt()
+        };
+        let mut inverted = 0;
+        for (a, b) in plain.iter().zip(&jittered) {
+            // 4 source images of 36 pixels, then 4 target images left as they were.
+            assert_eq!(a[144..], b[144..], "the target half was changed");
+            for (ia, ib) in a[..144].chunks(36).zip(b[..144].chunks(36)) {
+                let ratio = std(ib) / std(ia);
+                assert!((0.5 - 1e-4..=1.5 + 1e-4).contains(&ratio), "contrast scaled by {ratio}");
+                let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+                let shift = mean(ib) - mean(ia);
+                assert!(shift.abs() <= COLOUR_JITTER_OFFSET + 1e-5, "offset {shift}");
+                // The pixel that was brightest is the darkest after an inversion.
+                let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+                let argmin = |v: &[f32]| (0..v.len()).min_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+                inverted += usize::from(argmin(ib) == argmax(ia));
+            }
+        }
+        // 12 source images, each inverted with probability 1/2.
+        assert!((2..=10).contains(&inverted), "{inverted} of 12 images inverted");
+        assert_eq!(batches(true, 2, true)?, jittered, "a restored sampler draws other colours");
         Ok(())
     }
 

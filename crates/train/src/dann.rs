@@ -87,6 +87,10 @@ pub struct TrainConfig {
     /// per image and step ([`MixedSampler::with_shift`]; 0: as loaded).
     #[serde(default)]
     pub input_shift: usize,
+    /// Source training images recoloured at random, channel by channel
+    /// ([`MixedSampler::with_source_colour_jitter`]; false: as loaded).
+    #[serde(default)]
+    pub source_colour_jitter: bool,
     /// Weight of [`crate::losses::virtual_adversarial_loss`] on the target half (VADA's
     /// smoothness term; 0: not computed). It costs a forward and backward pass of the target
     /// half more per step, and one forward pass.
@@ -95,6 +99,24 @@ pub struct TrainConfig {
     /// L2 radius of the target's virtual adversarial perturbation, per image.
     #[serde(default = "default_vat_radius")]
     pub vat_radius: f64,
+    /// Weight of [`crate::losses::confident_pseudo_label_loss`] on the target half, the labels
+    /// from the weight average (the teacher, in evaluation mode) wherever its top probability
+    /// reaches [`TrainConfig::pseudo_label_threshold`]; ramped up with the lambda schedule's
+    /// shape, so it is near 0 while the teacher is still poor (0: not computed). It needs a
+    /// weight average ([`TrainConfig::weight_average_decay`] above 0) and costs one forward
+    /// pass of the target half more per step.
+    #[serde(default)]
+    pub target_pseudo_label_weight: f64,
+    /// The teacher's confidence a target row needs to get a pseudo-label.
+    #[serde(default = "default_pseudo_label_threshold")]
+    pub pseudo_label_threshold: f64,
+}
+
+/// FixMatch's confidence threshold.
+pub const DEFAULT_PSEUDO_LABEL_THRESHOLD: f64 = 0.95;
+
+fn default_pseudo_label_threshold() -> f64 {
+    DEFAULT_PSEUDO_LABEL_THRESHOLD
 }
 
 fn default_vat_radius() -> f64 {
@@ -120,8 +142,11 @@ impl Default for TrainConfig {
             separate_domain_passes: false,
             weight_average_decay: 0.0,
             input_shift: 0,
+            source_colour_jitter: false,
             target_vat_weight: 0.0,
             vat_radius: default_vat_radius(),
+            target_pseudo_label_weight: 0.0,
+            pseudo_label_threshold: DEFAULT_PSEUDO_LABEL_THRESHOLD,
         }
     }
 }
@@ -135,6 +160,7 @@ impl TrainConfig {
             ("domain_loss_weight", self.domain_loss_weight),
             ("target_im_weight", self.target_im_weight),
             ("target_vat_weight", self.target_vat_weight),
+            ("target_pseudo_label_weight", self.target_pseudo_label_weight),
         ] {
             if !v.is_finite() {
                 return Err(TrainError::Config(format!("{name} must be finite, got {v}")));
@@ -147,6 +173,15 @@ impl TrainConfig {
         if !(self.vat_radius.is_finite() && self.vat_radius > 0.0) {
             return Err(TrainError::Config(format!("vat_radius must be a positive number, got {}", self.vat_radius)));
         }
+        if self.target_pseudo_label_weight != 0.0 && d == 0.0 {
+            return Err(TrainError::Config(
+                "target pseudo-labels come from the weight average: set weight_average_decay above 0".into(),
+            ));
+        }
+        let t = self.pseudo_label_threshold;
+        if !(t.is_finite() && t > 0.0 && t <= 1.0) {
+            return Err(TrainError::Config(format!("pseudo_label_threshold must be in (0, 1], got {t}")));
+        }
         Ok(())
     }
 
@@ -156,6 +191,20 @@ impl TrainConfig {
             Method::SourceOnly => 0.0,
             Method::Dann => self.lambda_max * lambda_schedule(p, self.gamma),
         }
+    }
+
+    /// Weight of the target pseudo-label loss at progress `p`: the configured weight times the
+    /// lambda schedule's ramp (0 for source-only).
+    pub fn pseudo_label_weight_at(&self, p: f64) -> f64 {
+        match self.method {
+            Method::SourceOnly => 0.0,
+            Method::Dann => self.target_pseudo_label_weight * lambda_schedule(p, self.gamma),
+        }
+    }
+
+    /// Whether a step needs the label predictor's output on the target half.
+    fn needs_target_logits(&self) -> bool {
+        self.target_im_weight != 0.0 || self.target_vat_weight != 0.0 || self.target_pseudo_label_weight != 0.0
     }
 
     /// Learning rate at progress `p`.
@@ -175,6 +224,9 @@ pub struct StepMetrics {
     pub label_acc: f64,
     /// Accuracy of the domain classifier on the training batches.
     pub domain_acc: f64,
+    /// Share of the target rows that got a pseudo-label (0 without the pseudo-label loss).
+    #[serde(default)]
+    pub pseudo_label_rate: f64,
     pub lambda: f64,
     pub lr: f64,
 }
@@ -196,6 +248,10 @@ pub struct DannStepLosses {
     /// Rows whose domain the domain classifier got right, of `rows` (before the update).
     pub domain_correct: usize,
     pub rows: usize,
+    /// Target rows the teacher was confident enough on to give a pseudo-label (0 without the
+    /// pseudo-label loss).
+    #[serde(default)]
+    pub pseudo_labelled: usize,
     pub lambda: f64,
     pub lr: f64,
 }
@@ -277,6 +333,14 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
         let device = batch.inputs.device();
         let domain_labels =
             Tensor::cat(&[Tensor::zeros(n, DType::U32, device)?, Tensor::ones(rows - n, DType::U32, device)?], 0)?;
+        let pseudo_label_weight = self.cfg.pseudo_label_weight_at(p);
+        // Before the student's pass: the swap in and out of the averaged weights must not touch
+        // tensors that the student's graph holds.
+        let teacher_logits = if pseudo_label_weight != 0.0 {
+            Some(self.teacher_logits(&batch.inputs.narrow(0, n, rows - n)?)?)
+        } else {
+            None
+        };
         let (out, separate_target_logits) = if self.cfg.separate_domain_passes {
             self.forward_per_domain(&batch.inputs, n, lambda)?
         } else {
@@ -287,7 +351,8 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
         let (ll, dl) = (label_loss.to_scalar::<f32>()?, domain_loss.to_scalar::<f32>()?);
         TrainError::check_finite(step + 1, &[("label", ll), ("domain", dl)])?;
         let mut loss = (&label_loss + (domain_loss * self.cfg.domain_loss_weight)?)?;
-        if self.cfg.target_im_weight != 0.0 || self.cfg.target_vat_weight != 0.0 {
+        let mut pseudo_labelled = 0;
+        if self.cfg.needs_target_logits() {
             // The target half's class predictions: the label predictor on its features, in
             // training mode like the source half's.
             let target_logits = match separate_target_logits {
@@ -304,6 +369,13 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
                 TrainError::check_finite(step + 1, &[("target virtual adversarial", vat.to_scalar::<f32>()?)])?;
                 loss = (loss + (vat * self.cfg.target_vat_weight)?)?;
             }
+            if let Some(teacher) = &teacher_logits {
+                let threshold = self.cfg.pseudo_label_threshold;
+                let (pl, kept) = crate::losses::confident_pseudo_label_loss(&target_logits, teacher, threshold)?;
+                TrainError::check_finite(step + 1, &[("target pseudo-label", pl.to_scalar::<f32>()?)])?;
+                loss = (loss + (pl * pseudo_label_weight)?)?;
+                pseudo_labelled = kept;
+            }
         }
         self.opt.backward_step(&loss)?;
         if let Some(average) = &mut self.average {
@@ -317,9 +389,23 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
             labelled: n,
             domain_correct: correct(&out.domain_logits, &domain_labels)?,
             rows,
+            pseudo_labelled,
             lambda,
             lr,
         })
+    }
+
+    /// The weight average's class logits on target inputs `xs`, in evaluation mode (BatchNorm
+    /// with its averaged running statistics), detached: the teacher of the pseudo-label loss.
+    fn teacher_logits(&mut self, xs: &Tensor) -> Result<Tensor> {
+        let Some(average) = self.average.as_mut() else {
+            return Err(TrainError::Config("target pseudo-labels need a weight average".into()));
+        };
+        average.swap()?;
+        let logits = self.model.features(xs, false).and_then(|f| self.model.label_predictor.forward_t(&f, false));
+        // Back to the trained weights whatever the pass did.
+        average.swap()?;
+        Ok(logits?.detach())
     }
 
     /// The training forward pass with source and target in separate passes (see
@@ -330,7 +416,7 @@ impl<'m, F: ModuleT, L: ModuleT, Dm: ModuleT> DannTrainer<'m, F, L, Dm> {
     fn forward_per_domain(&self, xs: &Tensor, n: usize, lambda: f64) -> Result<(DannOutput, Option<Tensor>)> {
         let rows = xs.dim(0)?;
         let target_features = self.model.features(&xs.narrow(0, n, rows - n)?, true)?;
-        let target_logits = if self.cfg.target_im_weight != 0.0 {
+        let target_logits = if self.cfg.needs_target_logits() {
             Some(self.model.label_predictor.forward_t(&target_features, true)?)
         } else {
             None
@@ -401,6 +487,7 @@ const LABEL_CORRECT: usize = 2;
 const LABELLED: usize = 3;
 const DOMAIN_CORRECT: usize = 4;
 const ROWS: usize = 5;
+const PSEUDO_LABELLED: usize = 6;
 
 impl<F: ModuleT, L: ModuleT, Dm: ModuleT> LoopTrainer for DannTrainer<'_, F, L, Dm> {
     type Losses = DannStepLosses;
@@ -427,13 +514,14 @@ impl<F: ModuleT, L: ModuleT, Dm: ModuleT> LoopTrainer for DannTrainer<'_, F, L, 
     }
 
     fn window_values(l: &DannStepLosses) -> Vec<Option<f64>> {
-        let mut values = vec![None; ROWS + 1];
+        let mut values = vec![None; PSEUDO_LABELLED + 1];
         values[LABEL_LOSS] = Some(l.label_loss as f64);
         values[DOMAIN_LOSS] = Some(l.domain_loss as f64);
         values[LABEL_CORRECT] = Some(l.label_correct as f64);
         values[LABELLED] = Some(l.labelled as f64);
         values[DOMAIN_CORRECT] = Some(l.domain_correct as f64);
         values[ROWS] = Some(l.rows as f64);
+        values[PSEUDO_LABELLED] = Some(l.pseudo_labelled as f64);
         values
     }
 
@@ -446,6 +534,7 @@ impl<F: ModuleT, L: ModuleT, Dm: ModuleT> LoopTrainer for DannTrainer<'_, F, L, 
             domain_loss: w.mean(DOMAIN_LOSS),
             label_acc: w.sum(LABEL_CORRECT) / w.sum(LABELLED),
             domain_acc: w.sum(DOMAIN_CORRECT) / w.sum(ROWS),
+            pseudo_label_rate: w.sum(PSEUDO_LABELLED) / (w.sum(ROWS) - w.sum(LABELLED)),
             lambda: self.cfg.lambda_at(p),
             lr: self.cfg.lr_at(p),
         }

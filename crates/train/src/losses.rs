@@ -36,6 +36,37 @@ pub fn kl_divergence(p_logits: &Tensor, q_logits: &Tensor) -> Result<Tensor> {
     (log_p.exp()? * (&log_p - log_q)?)?.sum(D::Minus1)?.mean_all()
 }
 
+/// Self-training on a teacher's confident predictions (the mean-teacher pseudo-labels of
+/// self-ensembling and FixMatch): the cross-entropy of `student_logits` against the teacher's
+/// arg-max class, on the rows where the teacher's top probability is at least `threshold`,
+/// summed and divided by all `N` rows (so a batch with few confident rows pulls little). The
+/// teacher's logits are used detached. Returns the loss and the number of confident rows.
+///
+/// Unlike [`entropy`], which sharpens whatever the student predicts now, the labels come from a
+/// slower, averaged model and only where it is sure, so early mistakes are not reinforced at
+/// every step.
+pub fn confident_pseudo_label_loss(
+    student_logits: &Tensor,
+    teacher_logits: &Tensor,
+    threshold: f64,
+) -> Result<(Tensor, usize)> {
+    if student_logits.shape() != teacher_logits.shape() || student_logits.rank() != 2 {
+        candle_core::bail!(
+            "confident_pseudo_label_loss: student {:?} and teacher {:?} logits must both be [N, C]",
+            student_logits.shape(),
+            teacher_logits.shape()
+        );
+    }
+    let n = student_logits.dim(0)?;
+    let teacher = softmax(&teacher_logits.detach(), D::Minus1)?;
+    let labels = teacher.argmax_keepdim(D::Minus1)?;
+    let confident = teacher.max(D::Minus1)?.ge(threshold)?.to_dtype(student_logits.dtype())?;
+    let kept = confident.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? as usize;
+    let nll = log_softmax(student_logits, D::Minus1)?.gather(&labels, D::Minus1)?.squeeze(D::Minus1)?.neg()?;
+    let loss = ((nll * confident)?.sum_all()? / n.max(1) as f64)?;
+    Ok((loss, kept))
+}
+
 /// How [`virtual_adversarial_loss`] looks for its perturbation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VatSettings {
@@ -215,6 +246,48 @@ mod tests {
         // Noise of the wrong shape is refused.
         let bad = virtual_adversarial_loss(&linear(w.as_tensor()), &xs, &logits, &noise.narrow(0, 0, 1)?, settings);
         assert!(bad.is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn pseudo_labels_come_from_confident_teacher_rows_only() -> Result<()> {
+        let d = &Device::Cpu;
+        // Teacher: row 0 sure of class 1 (p ~ 0.999), row 1 unsure, row 2 sure of class 0.
+        let teacher = Tensor::new(&[[0f32, 8.0, 0.0], [1.0, 1.2, 0.9], [9.0, 0.0, 0.0]], d)?;
+        let student = Tensor::new(&[[0f32, 0.0, 0.0], [5.0, 0.0, 0.0], [2f32.ln(), 0.0, 0.0]], d)?;
+        let (loss, kept) = confident_pseudo_label_loss(&student, &teacher, 0.95)?;
+        assert_eq!(kept, 2);
+        // Row 0: -ln(1/3); row 2: -ln(2/4); row 1 skipped; divided by all 3 rows.
+        let want = (3f64.ln() + 2f64.ln()) / 3.0;
+        assert!((scalar(&loss) - want).abs() < 1e-6, "{} vs {want}", scalar(&loss));
+        // A threshold above every row keeps none and the loss is 0.
+        let (none, kept) = confident_pseudo_label_loss(&student, &teacher, 1.0 + 1e-9)?;
+        assert_eq!((scalar(&none), kept), (0.0, 0));
+        assert!(confident_pseudo_label_loss(&student, &teacher.narrow(0, 0, 2)?, 0.5).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn pseudo_label_gradients_reach_the_student_only() -> Result<()> {
+        let d = &Device::Cpu;
+        let teacher = Var::from_tensor(&Tensor::new(&[[0f64, 6.0, 0.0], [7.0, 0.0, 1.0], [0.2, 0.1, 0.0]], d)?)?;
+        let base = [0.3f64, -0.2, 0.5, 1.0, 0.1, -0.7, 0.0, 0.4, 0.2];
+        let student = Var::from_tensor(&Tensor::from_vec(base.to_vec(), (3, 3), d)?)?;
+        let (loss, _) = confident_pseudo_label_loss(student.as_tensor(), teacher.as_tensor(), 0.9)?;
+        let grads = loss.backward()?;
+        assert!(grads.get(teacher.as_tensor()).is_none(), "the teacher must be detached");
+        let g = grads.get(student.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f64>()?;
+        let h = 1e-6;
+        for i in 0..base.len() {
+            let at = |delta: f64| -> Result<f64> {
+                let mut v = base.to_vec();
+                v[i] += delta;
+                let s = Tensor::from_vec(v, (3, 3), d)?;
+                confident_pseudo_label_loss(&s, teacher.as_tensor(), 0.9)?.0.to_scalar::<f64>()
+            };
+            let numeric = (at(h)? - at(-h)?) / (2.0 * h);
+            assert!((numeric - g[i]).abs() < 1e-6, "d/ds{i}: analytic {} numeric {numeric}", g[i]);
+        }
         Ok(())
     }
 

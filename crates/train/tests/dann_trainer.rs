@@ -222,24 +222,36 @@ fn separate_domain_passes_keep_running_statistics_from_the_target_only() -> R {
     Ok(())
 }
 
-/// Virtual adversarial training on the target: its extra training-mode passes leave the
-/// BatchNorm running statistics as the target pass set them, the same seed and step draw the
-/// same probe (two trainers end bit-identical), and it changes the update (it is in the loss).
-#[test]
-fn target_virtual_adversarial_training_is_repeatable_and_leaves_the_statistics_alone() -> R {
-    use candle_core::{ModuleT, Tensor};
-    let device = Device::Cpu;
-    let build = || bn_digit_net(7);
-    let n = 4;
+/// A batch of 4 + 4 MNIST-sized RGB images of fixed patterns, `(a, b, m)` pixel `i` of image
+/// set `k` being `((a i + b k) mod m) / m`, the target's then mapped by `x * scale + shift`;
+/// also returns the target half.
+fn patterned_batch(
+    (a, b, m): (usize, usize, usize),
+    (scale, shift): (f64, f64),
+) -> adapt_train::Result<(adapt_train::batches::MixedBatch, candle_core::Tensor)> {
+    use candle_core::Tensor;
+    let (device, n) = (Device::Cpu, 4);
     let pixels =
-        |k: usize| -> Vec<f32> { (0..n * 3 * 28 * 28).map(|i| ((i * 31 + k * 17) % 97) as f32 / 97.0).collect() };
+        |k: usize| -> Vec<f32> { (0..n * 3 * 28 * 28).map(|i| ((i * a + k * b) % m) as f32 / m as f32).collect() };
     let source = Tensor::from_vec(pixels(1), (n, 3, 28, 28), &device)?;
-    let target = Tensor::from_vec(pixels(2), (n, 3, 28, 28), &device)?.affine(2.0, -0.5)?;
+    let target = Tensor::from_vec(pixels(2), (n, 3, 28, 28), &device)?.affine(scale, shift)?;
     let batch = adapt_train::batches::MixedBatch {
         inputs: Tensor::cat(&[&source, &target], 0)?,
         n_source: n,
         source_labels: Tensor::new(&[0u32, 1, 2, 3], &device)?,
     };
+    Ok((batch, target))
+}
+
+/// Virtual adversarial training on the target: its extra training-mode passes leave the
+/// BatchNorm running statistics as the target pass set them, the same seed and step draw the
+/// same probe (two trainers end bit-identical), and it changes the update (it is in the loss).
+#[test]
+fn target_virtual_adversarial_training_is_repeatable_and_leaves_the_statistics_alone() -> R {
+    use candle_core::ModuleT;
+    let build = || bn_digit_net(7);
+    let n = 4;
+    let (batch, target) = patterned_batch((31, 17, 97), (2.0, -0.5))?;
     let cfg = TrainConfig {
         separate_domain_passes: true,
         target_vat_weight: 1.0,
@@ -276,5 +288,52 @@ fn target_virtual_adversarial_training_is_repeatable_and_leaves_the_statistics_a
     // A radius that is not a positive number is refused before training.
     let (params, model) = build()?;
     assert!(DannTrainer::new(&model, &params, &TrainConfig { vat_radius: 0.0, ..cfg }).is_err());
+    Ok(())
+}
+
+/// Self-training on the weight average's confident target predictions: a threshold no
+/// prediction reaches leaves the run exactly as without the loss (so the teacher's pass in and
+/// out of the averaged weights restores every weight and statistic), a threshold every
+/// prediction reaches labels the whole target half and changes the update, and the loss is
+/// refused without a weight average to teach.
+#[test]
+fn target_pseudo_labels_come_from_the_average_and_change_only_the_loss() -> R {
+    let build = || bn_digit_net(11);
+    let n = 4;
+    let (batch, _) = patterned_batch((29, 13, 89), (1.5, -0.2))?;
+    let cfg = TrainConfig {
+        separate_domain_passes: true,
+        weight_average_decay: 0.99,
+        target_pseudo_label_weight: 1.0,
+        // So that the target's class predictions (and their BatchNorm statistics) are computed
+        // with and without the pseudo-label loss alike.
+        target_im_weight: 1.0,
+        batch_size: n,
+        steps: 10,
+        ..config()
+    };
+    // Steps 3..6: past step 0, where the ramp (and so the loss) is 0.
+    // The weights after the steps, and the pseudo-labelled rows of each step.
+    type Run = (HashMap<String, Vec<f32>>, Vec<usize>);
+    let run = |cfg: &TrainConfig| -> adapt_train::Result<Run> {
+        let (params, model) = build()?;
+        let mut trainer = DannTrainer::new(&model, &params, cfg)?;
+        let kept =
+            (3..6).map(|step| trainer.step(&batch, step).map(|l| l.pseudo_labelled)).collect::<Result<_, _>>()?;
+        Ok((values(&params), kept))
+    };
+    let (without, _) = run(&TrainConfig { target_pseudo_label_weight: 0.0, ..cfg.clone() })?;
+    let (unreached, kept) = run(&TrainConfig { pseudo_label_threshold: 1.0, ..cfg.clone() })?;
+    assert_eq!(kept, vec![0, 0, 0]);
+    assert_eq!(unreached, without, "a loss on no rows must leave the run as it was");
+    // Ten classes: the top probability is always at least 0.1.
+    let (labelled, kept) = run(&TrainConfig { pseudo_label_threshold: 0.1, ..cfg.clone() })?;
+    assert_eq!(kept, vec![n, n, n]);
+    let name = "features.conv0.weight";
+    let moved = labelled[name].iter().zip(&without[name]).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(moved > 1e-7, "the pseudo-label loss did not change the update");
+    let (params, model) = build()?;
+    let no_teacher = TrainConfig { weight_average_decay: 0.0, ..cfg };
+    assert!(matches!(DannTrainer::new(&model, &params, &no_teacher), Err(TrainError::Config(_))));
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! The recommended recipe's per-domain BatchNorm: chosen by pair, and `--bn-per-domain[=BOOL]`
-//! forcing it either way, as the recipe a run folder would save.
+//! The recommended recipe's per-domain BatchNorm and source colour jitter: chosen by pair, and
+//! `--bn-per-domain[=BOOL]` / `--colour-jitter[=BOOL]` forcing them either way, as the recipe a
+//! run folder would save.
 use adapt_experiment::recipe::{DigitRecipe, Preset, Recipe};
+use adapt_train::Method;
 use clap::Parser;
 use xtask::train::TrainArgs;
 
@@ -24,6 +26,11 @@ fn the_recommended_recipe_normalises_each_domain_only_on_the_mnist_m_pairs() {
         let on = digit_recipe(&["--source", source, "--target", target]);
         assert_eq!(on.preset, Preset::Recommended);
         assert!(on.model.batch_norm && on.separate_domain_passes, "{source} -> {target}");
+        // The per-domain net is for adaptation: source-only keeps the paper's net, one pass.
+        let (net, separate) = on.net_for(Method::SourceOnly).unwrap();
+        assert!(!net.batch_norm && !separate, "{source} -> {target} source-only");
+        let (net, separate) = on.net_for(Method::Dann).unwrap();
+        assert!(net.batch_norm && separate, "{source} -> {target} DANN");
     }
     for (source, target) in [("mnist", "usps"), ("usps", "mnist")] {
         let off = digit_recipe(&["--source", source, "--target", target]);
@@ -42,9 +49,35 @@ fn the_flag_forces_per_domain_batch_norm_on_or_off() {
     }
     let on = digit_recipe(&["--source", "usps", "--target", "mnist", "--bn-per-domain", "--seed", "3"]);
     assert!(on.model.batch_norm && on.separate_domain_passes);
+    // Asked for explicitly, it holds for both methods.
+    for forced in [on.clone(), digit_recipe(&["--source", "mnist", "--target", "mnist-m", "--bn-per-domain"])] {
+        for method in [Method::SourceOnly, Method::Dann] {
+            let (net, separate) = forced.net_for(method).unwrap();
+            assert!(net.batch_norm && separate, "{method:?}");
+        }
+    }
     assert_eq!(on.seed, 3);
     // Off keeps the BatchNorm of a preset that has it, in one pass for both domains.
     let bn = digit_recipe(&["--preset", "bn", "--source", "mnist", "--target", "mnist-m", "--bn-per-domain=false"]);
     assert!(bn.model.batch_norm && !bn.separate_domain_passes);
     assert!(Wrapper::try_parse_from(["train", "--bn-per-domain=maybe"]).is_err());
+}
+
+#[test]
+fn the_recommended_recipe_recolours_grey_sources_for_mnist_m_and_the_flag_forces_it() {
+    for (source, target, want) in [
+        ("mnist", "mnist-m", true),
+        ("usps", "mnist-m", true),
+        ("mnist-m", "mnist", false),
+        ("mnist", "usps", false),
+        ("usps", "mnist", false),
+    ] {
+        assert_eq!(digit_recipe(&["--source", source, "--target", target]).source_colour_jitter, want, "{source}");
+    }
+    let paper = digit_recipe(&["--method", "dann", "--source", "mnist", "--target", "mnist-m"]);
+    assert!(!paper.source_colour_jitter);
+    let off = digit_recipe(&["--source", "mnist", "--target", "mnist-m", "--colour-jitter=false"]);
+    assert!(!off.source_colour_jitter);
+    let on = digit_recipe(&["--source", "usps", "--target", "mnist", "--colour-jitter"]);
+    assert!(on.source_colour_jitter);
 }
