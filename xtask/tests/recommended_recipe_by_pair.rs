@@ -81,3 +81,25 @@ fn the_recommended_recipe_recolours_grey_sources_for_mnist_m_and_the_flag_forces
     let on = digit_recipe(&["--source", "usps", "--target", "mnist", "--colour-jitter"]);
     assert!(on.source_colour_jitter);
 }
+
+#[test]
+fn the_recommended_recipe_self_trains_from_mnist_m_only() {
+    for (source, target, want) in [
+        ("mnist-m", "mnist", 1.0),
+        ("mnist-m", "usps", 1.0),
+        ("mnist", "mnist-m", 0.0),
+        ("mnist", "usps", 0.0),
+        ("usps", "mnist", 0.0),
+    ] {
+        let r = digit_recipe(&["--source", source, "--target", target]);
+        assert_eq!(r.target_pseudo_label_weight, want, "{source} -> {target}");
+    }
+    let paper = digit_recipe(&["--method", "dann", "--source", "mnist-m", "--target", "mnist"]);
+    assert_eq!(paper.target_pseudo_label_weight, 0.0);
+    let off = digit_recipe(&["--source", "mnist-m", "--target", "mnist", "--target-pseudo-label", "0"]);
+    assert_eq!(off.target_pseudo_label_weight, 0.0);
+    // Without a weight average there is no teacher: the recipe is refused before any data is read.
+    let no_teacher = digit_recipe(&["--source", "mnist-m", "--target", "mnist", "--weight-average", "0"]);
+    let err = no_teacher.validate().expect_err("no weight average to teach");
+    assert!(err.to_string().contains("--weight-average"), "{err}");
+}

@@ -72,8 +72,10 @@ pub enum Preset {
     /// information maximisation on the target's predictions beside the domain loss, random
     /// translations of up to 2 pixels of every training image, a moving average of the
     /// weights as the evaluated model, random recolouring of grey source images when the target
-    /// is MNIST-M ([`Preset::colour_jitter`]) and, on the MNIST-M pairs, BatchNorm with each
-    /// domain's own statistics for the adapted run ([`Preset::bn_per_domain`]).
+    /// is MNIST-M ([`Preset::colour_jitter`]), self-training on the average's confident target
+    /// predictions from MNIST-M ([`Preset::target_pseudo_label_weight`]) and, on the MNIST-M
+    /// pairs, BatchNorm with each domain's own statistics for the adapted run
+    /// ([`Preset::bn_per_domain`]).
     Recommended,
 }
 
@@ -121,6 +123,17 @@ impl Preset {
         self == Preset::Recommended && target == DatasetId::MnistM && source != DatasetId::MnistM
     }
 
+    /// The weight of self-training on the weight average's confident target predictions
+    /// ([`DigitRecipe::target_pseudo_label_weight`]) on `source -> target`. The recommended
+    /// recipe uses [`RECOMMENDED_PSEUDO_LABEL_WEIGHT`] from MNIST-M, where source-only already
+    /// reaches 92-98 % on the grey targets, so the teacher's confident predictions are mostly
+    /// right: on MNIST-M -> MNIST, 3 seeds, it moved DANN from 97.9 +- 0.3 to 98.3 +- 0.1 %,
+    /// above source-only (97.9 +- 0.1) on every seed. From MNIST it is off: on MNIST -> MNIST-M,
+    /// starting near 50 %, it lost 2.5 to 23 points (README, "A default that adapts").
+    pub fn target_pseudo_label_weight(self, source: DatasetId) -> f64 {
+        if self == Preset::Recommended && source == DatasetId::MnistM { RECOMMENDED_PSEUDO_LABEL_WEIGHT } else { 0.0 }
+    }
+
     /// MNIST pixels binarised (reference 002's `mnist > 0`) on `source -> target`.
     pub fn binarize_mnist(self, source: DatasetId, target: DatasetId) -> bool {
         match self {
@@ -133,6 +146,9 @@ impl Preset {
 
 /// The recommended recipe's weight of information maximisation on the target predictions.
 pub const RECOMMENDED_IM_WEIGHT: f64 = 1.0;
+/// The recommended recipe's weight of target pseudo-labels, where it uses them
+/// ([`Preset::target_pseudo_label_weight`]).
+pub const RECOMMENDED_PSEUDO_LABEL_WEIGHT: f64 = 1.0;
 /// The recommended recipe's length: 3000 steps of 64 + 64 (about 29 epochs of USPS, 3.5 of MNIST),
 /// which keeps a run within minutes on two CPU cores.
 pub const RECOMMENDED_STEPS: usize = 3000;
@@ -244,7 +260,7 @@ impl DigitRecipe {
             source_colour_jitter: preset.colour_jitter(source, target),
             target_vat_weight: 0.0,
             vat_radius: default_vat_radius(),
-            target_pseudo_label_weight: 0.0,
+            target_pseudo_label_weight: preset.target_pseudo_label_weight(source),
             pseudo_label_threshold: default_pseudo_label_threshold(),
         };
         let bn_per_domain = preset.bn_per_domain(source, target);
