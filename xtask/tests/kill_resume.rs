@@ -38,9 +38,9 @@ fn metrics_lines(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("metrics.jsonl")).map_or(0, |t| t.lines().count())
 }
 
-/// Waits until `ready` holds, then stops `child` with `signal`; returns whether it was still
-/// running (a run that finished first interrupted nothing).
-fn interrupt_when(mut child: Child, signal: &str, ready: impl Fn() -> bool) -> bool {
+/// Waits until `ready` holds, then stops `child` (training into `dir`) with `signal`; returns
+/// whether it was interrupted (a run that finished first interrupted nothing).
+fn interrupt_when(mut child: Child, dir: &Path, signal: &str, ready: impl Fn() -> bool) -> bool {
     let start = Instant::now();
     while !ready() {
         if child.try_wait().unwrap().is_some() {
@@ -53,7 +53,12 @@ fn interrupt_when(mut child: Child, signal: &str, ready: impl Fn() -> bool) -> b
     let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
-    assert!(!running || !exit.success(), "the interrupted process exited 0");
+    if exit.success() {
+        // It finished between the check and the signal (SIGKILL cannot be caught, and a stopped
+        // run exits non-zero): right only with its final weights on disk.
+        assert!(dir.join("model.safetensors").exists(), "the process exited 0 without its final weights");
+        return false;
+    }
     running
 }
 
@@ -66,17 +71,17 @@ fn kill_and_sigint_then_resume_end_bit_identical_to_an_unbroken_run() {
     let dir = tmp("killed");
     let ckpt = dir.join("checkpoint.safetensors");
     // SIGKILL as soon as the first checkpoint is on disk.
-    let first = interrupt_when(train(&dir, false), "-KILL", || ckpt.exists());
+    let first = interrupt_when(train(&dir, false), &dir, "-KILL", || ckpt.exists());
     let mut interrupted = first;
     assert!(!dir.join("model.safetensors").exists() || !interrupted, "killed, yet final weights were written");
     // SIGINT once the resumed run has written a few more records.
     let before = metrics_lines(&dir);
-    let second = interrupt_when(train(&dir, true), "-INT", || metrics_lines(&dir) > before + 6);
+    let second = interrupt_when(train(&dir, true), &dir, "-INT", || metrics_lines(&dir) > before + 6);
     interrupted |= second;
     // SIGKILL again almost at once, wherever the resumed run is (loading, training, saving).
     let c = train(&dir, true);
     std::thread::sleep(Duration::from_millis(30));
-    let third = interrupt_when(c, "-KILL", || true);
+    let third = interrupt_when(c, &dir, "-KILL", || true);
     interrupted |= third;
     eprintln!(
         "interrupted: SIGKILL {first} (at {before} records), SIGINT {second}, SIGKILL {third} (at {} records)",
