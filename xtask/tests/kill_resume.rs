@@ -49,17 +49,23 @@ fn interrupt_when(mut child: Child, dir: &Path, signal: &str, ready: impl Fn() -
         assert!(start.elapsed() < Duration::from_secs(300), "never got ready to interrupt");
         std::thread::sleep(Duration::from_millis(2));
     }
-    let running = child.try_wait().unwrap().is_none();
+    // A run that ended before the signal interrupted nothing; exit 0 is right only with its final
+    // weights on disk (SIGKILL cannot be caught, and a stopped run exits non-zero).
+    let finished = |exit: std::process::ExitStatus| {
+        assert!(!exit.success() || dir.join("model.safetensors").exists(), "exited 0 without its final weights");
+        false
+    };
+    // (try_wait reaps an ended process, after which its pid must not be signalled.)
+    if let Some(exit) = child.try_wait().unwrap() {
+        return finished(exit);
+    }
     let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     if exit.success() {
-        // It finished between the check and the signal (SIGKILL cannot be caught, and a stopped
-        // run exits non-zero): right only with its final weights on disk.
-        assert!(dir.join("model.safetensors").exists(), "the process exited 0 without its final weights");
-        return false;
+        return finished(exit);
     }
-    running
+    true
 }
 
 #[test]
