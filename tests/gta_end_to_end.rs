@@ -5,10 +5,73 @@ use clap::Parser;
 use xtask::cli::{Cli, run};
 
 fn ablation(out: &std::path::Path, data: &str, extra: &[&str]) -> anyhow::Result<Option<serde_json::Value>> {
+    ablation_of_seeds(out, data, "1", extra)
+}
+
+fn ablation_of_seeds(
+    out: &std::path::Path,
+    data: &str,
+    seeds: &str,
+    extra: &[&str],
+) -> anyhow::Result<Option<serde_json::Value>> {
     let mut argv = vec!["xtask", "--json", "ablation", "gta", "--quiet", "--source", "usps", "--target", "mnist"];
-    argv.extend(["--preset", "authors", "--seeds", "1", "--data-dir", data, "--out", out.to_str().unwrap()]);
+    argv.extend(["--preset", "authors", "--seeds", seeds, "--data-dir", data, "--out", out.to_str().unwrap()]);
     argv.extend(extra);
     run(Cli::try_parse_from(argv)?)
+}
+
+fn first_losses(run: &serde_json::Value) -> Vec<f64> {
+    let dir = std::path::PathBuf::from(run["run_dir"].as_str().unwrap());
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["c_loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn seeds_trained_apart_are_tabulated_together_and_the_shift_changes_the_inputs() {
+    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
+        eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
+        return;
+    };
+    let out = std::env::temp_dir().join(format!("adapt-e2e-gta-seeds-{}", std::process::id()));
+    let plain_out = std::env::temp_dir().join(format!("adapt-e2e-gta-seeds-plain-{}", std::process::id()));
+    for dir in [&out, &plain_out] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    assert!(ablation(&out, &data, &["--shift", "32", "--rows", "stream1"]).is_err(), "--shift 32 accepted");
+    assert!(!out.exists(), "--shift 32 created {}", out.display());
+
+    let small = ["--steps", "4", "--batch-size", "16", "--rows", "stream1", "--usps-box", "20"];
+    let shifted = [&small[..], &["--shift", "2"]].concat();
+    // Seed 1 alone, as a second process would train it.
+    let one = ablation(&out, &data, &[&shifted[..], &["--first-seed", "1"]].concat()).unwrap().unwrap();
+    let one = one["runs"].as_array().unwrap().clone();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["seed"], 1);
+    let dir = std::path::PathBuf::from(one[0]["run_dir"].as_str().unwrap());
+    assert!(dir.ends_with("usps-mnist/seed1/gta-stream1"), "{}", dir.display());
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    assert!(config.contains("input_shift = 2"), "{config}");
+    assert!(std::fs::read_to_string(dir.join("report.md")).unwrap().contains("moved by up to 2 px"));
+
+    // The same seed on unmoved images: the same weights and batches, other inputs, other losses.
+    let plain = ablation(&plain_out, &data, &[&small[..], &["--first-seed", "1"]].concat()).unwrap().unwrap();
+    let (moved, unmoved) = (first_losses(&one[0]), first_losses(&plain["runs"][0]));
+    assert_eq!(moved.len(), unmoved.len());
+    assert!(moved.iter().zip(&unmoved).all(|(a, b)| a != b), "{moved:?} vs {unmoved:?}");
+
+    // From seed 0, two seeds: seed 0 is trained, seed 1 read back, both in the table.
+    let all = ablation_of_seeds(&out, &data, "2", &shifted).unwrap().unwrap();
+    let all = all["runs"].as_array().unwrap();
+    assert_eq!(all.iter().map(|r| r["seed"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(all[1]["seconds"], one[0]["seconds"], "seed 1 was trained again");
+    let table = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    assert!(table.contains("| gta-stream1 | 2 |") && table.contains("moved by up to 2 px (ours)"), "{table}");
+    for dir in [&out, &plain_out] {
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
 
 #[test]

@@ -128,3 +128,22 @@ fn a_flag_the_toy_does_not_use_is_an_error_naming_it() {
     .unwrap_err();
     assert!(format!("{err:#}").contains("--lr"), "{err:#}");
 }
+
+#[test]
+fn gta_takes_the_shift_and_defaults_to_unmoved_images() {
+    let recipe_of = |extra: &[&str]| {
+        let mut argv = vec!["xtask", "train", "--method", "gta", "--source", "usps", "--target", "mnist"];
+        argv.extend(extra);
+        let Some(xtask::cli::Command::Train(args)) = Cli::parse_from(argv).command else { panic!("not train") };
+        match args.recipe().unwrap() {
+            adapt_experiment::recipe::Recipe::Gta(r) => r,
+            other => panic!("not a GTA recipe: {other:?}"),
+        }
+    };
+    assert_eq!(recipe_of(&[]).input_shift, 0);
+    assert_eq!(recipe_of(&["--shift", "2"]).input_shift, 2);
+    let mut argv = vec!["xtask", "train", "--method", "gta", "--source", "usps", "--target", "mnist"];
+    argv.extend(["--shift", "32"]);
+    let err = run(Cli::parse_from(argv)).unwrap_err();
+    assert!(format!("{err:#}").contains("shift of 32 pixels"), "{err:#}");
+}

@@ -50,9 +50,13 @@ pub struct GtaAblationArgs {
     pub source: String,
     #[arg(long, default_value = "mnist-m")]
     pub target: String,
-    /// Seeds per row (0, 1, ...).
+    /// Seeds per row (--first-seed, then the next ones).
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
+    /// The first seed: to train some seeds in another process into the same --out (a later
+    /// call from seed 0 reads the finished runs back and tabulates them all).
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
     /// Iterations per run.
     #[arg(long, default_value_t = GTA_DEFAULT_STEPS, conflicts_with = "epochs")]
     pub steps: usize,
@@ -65,6 +69,9 @@ pub struct GtaAblationArgs {
     /// USPS resized into a box of this side and zero-padded to 32x32 (default: resized to 32x32).
     #[arg(long)]
     pub usps_box: Option<usize>,
+    /// Move training images of both domains by up to N pixels each way (ours; the authors: 0).
+    #[arg(long, default_value_t = 0)]
+    pub shift: usize,
     /// Rows to train (default all three).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub rows: Option<Vec<RowChoice>>,
@@ -150,11 +157,13 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 source: a.source.clone(),
                 target: a.target.clone(),
                 seeds: a.seeds,
+                first_seed: a.first_seed,
                 steps: a.steps,
                 epochs: a.epochs,
                 batch_size: a.batch_size,
                 preset: a.preset.into(),
                 usps_digit_box: a.usps_box,
+                input_shift: a.shift,
                 variants: a.rows.as_ref().map_or(GtaVariant::ALL.to_vec(), |r| r.iter().map(|&v| v.into()).collect()),
                 out: a.out.clone(),
             };

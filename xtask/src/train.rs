@@ -135,7 +135,7 @@ pub struct TrainArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub weight_average: Option<f64>,
     /// Move each training image (both domains) by up to this many pixels each way, a fresh random
-    /// offset per image and step (digit DANN runs; default: the preset's).
+    /// offset per image and step (digit DANN runs: default the preset's; GTA: default 0).
     #[arg(long)]
     pub shift: Option<usize>,
     /// Standardise every image of both domains on its own (per channel mean 0, std 1) instead of
@@ -143,7 +143,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub standardize: bool,
     /// Recolour the source training images at random, channel by channel: contrast, polarity
-    /// and offset (digit DANN runs; default: the preset's).
+    /// and offset (digit DANN runs: default the preset's; GTA: default 0).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub colour_jitter: Option<bool>,
     /// Weight of virtual adversarial training on the target's inputs (digit DANN runs; VADA's
@@ -259,6 +259,11 @@ impl TrainArgs {
         ]
     }
 
+    /// The DANN digit flags GTA does not take.
+    fn digit_net_flags_but_shift(&self) -> Vec<(&'static str, bool)> {
+        self.digit_net_flags().into_iter().filter(|(f, _)| *f != "--shift").collect()
+    }
+
     /// The flags only the DANN digit recipes use, with whether each was given.
     fn digit_net_flags(&self) -> [(&'static str, bool); 14] {
         [
@@ -296,7 +301,7 @@ impl TrainArgs {
             }
             Family::Gta => {
                 let mut flags = vec![("--lr", self.lr.is_some())];
-                flags.extend(self.digit_net_flags());
+                flags.extend(self.digit_net_flags_but_shift());
                 reject(&flags, "--method gta (the authors' Adam settings, nets and last-iteration protocol)")?;
                 let (source, target) = self.pair()?;
                 let mut r = GtaRecipe::new(source, target, GtaVariant::Full, seed);
@@ -305,6 +310,7 @@ impl TrainArgs {
                 r.epochs = self.epochs;
                 r.preset = self.gta_preset.map_or(r.preset, Into::into);
                 r.usps_digit_box = self.usps_box;
+                r.input_shift = self.shift.unwrap_or(0);
                 r.validate()?;
                 Ok(Recipe::Gta(r))
             }

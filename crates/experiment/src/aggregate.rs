@@ -157,8 +157,12 @@ pub fn gta_ablation_table(spec: &GtaAblation, runs: &[RunSummary], choices: &[Ve
         None => format!("{} iterations", spec.steps),
     };
     let usps = spec.usps_digit_box.map_or(String::new(), |b| format!(", USPS in a {b}x{b} box"));
+    let shift = match spec.input_shift {
+        0 => String::new(),
+        n => format!(", training images moved by up to {n} px (ours)"),
+    };
     let mut md = format!(
-        "# Generate To Adapt ablation: {} -> {}, target test accuracy (%)\n\n{length} of {} + {}, preset {}{usps}, \
+        "# Generate To Adapt ablation: {} -> {}, target test accuracy (%)\n\n{length} of {} + {}, preset {}{usps}{shift}, \
          mean ± std over the seeds each row has. \"last\": the last iteration; the next columns: the checkpoint each \
          label-free validator chooses (source validation accuracy; IM, BNM, SND on target training images); \
          \"oracle\" uses target labels and is no selection rule.\n\n\
@@ -464,11 +468,13 @@ mod gta_table_tests {
             source: "usps".into(),
             target: "mnist".into(),
             seeds: 2,
+            first_seed: 0,
             steps: 670,
             epochs: Some(10),
             batch_size: 100,
             preset: GtaPreset::Authors,
             usps_digit_box: None,
+            input_shift: 0,
             variants: vec![GtaVariant::Stream1, GtaVariant::Full],
             out: PathBuf::from("unused"),
         };

@@ -311,6 +311,7 @@ impl GtaRunConfig {
                 seed: recipe.seed,
                 input_mean: mean.to_vec(),
                 input_std: std.to_vec(),
+                input_shift: recipe.input_shift,
                 // Short runs (tests) log, and may checkpoint, every iteration or few.
                 log_every: (steps / 10).clamp(1, 25),
                 ..GtaConfig::default()
@@ -375,7 +376,8 @@ pub fn run_in(
     let (ckpt_path, metrics_path) = (dir.join(CHECKPOINT_FILE), dir.join(METRICS_FILE));
     let params = ParamStore::new(seed);
     let model = cfg.build_model(&params, device)?;
-    let mut sampler = MixedSampler::new(data.source_train.clone(), data.target_train.clone(), batch_size, seed)?;
+    let mut sampler = MixedSampler::new(data.source_train.clone(), data.target_train.clone(), batch_size, seed)?
+        .with_shift(cfg.train.input_shift)?;
     let schedule = crate::files::RecordSchedule { every: cfg.train.log_every, steps };
     let selection_path = dir.join(SELECTION_FILE);
     let first_epoch_path = dir.join(FIRST_EPOCH_FILE);
@@ -522,8 +524,12 @@ fn write_report(
     let t = &cfg.train;
     let mut report = Report::new(&format!("Generate To Adapt: {} -> {} ({})", s.source, s.target, s.method));
     let usps = cfg.usps_digit_box.map_or("USPS resized to 32x32".to_string(), |b| format!("USPS in a {b}x{b} box"));
+    let shift = match t.input_shift {
+        0 => String::new(),
+        n => format!("; training images of both domains moved by up to {n} px each way"),
+    };
     report.paragraph(&format!(
-        "{}. 32x32 RGB inputs normalised as (p - {:?}) / {:?} ({usps}; D and G see [-1, 1]); Adam lr {}, beta1 {}, \
+        "{}. 32x32 RGB inputs normalised as (p - {:?}) / {:?} ({usps}{shift}; D and G see [-1, 1]); Adam lr {}, beta1 {}, \
          batches of {} + {}, adv_weight {}, alpha {}, lr/(1 + {} i) on D, F and C; updates D, G, C, F. Seed {}, {} \
          iterations. Target labels are used for the test accuracy only; the reported model is the last iteration's, \
          the label-free validators' choices are listed beside it.",
@@ -605,8 +611,12 @@ pub fn run(recipe: &GtaRecipe, opts: &RunOptions, device: &Device) -> Result<(Ru
 pub struct GtaAblation {
     pub source: String,
     pub target: String,
-    /// Seeds 0, 1, ... per row.
+    /// Seeds per row: `first_seed`, `first_seed + 1`, ...
     pub seeds: u64,
+    /// The first seed (0 for a whole ablation; another, to train some seeds in a process of
+    /// their own: finished runs in `out` are read back, so a later call with `first_seed` 0
+    /// tabulates them all).
+    pub first_seed: u64,
     /// Iterations per run (replaced by `epochs` when that is given).
     pub steps: usize,
     /// Epochs of the source training set per run.
@@ -614,6 +624,8 @@ pub struct GtaAblation {
     pub batch_size: usize,
     pub preset: GtaPreset,
     pub usps_digit_box: Option<usize>,
+    /// Training images moved by up to this many pixels each way (0: not moved).
+    pub input_shift: usize,
     /// Rows to train (default: all three).
     pub variants: Vec<GtaVariant>,
     /// Folder for the runs and `ablation.md`.
@@ -630,6 +642,7 @@ impl GtaAblation {
             preset: self.preset,
             epochs: self.epochs,
             usps_digit_box: self.usps_digit_box,
+            input_shift: self.input_shift,
             ..GtaRecipe::new(source, target, variant, seed)
         })
     }
@@ -659,7 +672,7 @@ pub fn ablation(spec: &mut GtaAblation, opts: &RunOptions, device: &Device) -> R
     spec.steps = resolved.steps;
     let opts = RunOptions { resume: true, out: None, ..opts.clone() };
     let mut runs = Vec::new();
-    for seed in 0..spec.seeds {
+    for seed in spec.first_seed..spec.first_seed.saturating_add(spec.seeds) {
         for variant in GtaVariant::ALL.into_iter().filter(|v| spec.variants.contains(v)) {
             let dir = spec.run_dir(variant, seed);
             let summary = match RunSummary::read(&dir)? {

@@ -390,6 +390,9 @@ pub struct GtaRecipe {
     /// USPS resized into a box of this side and zero-padded to 32x32 (None: resized to 32x32).
     #[serde(default)]
     pub usps_digit_box: Option<usize>,
+    /// Training images moved by up to this many pixels each way (ours; the authors: 0).
+    #[serde(default)]
+    pub input_shift: usize,
 }
 
 /// Default GTA length: the ablation's runs must fit a CPU session; the authors train for 100 epochs.
@@ -407,6 +410,7 @@ impl GtaRecipe {
             preset: GtaPreset::Unit,
             epochs: None,
             usps_digit_box: None,
+            input_shift: 0,
         }
     }
 
@@ -440,6 +444,9 @@ impl GtaRecipe {
         if let Some(b) = self.usps_digit_box {
             ensure((1..=32).contains(&b), || format!("a USPS digit box of {b} does not fit the 32x32 input"))?;
         }
+        ensure(self.input_shift < 32, || {
+            format!("a shift of {} pixels does not fit the 32x32 input", self.input_shift)
+        })?;
         self.pair().map(|_| ())
     }
 }
@@ -543,6 +550,7 @@ mod tests {
             GtaRecipe { epochs: Some(0), ..ok.clone() },
             GtaRecipe { usps_digit_box: Some(33), ..ok.clone() },
             GtaRecipe { usps_digit_box: Some(0), ..ok.clone() },
+            GtaRecipe { input_shift: 32, ..ok.clone() },
             GtaRecipe { target: "usps".into(), ..ok.clone() },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
@@ -554,6 +562,8 @@ mod tests {
         .unwrap();
         let Recipe::Gta(old) = old else { panic!("not a GTA recipe") };
         assert_eq!((old.preset, old.epochs, old.usps_digit_box, old.steps), (GtaPreset::Unit, None, None, 12));
+        assert_eq!(old.input_shift, 0, "recipes from before the shift trained on unmoved images");
+        GtaRecipe { input_shift: 2, ..ok.clone() }.validate().unwrap();
         assert_eq!(GtaPreset::Unit.normalization(), (0.5, 0.5));
         assert_eq!(GtaPreset::Authors.normalization(), (0.44, 0.19));
         let json = serde_json::to_string(&Recipe::Gta(ok)).unwrap();

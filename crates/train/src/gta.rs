@@ -117,6 +117,9 @@ pub struct GtaConfig {
     /// std` for pixels `p` in `[0, 1]` (one value applies to every channel). D sees `2p - 1`.
     pub input_mean: Vec<f32>,
     pub input_std: Vec<f32>,
+    /// Training images of both domains moved by up to this many pixels each way
+    /// ([`MixedSampler::with_shift`]); 0, the authors' recipe, leaves them as they are.
+    pub input_shift: usize,
     /// Write a metrics record every this many steps.
     pub log_every: usize,
 }
@@ -135,6 +138,7 @@ impl Default for GtaConfig {
             lr_decay: 1e-4,
             input_mean: vec![0.0],
             input_std: vec![1.0],
+            input_shift: 0,
             log_every: 50,
         }
     }
