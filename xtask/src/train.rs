@@ -143,7 +143,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub standardize: bool,
     /// Recolour the source training images at random, channel by channel: contrast, polarity
-    /// and offset (digit DANN runs: default the preset's; GTA: default 0).
+    /// and offset (digit DANN runs; default: the preset's).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub colour_jitter: Option<bool>,
     /// Weight of virtual adversarial training on the target's inputs (digit DANN runs; VADA's
@@ -259,13 +259,13 @@ impl TrainArgs {
         ]
     }
 
-    /// The DANN digit flags GTA does not take.
-    fn digit_net_flags_but_shift(&self) -> Vec<(&'static str, bool)> {
-        self.digit_net_flags().into_iter().filter(|(f, _)| *f != "--shift").collect()
+    /// The flags both digit families (DANN and GTA) take, with whether each was given.
+    fn digit_image_flags(&self) -> [(&'static str, bool); 1] {
+        [("--shift", self.shift.is_some())]
     }
 
     /// The flags only the DANN digit recipes use, with whether each was given.
-    fn digit_net_flags(&self) -> [(&'static str, bool); 14] {
+    fn digit_net_flags(&self) -> [(&'static str, bool); 13] {
         [
             ("--preset", self.preset.is_some()),
             ("--init", self.init.is_some()),
@@ -274,7 +274,6 @@ impl TrainArgs {
             ("--target-im", self.target_im.is_some()),
             ("--bn-per-domain", self.bn_per_domain.is_some()),
             ("--weight-average", self.weight_average.is_some()),
-            ("--shift", self.shift.is_some()),
             ("--standardize", self.standardize),
             ("--colour-jitter", self.colour_jitter.is_some()),
             ("--target-vat", self.target_vat.is_some()),
@@ -291,6 +290,7 @@ impl TrainArgs {
         match self.family()? {
             Family::Toy => {
                 let mut flags = self.digit_net_flags().to_vec();
+                flags.extend(self.digit_image_flags());
                 flags.extend(self.gta_flags());
                 reject(&flags, "the 2D toy (it has its own net and reports its last step)")?;
                 let mut r = ToyRecipe::new(self.methods(), seed);
@@ -301,7 +301,7 @@ impl TrainArgs {
             }
             Family::Gta => {
                 let mut flags = vec![("--lr", self.lr.is_some())];
-                flags.extend(self.digit_net_flags_but_shift());
+                flags.extend(self.digit_net_flags());
                 reject(&flags, "--method gta (the authors' Adam settings, nets and last-iteration protocol)")?;
                 let (source, target) = self.pair()?;
                 let mut r = GtaRecipe::new(source, target, GtaVariant::Full, seed);
@@ -400,6 +400,7 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
                 ("--checkpoint-every", args.checkpoint_every.is_some()),
             ];
             flags.extend(args.digit_net_flags());
+            flags.extend(args.digit_image_flags());
             flags.extend(args.gta_flags());
             reject(&flags, "--resume (it continues the run with its saved recipe)")?;
             adapt_experiment::resume(dir, &args.options(), &device)?
