@@ -95,6 +95,18 @@ pub struct BenchResult {
     /// Where the step's time goes: the adapt-kernels families (the rest is candle's elementwise
     /// ops, losses, copies, allocation and the optimiser).
     pub kernels: Vec<KernelTime>,
+    /// The arithmetic of a step's GEMMs (every convolution, transposed convolution and linear
+    /// layer, forward and backward), in GFLOP; 0 where the step ran candle's ops instead.
+    pub gemm_gflop_per_step: f64,
+    /// The best single-threaded rate of the `gemm` crate on this machine (1024-cubed f32
+    /// products), in GFLOP/s: on the CPU only.
+    pub sgemm_peak_gflops_per_thread: Option<f64>,
+}
+
+/// The time a step cannot beat: its GEMM arithmetic at `threads` times the single-thread GEMM
+/// peak, with nothing else taking any time (so a lower bound, in ms).
+pub fn gemm_floor_ms(gemm_gflop_per_step: f64, peak_gflops_per_thread: f64, threads: usize) -> f64 {
+    gemm_gflop_per_step / (peak_gflops_per_thread * threads as f64) * 1e3
 }
 
 /// Peak resident set size of this process in MiB (`VmHWM`), if /proc is there.
@@ -187,6 +199,9 @@ pub fn run_bench(spec: &StepBench) -> Result<BenchResult> {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu_ms_per_step = cpu_seconds().zip(cpu0).map(|(b, a)| (b - a) * 1e3 / spec.steps as f64);
+    let gemm_gflop_per_step = kernels::profile::gemm_flops() as f64 / 1e9 / spec.steps as f64;
+    // After the timed steps, so that the probe cannot warm or cool anything they use.
+    let sgemm_peak_gflops_per_thread = dev.is_cpu().then(|| kernels::profile::sgemm_peak_gflops(1024, 3));
     if !loss.is_finite() {
         return Err(ExperimentError::Invalid(format!("the bench's loss is not finite ({loss})")));
     }
@@ -218,6 +233,8 @@ pub fn run_bench(spec: &StepBench) -> Result<BenchResult> {
         warmup: spec.warmup,
         loss,
         kernels,
+        gemm_gflop_per_step,
+        sgemm_peak_gflops_per_thread,
     })
 }
 
@@ -252,6 +269,19 @@ impl BenchResult {
         if let Some(cpu) = self.cpu_ms_per_step {
             lines.push(format!("  {:<22} {cpu:8.2} ms/step (all threads)", "CPU time"));
         }
+        if let Some(peak) = self.sgemm_peak_gflops_per_thread
+            && self.gemm_gflop_per_step > 0.0
+        {
+            let floor = gemm_floor_ms(self.gemm_gflop_per_step, peak, self.threads);
+            lines.push(format!(
+                "  GEMM work {:.3} GFLOP/step, {:.1} GFLOP/s achieved; sgemm peak {peak:.1} GFLOP/s a thread, \
+                 so a step needs at least {floor:.2} ms on {} threads ({:.0} % of this step's time)",
+                self.gemm_gflop_per_step,
+                self.gemm_gflop_per_step / self.ms_per_step * 1e3,
+                self.threads,
+                100.0 * floor / self.ms_per_step,
+            ));
+        }
         lines
     }
 
@@ -273,6 +303,8 @@ impl BenchResult {
             "steps": self.steps,
             "warmup": self.warmup,
             "loss": self.loss,
+            "gemm_gflop_per_step": round(self.gemm_gflop_per_step, 4),
+            "sgemm_peak_gflops_per_thread": self.sgemm_peak_gflops_per_thread.map(|p| round(p, 1)),
         })
     }
 }
@@ -374,10 +406,23 @@ pub struct Comparison {
     /// The largest peak RSS of each side over the rounds.
     pub ours_peak_rss_mb: Option<f64>,
     pub pytorch_peak_rss_mb: Option<f64>,
+    /// Our step's GEMM arithmetic (the same net, so PyTorch's too), in GFLOP.
+    pub gemm_gflop_per_step: Option<f64>,
+    /// The best single-thread GEMM rate our rounds measured, in GFLOP/s.
+    pub sgemm_peak_gflops_per_thread: Option<f64>,
+    /// The most a step built on the same GEMMs could be ahead of PyTorch's median: PyTorch's time
+    /// per step over [`gemm_floor_ms`] (every GEMM at the peak on every thread, nothing else).
+    /// A target ratio above it cannot be met without doing less arithmetic or a faster GEMM.
+    pub ceiling_ratio: Option<f64>,
     pub machine: Machine,
 }
 
 impl Comparison {
+    /// [`gemm_floor_ms`] of our step, where our bench reported its GEMM figures.
+    pub fn gemm_floor_ms(&self) -> Option<f64> {
+        self.gemm_gflop_per_step.zip(self.sgemm_peak_gflops_per_thread).map(|(w, p)| gemm_floor_ms(w, p, self.threads))
+    }
+
     /// The human-readable result, one line per item.
     pub fn report_lines(&self) -> Vec<String> {
         let rss = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.0} MiB"));
@@ -409,6 +454,15 @@ impl Comparison {
             rss(self.ours_peak_rss_mb),
             rss(self.pytorch_peak_rss_mb)
         ));
+        if let (Some(work), Some(peak), Some(floor), Some(ceiling)) =
+            (self.gemm_gflop_per_step, self.sgemm_peak_gflops_per_thread, self.gemm_floor_ms(), self.ceiling_ratio)
+        {
+            lines.push(format!(
+                "  ceiling: {work:.3} GFLOP of GEMMs a step at {peak:.1} GFLOP/s on each of {} threads takes {floor:.2} ms, \
+                 so no step on these GEMMs beats PyTorch's median by more than {ceiling:.2}x",
+                self.threads,
+            ));
+        }
         lines.push(format!("  machine: {}", self.machine.describe()));
         lines
     }
@@ -450,6 +504,12 @@ fn run_json_child(cmd: &mut Command, what: &str) -> Result<serde_json::Value> {
         .ok_or_else(|| ExperimentError::Invalid(format!("{what}: no JSON line on stdout")))
 }
 
+/// Our bench's GEMM arithmetic per step and its single-thread GEMM peak, from its JSON line.
+fn gemm_figures(v: &serde_json::Value) -> (Option<f64>, Option<f64>) {
+    let num = |key: &str| v.get(key).and_then(serde_json::Value::as_f64);
+    (num("gemm_gflop_per_step").filter(|w| *w > 0.0), num("sgemm_peak_gflops_per_thread"))
+}
+
 fn sample(v: &serde_json::Value, what: &str) -> Result<Sample> {
     let num = |key: &str| v.get(key).and_then(serde_json::Value::as_f64);
     let images_per_s =
@@ -471,10 +531,18 @@ pub fn compare_with_pytorch(
     ensure(rounds > 0, || "a comparison needs at least one round".into())?;
     let mut machine = Machine::detect();
     let (mut mine, mut theirs, mut torch) = (Vec::new(), Vec::new(), String::from("?"));
+    let (mut work, mut gemm_peak) = (None, None::<f64>);
     for round in 0..rounds {
         for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
             if side == 0 {
-                let s = sample(&run_json_child(ours, "adapt's bench")?, "adapt's bench")?;
+                let v = run_json_child(ours, "adapt's bench")?;
+                let (w, p) = gemm_figures(&v);
+                work = work.or(w);
+                gemm_peak = match (gemm_peak, p) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                let s = sample(&v, "adapt's bench")?;
                 eprintln!("round {}: adapt {:.1} images/s", round + 1, s.images_per_s);
                 mine.push(s);
             } else {
@@ -494,6 +562,8 @@ pub fn compare_with_pytorch(
     let med = |v: &[Sample]| median(&mut v.iter().map(|s| s.images_per_s).collect::<Vec<_>>());
     let peak = |v: &[Sample]| v.iter().filter_map(|s| s.peak_rss_mb).reduce(f64::max);
     let (ours_median, pytorch_median) = (med(&mine), med(&theirs));
+    let pytorch_ms_per_step = (2 * spec.batch) as f64 / pytorch_median * 1e3;
+    let ceiling_ratio = work.zip(gemm_peak).map(|(w, p)| pytorch_ms_per_step / gemm_floor_ms(w, p, threads));
     Ok(Comparison {
         net: spec.net.name(),
         threads,
@@ -504,6 +574,9 @@ pub fn compare_with_pytorch(
         round_ratios: mine.iter().zip(&theirs).map(|(o, p)| o.images_per_s / p.images_per_s).collect(),
         ours_peak_rss_mb: peak(&mine),
         pytorch_peak_rss_mb: peak(&theirs),
+        gemm_gflop_per_step: work,
+        sgemm_peak_gflops_per_thread: gemm_peak,
+        ceiling_ratio,
         ours: mine,
         pytorch: theirs,
         ours_median_images_per_s: ours_median,
@@ -511,4 +584,56 @@ pub fn compare_with_pytorch(
         ratio: ours_median / pytorch_median,
         machine,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that prints `json` as its last stdout line.
+    fn printing(json: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("echo 'some progress'; echo '{json}'")]);
+        cmd
+    }
+
+    fn spec(batch: usize) -> StepBench {
+        StepBench {
+            net: BenchNet::Mnist,
+            device: Device::Cpu,
+            backend: Backend::Auto,
+            batch,
+            steps: 1,
+            warmup: 0,
+            lambda: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_comparison_bounds_the_ratio_by_the_gemm_work_at_the_peak() -> Result<()> {
+        // Ours: 2 GFLOP of GEMMs a step, 50 GFLOP/s a thread at best.
+        let mut ours = printing(
+            r#"{"images_per_s": 100.0, "ms_per_step": 1280.0, "gemm_gflop_per_step": 2.0, "sgemm_peak_gflops_per_thread": 50.0}"#,
+        );
+        let mut torch = printing(r#"{"images_per_s": 50.0, "ms_per_step": 2560.0, "threads": 2, "torch": "2.x"}"#);
+        let cmp = compare_with_pytorch(&spec(64), 2, 1, &mut ours, &mut torch)?;
+        assert_eq!((cmp.ratio, cmp.torch.as_str()), (2.0, "2.x"));
+        // PyTorch: 128 images at 50 images/s = 2560 ms a step; the floor: 2 GFLOP / (2 x 50) = 20 ms.
+        assert_eq!(cmp.gemm_floor_ms(), Some(20.0));
+        assert_eq!(cmp.ceiling_ratio, Some(128.0));
+        assert!(cmp.report_lines().iter().any(|l| l.contains("by more than 128.00x")), "{:?}", cmp.report_lines());
+
+        // Without GEMM figures (candle's ops, or an older binary) there is no ceiling, and no line.
+        let mut plain = printing(r#"{"images_per_s": 100.0, "ms_per_step": 1280.0, "gemm_gflop_per_step": 0.0}"#);
+        let cmp = compare_with_pytorch(&spec(64), 2, 1, &mut plain, &mut torch)?;
+        assert_eq!((cmp.gemm_gflop_per_step, cmp.ceiling_ratio), (None, None));
+        assert!(!cmp.report_lines().iter().any(|l| l.contains("ceiling")));
+        Ok(())
+    }
+
+    #[test]
+    fn the_floor_is_the_work_over_all_threads_at_the_peak() {
+        assert_eq!(gemm_floor_ms(1.0, 100.0, 2), 5.0);
+        assert_eq!(gemm_floor_ms(1.0, 100.0, 1), 10.0);
+    }
 }

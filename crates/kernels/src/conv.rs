@@ -572,6 +572,7 @@ fn sgemm(
         }
         return;
     }
+    profile::count_gemm(m, n, k);
     // SAFETY: the asserts above keep every access inside the three slices.
     unsafe {
         gemm::gemm(

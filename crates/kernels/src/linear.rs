@@ -80,6 +80,7 @@ unsafe fn gemm_raw(
     if m == 0 || n == 0 {
         return;
     }
+    profile::count_gemm(m, n, k);
     // SAFETY: forwarded to the caller.
     unsafe {
         gemm::gemm(

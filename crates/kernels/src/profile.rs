@@ -1,6 +1,8 @@
-//! Cumulative wall time spent in each kernel of this crate, for profiling a training step.
+//! Cumulative wall time spent in each kernel of this crate, for profiling a training step, and
+//! the arithmetic its GEMMs did, for placing a step against the machine's GEMM peak.
 //!
-//! Always on (one `Instant::now()` pair per kernel call, negligible against the kernels).
+//! Always on (one `Instant::now()` pair per kernel call and one atomic add per GEMM, negligible
+//! against the kernels).
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -59,6 +61,19 @@ impl Kernel {
 
 static NANOS: [AtomicU64; KERNELS.len()] = [const { AtomicU64::new(0) }; KERNELS.len()];
 static CALLS: [AtomicU64; KERNELS.len()] = [const { AtomicU64::new(0) }; KERNELS.len()];
+static GEMM_FLOPS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one `m x k` by `k x n` product: `2 m n k` floating-point operations.
+pub(crate) fn count_gemm(m: usize, n: usize, k: usize) {
+    GEMM_FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
+}
+
+/// Floating-point operations done in this crate's GEMMs since the last [`reset`]. Work that runs
+/// elsewhere (candle's own matmuls, the generic path) is not counted, so a time bound derived
+/// from it is a lower bound.
+pub fn gemm_flops() -> u64 {
+    GEMM_FLOPS.load(Ordering::Relaxed)
+}
 
 /// Times `f` as one call of `kernel`.
 pub(crate) fn timed<R>(kernel: Kernel, f: impl FnOnce() -> R) -> R {
@@ -102,4 +117,46 @@ pub fn reset() {
         NANOS[i].store(0, Ordering::Relaxed);
         CALLS[i].store(0, Ordering::Relaxed);
     }
+    GEMM_FLOPS.store(0, Ordering::Relaxed);
+}
+
+/// The best rate, in GFLOP/s, of `reps` single-threaded `size`-cubed f32 products through the
+/// `gemm` crate with the kernels every op here uses: the most one thread of this machine gets
+/// out of the GEMMs all the convolutions and linear layers run on.
+pub fn sgemm_peak_gflops(size: usize, reps: usize) -> f64 {
+    let (a, b) = (vec![1.0f32; size * size], vec![0.5f32; size * size]);
+    let mut c = vec![0.0f32; size * size];
+    let mut best = f64::INFINITY;
+    // One untimed product first: page faults and the kernel choice are not the peak.
+    for _ in 0..=reps.max(1) {
+        let t = Instant::now();
+        // SAFETY: three contiguous size x size row-major matrices, exclusively borrowed here.
+        unsafe {
+            gemm::gemm(
+                size,
+                size,
+                size,
+                c.as_mut_ptr(),
+                1,
+                size as isize,
+                false,
+                a.as_ptr(),
+                1,
+                size as isize,
+                b.as_ptr(),
+                1,
+                size as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    // `c` is read so that the products cannot be optimised away.
+    std::hint::black_box(&c);
+    2.0 * (size as f64).powi(3) / best / 1e9
 }
