@@ -27,7 +27,8 @@
 //!   with their exact gradients, one pass forward and one backward.
 //! * [`adam`]: [`adam_update`], one Adam update in one pass, bit-identical to its candle ops.
 //! * [`sgd`]: [`sgd_momentum_update`], PyTorch's momentum-SGD update, in place.
-//! * [`profile`]: the wall time spent in each kernel.
+//! * [`profile`]: the wall time spent in each kernel, the arithmetic done in GEMMs and the
+//!   machine's single-thread GEMM peak.
 //!
 //! The ops pick their implementation with a [`Backend`]: [`Backend::Auto`] (the default of the
 //! functions without a `_with` suffix) runs the fast kernels for f32 tensors on the CPU and falls
