@@ -531,17 +531,14 @@ pub fn compare_with_pytorch(
     ensure(rounds > 0, || "a comparison needs at least one round".into())?;
     let mut machine = Machine::detect();
     let (mut mine, mut theirs, mut torch) = (Vec::new(), Vec::new(), String::from("?"));
-    let (mut work, mut gemm_peak) = (None, None::<f64>);
+    let (mut work, mut gemm_peaks) = (None, Vec::new());
     for round in 0..rounds {
         for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
             if side == 0 {
                 let v = run_json_child(ours, "adapt's bench")?;
                 let (w, p) = gemm_figures(&v);
                 work = work.or(w);
-                gemm_peak = match (gemm_peak, p) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
+                gemm_peaks.extend(p);
                 let s = sample(&v, "adapt's bench")?;
                 eprintln!("round {}: adapt {:.1} images/s", round + 1, s.images_per_s);
                 mine.push(s);
@@ -563,6 +560,7 @@ pub fn compare_with_pytorch(
     let peak = |v: &[Sample]| v.iter().filter_map(|s| s.peak_rss_mb).reduce(f64::max);
     let (ours_median, pytorch_median) = (med(&mine), med(&theirs));
     let pytorch_ms_per_step = (2 * spec.batch) as f64 / pytorch_median * 1e3;
+    let gemm_peak = gemm_peaks.into_iter().reduce(f64::max);
     let ceiling_ratio = work.zip(gemm_peak).map(|(w, p)| pytorch_ms_per_step / gemm_floor_ms(w, p, threads));
     Ok(Comparison {
         net: spec.net.name(),

@@ -543,9 +543,28 @@ fn col2im_strided(g: &Geom, dcols: &[f32], nb: usize, dx: &mut [f32]) {
 }
 
 /// `dst[m, n] = (accumulate ? dst : 0) + lhs[m, k] * rhs[k, n]`, single-threaded, with explicit
-/// row and column strides.
+/// row and column strides; counted in [`profile::gemm_flops`].
 #[allow(clippy::too_many_arguments)]
 fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_strides: (usize, usize),
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    profile::count_gemm(m, n, k);
+    sgemm_unprofiled(m, n, k, dst, dst_strides, accumulate, lhs, lhs_strides, rhs, rhs_strides);
+}
+
+/// [`sgemm`] without the count: for [`profile::sgemm_peak_gflops`], which times the same
+/// products the convolutions run but must not add to the work it is compared against.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_unprofiled(
     m: usize,
     n: usize,
     k: usize,
@@ -572,7 +591,6 @@ fn sgemm(
         }
         return;
     }
-    profile::count_gemm(m, n, k);
     // SAFETY: the asserts above keep every access inside the three slices.
     unsafe {
         gemm::gemm(
