@@ -6,7 +6,7 @@
 //! stops there; otherwise the repository's file list is fetched and the split's files downloaded.
 use crate::Split;
 use crate::parquet_hub::split_files_in;
-use crate::registry::HubSource;
+use crate::dataset_id::HubSource;
 use hf_hub::Cache;
 use hf_hub::api::sync::ApiBuilder;
 use std::path::PathBuf;

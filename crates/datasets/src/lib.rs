@@ -34,6 +34,8 @@
 //! ```
 pub mod batches;
 pub mod cards;
+pub mod data_ref;
+pub mod dataset_id;
 pub mod error;
 pub mod files;
 pub mod fuzz;
@@ -49,6 +51,7 @@ pub mod mnist_m_gen;
 pub mod pair;
 pub mod parquet_hub;
 pub mod preprocess;
+pub mod profile;
 #[cfg(feature = "generators")]
 pub mod preview;
 pub mod registry;
@@ -67,6 +70,8 @@ pub use batches::{BatchIter, BatchState};
 pub use error::{DatasetError, Result};
 pub use pair::{DigitNet, DomainPair, InputDescription, Normalization, PairSpec, load_digit_pair};
 pub use preprocess::Preprocess;
+pub use data_ref::DataRef;
+pub use profile::DomainProfile;
 pub use registry::{DatasetId, Origin};
 pub use rows::{Rows, Subset, validation_split};
 pub use stats::{InputStats, InputWarning, compare_inputs};

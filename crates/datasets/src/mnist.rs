@@ -2,7 +2,7 @@
 //! `t10k-...`). The dotted spelling `train-images.idx3-ubyte` that some mirrors use is accepted too.
 use crate::idx::read_idx;
 use crate::raw::{check_labels, format_err};
-use crate::registry::first_existing;
+use crate::raw::first_existing;
 use crate::{ImageDataset, Result, Split};
 use std::path::{Path, PathBuf};
 

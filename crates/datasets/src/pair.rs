@@ -7,7 +7,9 @@
 //! test, in that order), brings each to 3 x `image_size` x `image_size` ([`shape_steps`]),
 //! normalises all four with one mean and std ([`Normalization`]) and holds one in
 //! [`VALIDATION_FRACTION`] source training images out for validation.
+use crate::data_ref::DataRef;
 use crate::preprocess::{self, InputStep, Preprocess};
+use crate::profile::DomainProfile;
 use crate::registry::{self, DatasetId};
 use crate::rows::{Rows, validation_split};
 use crate::stats::{InputStats, InputWarning, compare_inputs};
@@ -35,20 +37,33 @@ pub const GTA_MEAN: f32 = 0.5;
 pub const GTA_STD: f32 = 0.5;
 
 /// Which of the DANN paper's two networks a pair uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DigitNet {
-    /// 3x28x28 input: for pairs of MNIST, MNIST-M and USPS.
+    /// 3x28x28 input (the paper's net for MNIST -> MNIST-M).
+    #[default]
     Mnist,
-    /// 3x32x32 input: for any pair with SVHN or SynDigits.
+    /// 3x32x32 input (the paper's net for its pairs with street-view and synthetic digits).
     Svhn,
 }
 
+/// A domain's images fit the 28-pixel net when a centred crop to 28 keeps their mean ink box and
+/// that box is at most this fraction of the crop's height: digits at MNIST's scale (its trimmed
+/// ink box is 0.61 of its frame), not street numbers filling theirs.
+pub const SMALL_NET_INK_HEIGHT: f64 = 0.75;
+
 impl DigitNet {
-    /// The paper's net for `source -> target`: the MNIST net when both are MNIST, MNIST-M or USPS.
-    pub fn for_pair(source: DatasetId, target: DatasetId) -> Self {
-        let small = |d: DatasetId| matches!(d, DatasetId::Mnist | DatasetId::MnistM | DatasetId::Usps);
-        if small(source) && small(target) { DigitNet::Mnist } else { DigitNet::Svhn }
+    /// The 28-pixel net when each domain is at most 28 pixels high and wide, or holds its digits
+    /// inside a centred 28x28 crop at MNIST's scale ([`SMALL_NET_INK_HEIGHT`]); else the 32-pixel
+    /// net. Decided from the images, never from a dataset's name.
+    pub fn for_profiles(source: &DomainProfile, target: &DomainProfile) -> Self {
+        let fits = |p: &DomainProfile| {
+            let [_, h, w] = p.shape;
+            (h <= 28 && w <= 28)
+                || (p.crop_keeps_ink(28)
+                    && p.ink_box.is_some_and(|b| b.height <= SMALL_NET_INK_HEIGHT * 28.0))
+        };
+        if fits(source) && fits(target) { DigitNet::Mnist } else { DigitNet::Svhn }
     }
 
     /// Side of the net's square input: 28 or 32.
@@ -67,6 +82,178 @@ impl DigitNet {
     }
 }
 
+/// How a domain's frame reaches the net's input side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// Bilinear resize (also when the sizes already agree: then nothing happens).
+    #[default]
+    Resize,
+    /// Centred crop: the frame is a few pixels larger and its border holds no ink.
+    Crop,
+    /// Zero padding, centred: the frame is a few pixels smaller.
+    Pad,
+}
+
+/// A crop or pad changes each side by at most this many pixels (2 per edge, the border MNIST-M's
+/// and SVHN's 32-pixel frames add to a 28-pixel digit); larger changes resize.
+pub const MAX_FIT_MARGIN: usize = 4;
+
+impl Fit {
+    /// The fit of `profile`'s frame to `size`: pad or crop within [`MAX_FIT_MARGIN`] (a crop only
+    /// when it keeps the mean ink box), else resize.
+    pub fn for_profile(profile: &DomainProfile, size: usize) -> Self {
+        let [_, h, w] = profile.shape;
+        let side = h.max(w);
+        if h == size && w == size {
+            Fit::Resize
+        } else if side < size && size - side <= MAX_FIT_MARGIN {
+            Fit::Pad
+        } else if h.min(w) > size && side - size <= MAX_FIT_MARGIN && profile.crop_keeps_ink(size) {
+            Fit::Crop
+        } else {
+            Fit::Resize
+        }
+    }
+
+    /// The factor the fit scales the digits by, from a frame of `side` to `size`.
+    pub fn scale(self, side: usize, size: usize) -> f64 {
+        match self {
+            Fit::Resize => size as f64 / side.max(1) as f64,
+            Fit::Crop | Fit::Pad => 1.0,
+        }
+    }
+}
+
+/// What one domain's images go through on their way to the net, before the normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DomainShaping {
+    /// Raw pixels `>=` [`MNIST_BINARIZE_THRESHOLD`] become 255, the others 0.
+    #[serde(default)]
+    pub binarize: bool,
+    /// The frame is resized into a centred box of this side and zero-padded to the input, so that
+    /// both domains draw digits at one scale (`None`: the frame is fitted as `fit` says).
+    #[serde(default)]
+    pub digit_box: Option<usize>,
+    #[serde(default)]
+    pub fit: Fit,
+}
+
+/// A plain-ground grey domain whose digits fill their frame, beside a plain-ground grey domain
+/// whose digits sit inside a margin, is drawn into a box of the other's digit side at the input's
+/// scale: returns that side.
+pub fn digit_box_for(profile: &DomainProfile, other: &DomainProfile, size: usize) -> Option<usize> {
+    if profile.colour() || other.colour() || !profile.fills_frame() || !other.inside_margin() {
+        return None;
+    }
+    let other_fit = Fit::for_profile(other, size);
+    let other_side = other.shape[1].max(other.shape[2]);
+    let side = other.digit_side? * other_fit.scale(other_side, size);
+    let side = side.round() as usize;
+    (side >= 1 && side <= size).then_some(side)
+}
+
+/// Both domains' label-free profiles, measured on their training images before any step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairProfile {
+    pub source: DomainProfile,
+    pub target: DomainProfile,
+}
+
+impl PairProfile {
+    /// Loads both domains' training images and measures them ([`DomainProfile::measure`]).
+    pub fn measure(source: &DataRef, target: &DataRef, data_dir: Option<&Path>) -> Result<Self> {
+        let s = load_domain(source, data_dir, None, false)?;
+        let t = load_domain(target, data_dir, Some(&s.classes), false)?;
+        Ok(Self {
+            source: DomainProfile::measure(&source.as_string(), &s.train)?,
+            target: DomainProfile::measure(&target.as_string(), &t.train)?,
+        })
+    }
+
+    /// The net both domains fit ([`DigitNet::for_profiles`]).
+    pub fn net(&self) -> DigitNet {
+        DigitNet::for_profiles(&self.source, &self.target)
+    }
+}
+
+/// One domain loaded: a built-in dataset's train and test splits, or a folder / list file.
+#[derive(Debug, Clone)]
+pub struct LoadedDomain {
+    pub train: ImageDataset,
+    /// The test split; `None` when the data has none (a folder without `train/` and `test/`).
+    pub test: Option<ImageDataset>,
+    /// Class names, label `i` is `classes[i]`.
+    pub classes: Vec<String>,
+    /// False for unlabelled images (a flat folder, a list without labels).
+    pub labelled: bool,
+    /// What the folder loader converted (sizes, channels), in words.
+    pub conversions: Vec<String>,
+}
+
+/// The class names of the built-in digit datasets.
+pub fn digit_classes() -> Vec<String> {
+    (0..10).map(|d| d.to_string()).collect()
+}
+
+/// Loads `data`: a built-in dataset (its train split, and its test split with `with_test`), or a
+/// folder or list file through [`crate::image_folder`]. `classes`: the source's, for a target
+/// (its labels are then indices into them, and a class the source lacks is an error).
+pub fn load_domain(
+    data: &DataRef,
+    data_dir: Option<&Path>,
+    classes: Option<&[String]>,
+    with_test: bool,
+) -> Result<LoadedDomain> {
+    match data {
+        DataRef::Builtin(id) => {
+            let train = registry::load_id(*id, Split::Train, data_dir)?;
+            let test = if with_test { Some(registry::load_id(*id, Split::Test, data_dir)?) } else { None };
+            let mut train = train;
+            let mut test = test;
+            let own = digit_classes();
+            let classes = match classes {
+                Some(source) if source != own.as_slice() => {
+                    // A built-in target beside a folder source: its digits are indexed into the
+                    // source's classes, every digit present must be one of them.
+                    let map: Vec<Option<u32>> =
+                        own.iter().map(|c| source.iter().position(|k| k == c).map(|i| i as u32)).collect();
+                    for ds in std::iter::once(&mut train).chain(test.as_mut()) {
+                        for l in &mut ds.labels {
+                            *l = map[*l as usize].ok_or_else(|| {
+                                DatasetError::InvalidParameters(format!(
+                                    "{id}: class '{l}' is not one of the source's classes {}",
+                                    source.join(", ")
+                                ))
+                            })?;
+                        }
+                    }
+                    source.to_vec()
+                }
+                _ => own,
+            };
+            Ok(LoadedDomain { train, test, classes, labelled: true, conversions: Vec::new() })
+        }
+        DataRef::Path(path) => {
+            let opts = crate::image_folder::FolderOptions::default();
+            let mut src = crate::image_folder::load_image_source(path, &opts)?;
+            match classes {
+                None => src.check_source()?,
+                Some(source_classes) => {
+                    src.check_target(source_classes)?;
+                    src.relabel(source_classes)?;
+                }
+            }
+            Ok(LoadedDomain {
+                train: src.train,
+                test: src.test,
+                classes: src.classes,
+                labelled: src.labelled,
+                conversions: src.conversions,
+            })
+        }
+    }
+}
 /// How both domains' values are normalised, after they are brought to `[0, 1]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -88,56 +275,64 @@ pub const STANDARDIZE_EPSILON: f32 = 1e-3;
 /// Everything that decides how a pair's images become inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairSpec {
-    pub source: DatasetId,
-    pub target: DatasetId,
+    pub source: DataRef,
+    pub target: DataRef,
     /// Side both domains are brought to.
     pub image_size: usize,
-    /// Binarise MNIST (raw pixels `>=` [`MNIST_BINARIZE_THRESHOLD`] become 255, the others 0);
-    /// other datasets are never binarised.
-    pub binarize_mnist: bool,
     pub normalization: Normalization,
-    /// USPS digits fill their 16x16 frame while MNIST's sit in a 20x20 box centred in 28x28:
-    /// with `Some(b)`, USPS is resized to `b x b` and zero-padded (centred) to `image_size`, so
-    /// both domains draw digits at one scale; `None` resizes USPS to the whole input.
     #[serde(default)]
-    pub usps_digit_box: Option<usize>,
+    pub source_input: DomainShaping,
+    #[serde(default)]
+    pub target_input: DomainShaping,
+}
+
+/// The DANN reference code binarised the digits it took from a plain ground with a margin around
+/// them (`mnist > 0`, Ganin & Lempitsky, "Unsupervised Domain Adaptation by Backpropagation",
+/// 2015): the paper's preset does so for every such grey domain.
+pub fn paper_binarizes(p: &DomainProfile) -> bool {
+    !p.colour() && p.inside_margin()
 }
 
 impl PairSpec {
-    /// The DANN paper's recipe as its reference implementation (seed 002) runs it: the net's input
-    /// size, binarised MNIST, the training mean subtracted.
-    pub fn dann_paper(source: DatasetId, target: DatasetId) -> Self {
+    /// The DANN paper's recipe as its reference implementation runs it: the net's input size,
+    /// grey digits drawn inside a margin binarised ([`paper_binarizes`]), the training mean
+    /// subtracted, each frame fitted by [`Fit::for_profile`].
+    pub fn dann_paper(source: &DataRef, target: &DataRef, profile: &PairProfile) -> Self {
+        let image_size = profile.net().image_size();
+        let shaping = |p: &DomainProfile| DomainShaping {
+            binarize: paper_binarizes(p),
+            digit_box: None,
+            fit: Fit::for_profile(p, image_size),
+        };
         Self {
-            source,
-            target,
-            image_size: DigitNet::for_pair(source, target).image_size(),
-            binarize_mnist: true,
+            source: source.clone(),
+            target: target.clone(),
+            image_size,
             normalization: Normalization::TrainMean,
-            usps_digit_box: None,
+            source_input: shaping(&profile.source),
+            target_input: shaping(&profile.target),
         }
     }
 
-    /// The DANN recipe with BatchNorm nets (seed 000): as [`PairSpec::dann_paper`] on plain (not
-    /// binarised) MNIST.
-    pub fn dann_bn(source: DatasetId, target: DatasetId) -> Self {
-        Self { binarize_mnist: false, ..Self::dann_paper(source, target) }
+    /// The DANN recipe with BatchNorm nets: as [`PairSpec::dann_paper`], nothing binarised.
+    pub fn dann_bn(source: &DataRef, target: &DataRef, profile: &PairProfile) -> Self {
+        let mut spec = Self::dann_paper(source, target, profile);
+        spec.source_input.binarize = false;
+        spec.target_input.binarize = false;
+        spec
     }
 
     /// Generate To Adapt: 32x32 whatever the pair, no binarisation, `(x - 0.5) / 0.5`.
-    pub fn gta(source: DatasetId, target: DatasetId) -> Self {
+    pub fn gta(source: &DataRef, target: &DataRef, profile: &PairProfile) -> Self {
+        let shaping = |p: &DomainProfile| DomainShaping { binarize: false, digit_box: None, fit: Fit::for_profile(p, 32) };
         Self {
-            source,
-            target,
+            source: source.clone(),
+            target: target.clone(),
             image_size: 32,
-            binarize_mnist: false,
             normalization: Normalization::Fixed { mean: vec![GTA_MEAN], std: vec![GTA_STD] },
-            usps_digit_box: None,
+            source_input: shaping(&profile.source),
+            target_input: shaping(&profile.target),
         }
-    }
-
-    /// The paper's net for this pair.
-    pub fn net(&self) -> DigitNet {
-        DigitNet::for_pair(self.source, self.target)
     }
 
     fn check(&self) -> Result<()> {
@@ -146,10 +341,12 @@ impl PairSpec {
         if self.image_size == 0 {
             return bad("image size 0".into());
         }
-        if let Some(b) = self.usps_digit_box
-            && (b == 0 || b > self.image_size)
-        {
-            return bad(format!("a USPS digit box of {b} does not fit a {0}x{0} input", self.image_size));
+        for shaping in [&self.source_input, &self.target_input] {
+            if let Some(b) = shaping.digit_box
+                && (b == 0 || b > self.image_size)
+            {
+                return bad(format!("a digit box of {b} does not fit a {0}x{0} input", self.image_size));
+            }
         }
         if let Normalization::Fixed { mean, std } = &self.normalization {
             for (name, v) in [("mean", mean), ("std", std)] {
@@ -170,23 +367,29 @@ impl PairSpec {
     }
 }
 
-/// The shape steps of one dataset of a pair: `/255`, 3 channels at `size x size`. MNIST-M's 32x32
-/// images are MNIST digits padded by 2 pixels, so MNIST (28 high) pads 28 -> 32 and MNIST-M crops
-/// 32 -> 28: the digits keep one scale in both domains. Other sizes (USPS 16 -> 28/32) are
-/// resized bilinearly (see [`PairSpec::usps_digit_box`] for USPS into a digit box). `height` is
-/// the loaded images' height.
-pub fn shape_steps(id: DatasetId, height: usize, size: usize, binarize: bool) -> Preprocess {
+/// The shape steps of one domain of a pair: `/255`, 3 channels at `size x size`, the frame fitted
+/// as `shaping.fit` says (a crop or pad only where this split's images allow it, else a resize),
+/// or resized into `shaping.digit_box` and zero-padded. `height` is the loaded images' height.
+pub fn shape_steps(shaping: &DomainShaping, height: usize, size: usize) -> Preprocess {
     let mut pre = Preprocess::rgb(size);
-    if binarize {
+    if shaping.binarize {
         pre.binarize = Some(MNIST_BINARIZE_THRESHOLD);
     }
-    if height == 28 && size == 32 {
-        pre.resize = None;
-        pre.pad_to = Some(32);
+    match shaping.fit {
+        Fit::Pad if height <= size => {
+            pre.resize = None;
+            pre.pad_to = Some(size);
+        }
+        Fit::Crop if height >= size => {
+            pre.resize = None;
+            pre.crop_to = Some(size);
+        }
+        _ => {}
     }
-    if id == DatasetId::MnistM && height == 32 && size == 28 {
-        pre.resize = None;
-        pre.crop_to = Some(28);
+    if let Some(b) = shaping.digit_box {
+        pre.crop_to = None;
+        pre.resize = Some(b);
+        pre.pad_to = Some(size);
     }
     pre
 }
@@ -213,6 +416,12 @@ pub struct DomainPair {
     /// Things the caller should tell the user, such as splits that were only partly present
     /// (`"mnist-m train: 30000 of 59001 listed images present; using those"`).
     pub notes: Vec<String>,
+    /// Class names: label `i` is `classes[i]` in both domains (the source's classes).
+    pub classes: Vec<String>,
+    /// False when the target's images carry no labels: its test accuracy is then unknown.
+    pub target_labelled: bool,
+    /// How the test splits were formed, in words, for reports.
+    pub protocol: String,
 }
 
 impl DomainPair {
@@ -316,17 +525,62 @@ impl fmt::Display for InputDescription {
     }
 }
 
-/// What the loaders' pixel values are for `id`.
-fn raw_pixels(id: DatasetId) -> String {
-    let what = match id {
-        DatasetId::Mnist => "8-bit grey, ink 255 on 0",
-        DatasetId::Usps => {
+/// What the loaders' pixel values are for `data`.
+fn raw_pixels(data: &DataRef, channels: usize) -> String {
+    let what = match data.builtin() {
+        Some(DatasetId::Mnist) => "8-bit grey, ink 255 on 0",
+        Some(DatasetId::Usps) => {
             "grey, ink 255 on 0; the ESL text's values v in [-1, 1] loaded as round((v + 1) * 127.5), \
              other copies as stored"
         }
-        DatasetId::MnistM | DatasetId::Svhn | DatasetId::SynDigits => "8-bit RGB",
+        Some(DatasetId::MnistM | DatasetId::Svhn | DatasetId::SynDigits) => "8-bit RGB",
+        None if channels == 1 => "8-bit grey, decoded from the image files",
+        None => "8-bit RGB, decoded from the image files",
     };
     format!("{what}, as f32 in [0, 255]")
+}
+
+/// A source without a test split keeps one in this many of its images as its test set (seeded,
+/// [`SOURCE_TEST_SEED`]) before the validation hold-out.
+pub const SOURCE_TEST_FRACTION: usize = 6;
+
+/// The seed of that hold-out, the same for every run seed.
+pub const SOURCE_TEST_SEED: u64 = 0x7e57_5eed;
+
+/// `ds` split by a seeded shuffle into (kept, held out) with `held` images held out, both in the
+/// shuffled order.
+fn hold_out(ds: ImageDataset, held: usize, seed: u64) -> Result<(ImageDataset, ImageDataset)> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    if held == 0 || held >= ds.len() {
+        return Err(DatasetError::InvalidParameters(format!(
+            "{}: {} images are too few to hold {held} out as a test set (give it train/ and test/ folders)",
+            ds.origin,
+            ds.len()
+        )));
+    }
+    let mut order: Vec<usize> = (0..ds.len()).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let test = order.split_off(order.len() - held);
+    let take = |idx: &[usize], split: Split| {
+        let n = ds.image_len();
+        let mut images = Vec::with_capacity(idx.len() * n);
+        for &i in idx {
+            images.extend_from_slice(ds.image(i));
+        }
+        ImageDataset {
+            name: ds.name.clone(),
+            split,
+            images,
+            labels: idx.iter().map(|&i| ds.labels[i]).collect(),
+            channels: ds.channels,
+            height: ds.height,
+            width: ds.width,
+            origin: ds.origin.clone(),
+            partial: None,
+        }
+    };
+    Ok((take(&order, Split::Train), take(&test, Split::Test)))
 }
 
 /// One value per channel from one for all (none from none).
@@ -346,40 +600,75 @@ struct Shaped {
 
 /// Loads `source -> target` as `spec` says. `data_dir` as for [`crate::load`].
 ///
-/// Exactly the runner's earlier digit pipeline: per split, load, then [`shape_steps`] (binarising
-/// MNIST when asked); the mean over both shaped training sets where the spec asks for it; all four
-/// splits normalised in place; then the source training set split by [`validation_split`] with
-/// [`VALIDATION_SEED`], `len / VALIDATION_FRACTION` rows held out.
+/// Per split: load ([`load_domain`]), then [`shape_steps`]; the mean over both shaped training
+/// sets where the spec asks for it; all four splits normalised in place; then the source training
+/// set split by [`validation_split`] with [`VALIDATION_SEED`], `len / VALIDATION_FRACTION` rows held
+/// out. Data without a test split: a source keeps one in [`SOURCE_TEST_FRACTION`] images as its test
+/// set; a target is used transductively (trained on without labels, its accuracy reported on the
+/// same images, the Office-31 protocol).
 pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<DomainPair> {
     spec.check()?;
     let mut notes = Vec::new();
-    let mut load = |id: DatasetId, split: Split| -> Result<Shaped> {
-        let mut ds = registry::load_id(id, split, data_dir)?;
-        let original = [ds.channels, ds.height, ds.width];
-        let mut pre = shape_steps(id, ds.height, spec.image_size, spec.binarize_mnist && id == DatasetId::Mnist);
-        if let (DatasetId::Usps, Some(b)) = (id, spec.usps_digit_box) {
-            pre.resize = Some(b);
-            pre.pad_to = Some(spec.image_size);
+    let source = load_domain(&spec.source, data_dir, None, true)?;
+    let target = load_domain(&spec.target, data_dir, Some(&source.classes), true)?;
+    for (data, d) in [(&spec.source, &source), (&spec.target, &target)] {
+        notes.extend(d.conversions.iter().map(|c| format!("{data}: {c}")));
+    }
+    let (classes, target_labelled) = (source.classes.clone(), target.labelled);
+    let mut protocol = Vec::new();
+    let (source_train, source_test) = match source.test {
+        Some(test) => {
+            protocol.push(format!("source {}: its own test split", spec.source));
+            (source.train, test)
         }
+        None => {
+            let held = (source.train.len() / SOURCE_TEST_FRACTION).max(1);
+            protocol.push(format!(
+                "source {}: no test split, {held} of its {} images held out as its test set (one in \
+                 {SOURCE_TEST_FRACTION}, seed {SOURCE_TEST_SEED:#x})",
+                spec.source,
+                source.train.len()
+            ));
+            hold_out(source.train, held, SOURCE_TEST_SEED)?
+        }
+    };
+    let (target_train, target_test) = match target.test {
+        Some(test) => {
+            protocol.push(format!("target {}: its own test split", spec.target));
+            (target.train, test)
+        }
+        None => {
+            protocol.push(format!(
+                "target {}: no test split, transductive: trained on its {} images without labels{}",
+                spec.target,
+                target.train.len(),
+                if target.labelled {
+                    ", its accuracy reported on the same images"
+                } else {
+                    "; unlabelled, so no target accuracy"
+                }
+            ));
+            let mut test = target.train.clone();
+            test.split = Split::Test;
+            (target.train, test)
+        }
+    };
+    let mut shape = |data: &DataRef, shaping: &DomainShaping, mut ds: ImageDataset| -> Result<Shaped> {
+        let original = [ds.channels, ds.height, ds.width];
+        let pre = shape_steps(shaping, ds.height, spec.image_size);
         let steps = pre.plan(&ds.name, original)?;
         for step in &steps {
             step.apply(&mut ds)?;
         }
         if let Some(p) = ds.partial {
-            notes.push(format!(
-                "{} {split}: {} of {} listed images present; using those",
-                id.name(),
-                p.loaded,
-                p.listed
-            ));
+            notes.push(format!("{data} {}: {} of {} listed images present; using those", ds.split, p.loaded, p.listed));
         }
         Ok(Shaped { ds, original, steps })
     };
-    let mut source_train = load(spec.source, Split::Train)?;
-    let mut target_train = load(spec.target, Split::Train)?;
-    let mut source_test = load(spec.source, Split::Test)?;
-    let mut target_test = load(spec.target, Split::Test)?;
-
+    let mut source_train = shape(&spec.source, &spec.source_input, source_train)?;
+    let mut target_train = shape(&spec.target, &spec.target_input, target_train)?;
+    let mut source_test = shape(&spec.source, &spec.source_input, source_test)?;
+    let mut target_test = shape(&spec.target, &spec.target_input, target_test)?;
     let c = source_train.ds.channels;
     let (mean, std, normalization, last_step) = match &spec.normalization {
         Normalization::TrainMean => {
@@ -423,11 +712,11 @@ pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<Domai
         origin: ds.origin.clone(),
         partial,
     };
-    let domain = |id: DatasetId, train: &Shaped, test: &Shaped, splits: Vec<SplitInput>| {
+    let domain = |data: &DataRef, train: &Shaped, test: &Shaped, splits: Vec<SplitInput>| {
         let with_norm = |s: &[InputStep]| s.iter().cloned().chain([normalize.clone()]).collect::<Vec<_>>();
         DomainInput {
-            dataset: id.name().into(),
-            raw_pixels: raw_pixels(id),
+            dataset: data.as_string(),
+            raw_pixels: raw_pixels(data, train.original[0]),
             original_shape: train.original,
             splits,
             steps: with_norm(&train.steps),
@@ -437,7 +726,7 @@ pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<Domai
     let held_out = source_train.ds.len() / VALIDATION_FRACTION;
     let source_all = source_train.ds.len();
     let source = domain(
-        spec.source,
+        &spec.source,
         &source_train,
         &source_test,
         vec![
@@ -447,7 +736,7 @@ pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<Domai
         ],
     );
     let target = domain(
-        spec.target,
+        &spec.target,
         &target_train,
         &target_test,
         vec![
@@ -478,8 +767,8 @@ pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<Domai
     };
     let (source_fit, source_val) = validation_split(Arc::new(source_train.ds), held_out, VALIDATION_SEED)?;
     Ok(DomainPair {
-        source_name: spec.source.name().into(),
-        target_name: spec.target.name().into(),
+        source_name: spec.source.as_string(),
+        target_name: spec.target.as_string(),
         source_train: Arc::new(source_fit),
         source_val: Some(Arc::new(source_val)),
         target_train: Arc::new(target_train.ds),
@@ -489,6 +778,9 @@ pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<Domai
         std,
         input: Some(input),
         notes,
+        classes,
+        target_labelled,
+        protocol: protocol.join("; "),
     })
 }
 

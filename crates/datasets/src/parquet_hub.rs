@@ -8,7 +8,7 @@ use crate::Split;
 #[cfg(feature = "hub")]
 use crate::raw::{check_labels, decode_image, format_err, io_err};
 #[cfg(feature = "hub")]
-use crate::registry::DatasetId;
+use crate::dataset_id::DatasetId;
 #[cfg(feature = "hub")]
 use crate::{DatasetError, ImageDataset, Result};
 #[cfg(feature = "hub")]

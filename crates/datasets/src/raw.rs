@@ -1,9 +1,9 @@
 //! Small helpers shared by the loaders: reading files with errors that name them, transparent
 //! gunzip, and decoding PNG/JPEG bytes to planar `u8` pixels.
-use crate::files::MAX_DATA_FILE;
+use crate::files::{EntryKind, MAX_DATA_FILE, entry_kind};
 use crate::{DatasetError, Result};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A format error about `path`.
 pub(crate) fn format_err(path: &Path, problem: impl Into<String>) -> DatasetError {
@@ -126,4 +126,22 @@ pub(crate) fn check_labels(path: &Path, labels: &[u32], classes: u32) -> Result<
         return Err(format_err(path, format!("label {l} at index {i} is out of range 0..{}", classes - 1)));
     }
     Ok(())
+}
+
+/// The one entry of `names` present in `folder`: `None` when none is, an error when the first
+/// present is not a regular file (a directory, a FIFO, a dangling link, a device) or when more
+/// than one is present and `unique` (two copies of one split under different names, which may
+/// differ: which one is meant is not for the loader to guess).
+pub(crate) fn first_existing(folder: &Path, names: &[String], unique: bool) -> Result<Option<PathBuf>> {
+    let present: Vec<(PathBuf, EntryKind)> =
+        names.iter().map(|n| folder.join(n)).map(|p| (p.clone(), entry_kind(&p))).filter(|(_, k)| k.exists()).collect();
+    let Some((path, kind)) = present.first() else { return Ok(None) };
+    if unique && present.len() > 1 {
+        let all: Vec<String> = present.iter().map(|(p, _)| p.display().to_string()).collect();
+        return Err(format_err(folder, format!("one split, several files: {} (keep one of them)", all.join(" and "))));
+    }
+    if !kind.is_regular() {
+        return Err(format_err(path, format!("{}, not a regular file", kind.describe())));
+    }
+    Ok(Some(path.clone()))
 }
