@@ -3,7 +3,8 @@
 //! Every run gets its own folder under `--out`; a folder that already holds a finished run is
 //! read instead of trained again, and an interrupted one is resumed from its checkpoint, so an
 //! ablation can be stopped and started again.
-use adapt_datasets::DatasetId;
+use adapt_datasets::pair::PairProfile;
+use adapt_datasets::{DataRef, DatasetId};
 use adapt_experiment::aggregate::{DigitMatrix, digit_matrix};
 use adapt_experiment::gta::GtaAblation;
 use adapt_experiment::recipe::{GTA_DEFAULT_STEPS, GtaPreset, RunOptions};
@@ -63,14 +64,15 @@ pub struct GtaAblationArgs {
     /// Epochs of the source training set per run (the authors' unit), instead of --steps.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Input normalisation: unit (p - 0.5) / 0.5, or the authors' (p - 0.44) / 0.19.
-    #[arg(long, value_enum, default_value_t = GtaPresetChoice::Unit)]
+    /// Input normalisation: the authors' (p - 0.44) / 0.19 (default), or unit (p - 0.5) / 0.5.
+    #[arg(long, value_enum, default_value_t = GtaPresetChoice::Authors)]
     pub preset: GtaPresetChoice,
-    /// USPS resized into a box of this side and zero-padded to 32x32 (default: resized to 32x32).
-    #[arg(long)]
+    /// The frame-filling domain's digits resized into a box of this side and zero-padded to
+    /// 32x32 (default: decided from the data, the other domain's digit scale).
+    #[arg(long, alias = "digit-box")]
     pub usps_box: Option<usize>,
     /// Move training images of both domains by up to N pixels each way (ours; the authors: 0).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = adapt_experiment::recipe::GTA_DEFAULT_SHIFT)]
     pub shift: usize,
     /// Rows to train (default all three).
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -124,12 +126,13 @@ impl From<RowChoice> for GtaVariant {
     }
 }
 
-/// `SOURCE:TARGET`, both known digit datasets.
-fn parse_pair(text: &str) -> Result<(DatasetId, DatasetId)> {
-    let Some((source, target)) = text.split_once(':') else {
+/// `SOURCE:TARGET`, each a built-in dataset's name or a path (split at the last `:`, so a path
+/// may hold colons).
+fn parse_pair(text: &str) -> Result<(DataRef, DataRef)> {
+    let Some((source, target)) = text.rsplit_once(':') else {
         anyhow::bail!("--pairs takes SOURCE:TARGET items (e.g. mnist:usps), got '{text}'");
     };
-    Ok((DatasetId::parse(source.trim())?, DatasetId::parse(target.trim())?))
+    Ok((DataRef::parse(source.trim()), DataRef::parse(target.trim())))
 }
 
 fn options(data_dir: &Option<PathBuf>, quiet: bool) -> RunOptions {
@@ -153,6 +156,8 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
             (runs, md, a.out.join("matrix.md"))
         }
         AblationCommand::Gta(a) => {
+            let (source, target) = adapt_experiment::recipe::parse_pair(&a.source, &a.target)?;
+            let profile = PairProfile::measure(&source, &target, a.data_dir.as_deref())?;
             let mut spec = GtaAblation {
                 source: a.source.clone(),
                 target: a.target.clone(),
@@ -162,7 +167,8 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 epochs: a.epochs,
                 batch_size: a.batch_size,
                 preset: a.preset.into(),
-                usps_digit_box: a.usps_box,
+                digit_box: a.usps_box,
+                profile,
                 input_shift: a.shift,
                 variants: a.rows.as_ref().map_or(GtaVariant::ALL.to_vec(), |r| r.iter().map(|&v| v.into()).collect()),
                 out: a.out.clone(),

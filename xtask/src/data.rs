@@ -3,7 +3,9 @@
 //! Every command prints human-readable lines; with `--json` the last line of stdout is one JSON
 //! object (machine-readable summary), so scripts can `tail -n1`.
 use adapt_datasets::registry::{self, DatasetId};
-use adapt_datasets::{Split, hub, mnist_m_gen, preview, syn_digits, verify};
+use adapt_datasets::image_folder::{FolderOptions, export_class_folders, load_image_source};
+use adapt_datasets::pair::{digit_classes, load_domain};
+use adapt_datasets::{DataRef, Split, hub, mnist_m_gen, preview, syn_digits, verify};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -16,7 +18,8 @@ pub enum DataCommand {
     /// Load every available dataset: counts per split, label histograms, pixel ranges, and the
     /// checksums the dataset cards know. Hub datasets are checked only when already in the HF cache.
     Verify {
-        /// Only these datasets (comma separated; default all).
+        /// Only these datasets (comma separated; default all); a path verifies that folder or
+        /// list file instead: layout, classes, counts per split and class, conversions.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Skip hashing files (faster).
@@ -25,7 +28,7 @@ pub enum DataCommand {
     },
     /// Write a PNG grid of 64 samples with their labels.
     Preview {
-        /// Dataset name (mnist, mnist-m, svhn, usps, syn-digits).
+        /// Dataset name (mnist, mnist-m, svhn, usps, syn-digits), or a folder / list file.
         name: String,
         /// Output PNG file.
         #[arg(long)]
@@ -37,6 +40,18 @@ pub enum DataCommand {
         seed: u64,
         #[arg(long, default_value_t = 64)]
         count: usize,
+    },
+    /// Write a built-in dataset (its train and test splits) as a class-folder tree
+    /// OUT/{train,test}/<class>/<index>.png that `--source OUT` / `--target OUT` read back exactly.
+    Export {
+        /// Dataset name (mnist, mnist-m, svhn, usps, syn-digits).
+        name: String,
+        /// Output folder (must not exist, or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Splits to write (default train and test).
+        #[arg(long, value_delimiter = ',', default_value = "train,test")]
+        splits: Vec<String>,
     },
     /// Generate MNIST-M (Ganin's recipe, from MNIST and photos) or SynDigits (rendered fonts).
     Generate {
@@ -65,6 +80,9 @@ pub enum DataCommand {
 pub fn run(cmd: &DataCommand, data_dir: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let (summary, failure) = match cmd {
         DataCommand::List => (list(data_dir), None),
+        DataCommand::Verify { only, .. } if only.iter().any(|n| matches!(DataRef::parse(n), DataRef::Path(_))) => {
+            (verify_paths(only)?, None)
+        }
         DataCommand::Verify { only, no_checksums } => {
             let only = only.iter().map(|n| DatasetId::parse(n)).collect::<Result<Vec<_>, _>>()?;
             let report = verify::verify(data_dir, &only, !no_checksums, &mut |line| println!("{line}"))?;
@@ -73,7 +91,13 @@ pub fn run(cmd: &DataCommand, data_dir: Option<&Path>, json: bool) -> anyhow::Re
         }
         DataCommand::Preview { name, out, split, seed, count } => {
             let split: Split = split.parse()?;
-            let ds = adapt_datasets::load(name, split, data_dir)?;
+            let ds = match DataRef::parse(name) {
+                DataRef::Builtin(_) => adapt_datasets::load(name, split, data_dir)?,
+                data => {
+                    let d = load_domain(&data, data_dir, None, split != Split::Train)?;
+                    if split == Split::Train { d.train } else { d.test.with_context(|| format!("{name} has no test split"))? }
+                }
+            };
             preview::save_grid(&ds, *count, *seed, out)?;
             println!(
                 "wrote {} samples of {} {split} ({}) to {}",
@@ -83,6 +107,16 @@ pub fn run(cmd: &DataCommand, data_dir: Option<&Path>, json: bool) -> anyhow::Re
                 out.display()
             );
             (json!({"preview": ds.name, "split": split, "out": out, "samples": count.min(&ds.len())}), None)
+        }
+        DataCommand::Export { name, out, splits } => {
+            let id = DatasetId::parse(name)?;
+            let splits = splits.iter().map(|s| s.parse::<Split>()).collect::<Result<Vec<_>, _>>()?;
+            let sets = splits.iter().map(|&s| registry::load_id(id, s, data_dir)).collect::<Result<Vec<_>, _>>()?;
+            let summary = export_class_folders(&sets.iter().collect::<Vec<_>>(), &digit_classes(), out)?;
+            for (split, n) in &summary.splits {
+                println!("{name} {split}: {n} images -> {}", out.join(split.as_str()).display());
+            }
+            (serde_json::to_value(&summary)?, None)
         }
         DataCommand::Generate { name, out, count, seed, split, photos, fonts } => {
             (generate(name, out, *count, *seed, split, photos.as_deref(), fonts.as_deref(), data_dir)?, None)
@@ -95,6 +129,27 @@ pub fn run(cmd: &DataCommand, data_dir: Option<&Path>, json: bool) -> anyhow::Re
         Some(f) => bail!(f),
         None => Ok(()),
     }
+}
+
+/// `data verify PATH...`: each folder or list file loaded, its layout, classes and counts printed.
+fn verify_paths(paths: &[String]) -> anyhow::Result<Value> {
+    let mut out = Vec::new();
+    for p in paths {
+        let src = load_image_source(Path::new(p), &FolderOptions::default())?;
+        println!("{p}: {} ({}), {} classes", src.layout.as_str(), src.root.display(), src.classes.len());
+        let mut splits = Vec::new();
+        for ds in std::iter::once(&src.train).chain(src.test.as_ref()) {
+            let hist = if src.labelled { ds.label_histogram(src.classes.len()) } else { Vec::new() };
+            let [c, h, w] = [ds.channels, ds.height, ds.width];
+            println!("  {}: {} images stored {c}x{h}x{w}{}", ds.split, ds.len(), if src.labelled { format!(", per class {hist:?}") } else { ", unlabelled".into() });
+            splits.push(json!({"split": ds.split, "images": ds.len(), "shape": [c, h, w], "per_class": hist}));
+        }
+        for c in &src.conversions {
+            println!("  {c}");
+        }
+        out.push(json!({"path": p, "layout": src.layout.as_str(), "classes": src.classes, "labelled": src.labelled, "splits": splits, "conversions": src.conversions}));
+    }
+    Ok(json!({"ok": true, "paths": out}))
 }
 
 fn list(data_dir: Option<&Path>) -> Value {

@@ -4,6 +4,8 @@ use crate::device::{self, DeviceChoice};
 use adapt_experiment::recipe::{DigitRecipe, GtaRecipe, Preset, Recipe, RunOptions, ToyRecipe};
 use adapt_experiment::toy::{TOY_SOURCE, TOY_TARGET};
 use adapt_experiment::{Outcome, Selection};
+use adapt_datasets::DataRef;
+use adapt_datasets::pair::PairProfile;
 use adapt_models::digits::ConvPadding;
 use adapt_models::init::InitScheme;
 use adapt_train::{GtaVariant, Method};
@@ -98,11 +100,12 @@ pub struct TrainArgs {
     /// Epochs of the source training set (--method gta), instead of --steps.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// GTA's input normalisation (--method gta; default unit).
+    /// GTA's input normalisation (--method gta; default authors).
     #[arg(long, value_enum)]
     pub gta_preset: Option<crate::ablation::GtaPresetChoice>,
-    /// USPS resized into a box of this side, zero-padded to 32x32 (--method gta).
-    #[arg(long)]
+    /// The frame-filling domain resized into a box of this side, zero-padded to 32x32 (--method
+    /// gta; default: decided from the data).
+    #[arg(long, alias = "digit-box")]
     pub usps_box: Option<usize>,
     /// Examples per domain in each batch.
     #[arg(long)]
@@ -135,7 +138,7 @@ pub struct TrainArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub weight_average: Option<f64>,
     /// Move each training image (both domains) by up to this many pixels each way, a fresh random
-    /// offset per image and step (digit DANN runs: default the preset's; GTA: default 0).
+    /// offset per image and step (digit DANN runs: default the preset's; GTA: default 2).
     #[arg(long)]
     pub shift: Option<usize>,
     /// Standardise every image of both domains on its own (per channel mean 0, std 1) instead of
@@ -303,25 +306,27 @@ impl TrainArgs {
                 let mut flags = vec![("--lr", self.lr.is_some())];
                 flags.extend(self.digit_net_flags());
                 reject(&flags, "--method gta (the authors' Adam settings, nets and last-iteration protocol)")?;
-                let (source, target) = self.pair()?;
-                let mut r = GtaRecipe::new(source, target, GtaVariant::Full, seed);
+                let (source, target, profile) = self.profiled_pair()?;
+                let mut r = GtaRecipe::new(&source, &target, &profile, GtaVariant::Full, seed);
                 r.steps = self.steps.unwrap_or(r.steps);
                 r.batch_size = self.batch_size.unwrap_or(r.batch_size);
                 r.epochs = self.epochs;
                 r.preset = self.gta_preset.map_or(r.preset, Into::into);
-                r.usps_digit_box = self.usps_box;
-                r.input_shift = self.shift.unwrap_or(0);
+                if self.usps_box.is_some() {
+                    r.set_digit_box(self.usps_box, &profile)?;
+                }
+                r.input_shift = self.shift.unwrap_or(r.input_shift);
                 r.validate()?;
                 Ok(Recipe::Gta(r))
             }
             Family::Digits => {
                 reject(&self.gta_flags(), "the DANN digit recipes (GTA flags)")?;
-                let (source, target) = self.pair()?;
+                let (source, target, profile) = self.profiled_pair()?;
                 // Without --method a digit pair gets source-only beside the recommended recipe;
                 // a method named alone keeps the paper's recipe unless --preset says otherwise.
                 let default = if self.method.is_none() { PresetChoice::Recommended } else { PresetChoice::Paper };
                 let preset = Preset::from(self.preset.unwrap_or(default));
-                let mut r = DigitRecipe::new(source, target, self.methods(), preset, seed);
+                let mut r = DigitRecipe::new(&source, &target, &profile, self.methods(), preset, seed);
                 if let Some(init) = self.init {
                     r.model.init = match init {
                         InitChoice::Pytorch => InitScheme::Pytorch,
@@ -355,18 +360,25 @@ impl TrainArgs {
         }
     }
 
-    fn pair(&self) -> Result<(adapt_datasets::DatasetId, adapt_datasets::DatasetId)> {
+    /// The pair (built-in names or paths) and its label-free profiles, which the recipes decide
+    /// from; a name that is neither a dataset nor an existing path is refused before any loading.
+    fn profiled_pair(&self) -> Result<(DataRef, DataRef, PairProfile)> {
         let (source, target) =
             (self.source.as_deref().unwrap_or(TOY_SOURCE), self.target.as_deref().unwrap_or(TOY_TARGET));
-        for name in [source, target] {
-            if adapt_datasets::DatasetId::parse(name).is_err() {
+        let (s, t) = adapt_experiment::recipe::parse_pair(source, target)?;
+        for (name, data) in [(source, &s), (target, &t)] {
+            if let DataRef::Path(p) = data
+                && !p.exists()
+            {
                 bail!(
-                    "unknown dataset '{name}'; known datasets: {TOY_SOURCE}, {TOY_TARGET} (2D toy); \
-                     mnist, mnist-m, svhn, usps, syn-digits (digits)"
+                    "'{name}' is neither a dataset nor an existing folder or list file; known datasets: \
+                     {TOY_SOURCE}, {TOY_TARGET} (2D toy); mnist, mnist-m, svhn, usps, syn-digits (digits); or give \
+                     a path (a folder of class folders, a flat folder of images, a list file)"
                 );
             }
         }
-        Ok(adapt_experiment::recipe::parse_pair(source, target)?)
+        let profile = PairProfile::measure(&s, &t, self.data_dir.as_deref())?;
+        Ok((s, t, profile))
     }
 
     /// How the run is carried out.

@@ -7,7 +7,8 @@ use crate::gta::GtaAblation;
 use crate::recipe::{DigitRecipe, Preset, RunOptions};
 use crate::selection::ValidatorChoice;
 use crate::summary::{RunSummary, SUMMARY_FILE, mean_std};
-use adapt_datasets::{DatasetId, Split};
+use adapt_datasets::pair::PairProfile;
+use adapt_datasets::{DataRef, DatasetId, Split};
 use adapt_eval::report::{Report, percent};
 use adapt_train::{GtaVariant, Method};
 use candle_core::Device;
@@ -156,7 +157,13 @@ pub fn gta_ablation_table(spec: &GtaAblation, runs: &[RunSummary], choices: &[Ve
         Some(e) => format!("{e} epochs of the source ({} iterations)", spec.steps),
         None => format!("{} iterations", spec.steps),
     };
-    let usps = spec.usps_digit_box.map_or(String::new(), |b| format!(", USPS in a {b}x{b} box"));
+    let boxes = spec.recipe(GtaVariant::Full, spec.first_seed).map(|r| {
+        [("source", r.source_input.digit_box), ("target", r.target_input.digit_box)]
+            .into_iter()
+            .filter_map(|(d, b)| b.map(|b| format!(", {d} in a {b}x{b} box")))
+            .collect::<String>()
+    });
+    let usps = boxes.unwrap_or_default();
     let shift = match spec.input_shift {
         0 => String::new(),
         n => format!(", training images moved by up to {n} px (ours)"),
@@ -241,8 +248,9 @@ fn format_mean_std(v: &[f64]) -> String {
 pub struct DigitMatrix {
     /// At least two; `None`: every digit dataset whose test split loads.
     pub datasets: Option<Vec<DatasetId>>,
-    /// Only these `(source, target)` pairs, in this order, instead of every pair of `datasets`.
-    pub pairs: Option<Vec<(DatasetId, DatasetId)>>,
+    /// Only these `(source, target)` pairs (built-in names or paths), in this order, instead of
+    /// every pair of `datasets`.
+    pub pairs: Option<Vec<(DataRef, DataRef)>>,
     pub seeds: u64,
     /// Training steps per run (`None`: each preset's).
     pub steps: Option<usize>,
@@ -271,14 +279,17 @@ const SELECTED_COLUMN: &str = "default (label-free choice)";
 /// Runs (or reads back, or resumes) one preset's folder of a pair and seed.
 fn preset_runs(
     spec: &DigitMatrix,
-    (source, target): (DatasetId, DatasetId),
+    (source, target, profile): (&DataRef, &DataRef, &PairProfile),
     seed: u64,
     (preset, methods): (Preset, &[Method]),
     opts: &RunOptions,
     device: &Device,
 ) -> Result<Vec<RunSummary>> {
-    let dir =
-        spec.out.join(format!("{}-{}", source.name(), target.name())).join(format!("seed{seed}")).join(preset.as_str());
+    let dir = spec
+        .out
+        .join(format!("{}-{}", source.short_name(), target.short_name()))
+        .join(format!("seed{seed}"))
+        .join(preset.as_str());
     let sub = |m: Method| if methods.len() > 1 { dir.join(m.as_str()) } else { dir.clone() };
     let mut finished = Vec::new();
     for &m in methods {
@@ -289,21 +300,22 @@ fn preset_runs(
     if finished.len() == methods.len() {
         return Ok(finished);
     }
-    let mut recipe = DigitRecipe::new(source, target, methods.to_vec(), preset, seed);
+    let mut recipe = DigitRecipe::new(source, target, profile, methods.to_vec(), preset, seed);
     if let Some(steps) = spec.steps {
         recipe.steps = steps;
     }
     let opts =
         RunOptions { out: Some(dir.clone()), resume: dir.join(crate::files::RECIPE_FILE).is_file(), ..opts.clone() };
     let DigitRun { summaries, .. } = crate::digits::run(&recipe, &opts, device)
-        .context(|| format!("{} -> {} seed {seed}, preset {}", source.name(), target.name(), preset.as_str()))?;
+        .context(|| format!("{source} -> {target} seed {seed}, preset {}", preset.as_str()))?;
     Ok(summaries)
 }
 
 /// Figures published for small nets on these pairs (the papers and their repositories, as the
 /// project's literature notes cite them); shown beside ours, never measured here.
-fn published(source: DatasetId, target: DatasetId) -> &'static str {
+fn published(source: &DataRef, target: &DataRef) -> &'static str {
     use DatasetId::*;
+    let (Some(source), Some(target)) = (source.builtin(), target.builtin()) else { return "-" };
     match (source, target) {
         (Mnist, MnistM) => "DANN paper 76.66; DANN, per-domain BN 84-90; VADA 95.7; DIRT-T 98.7",
         (Mnist, Usps) => "CDAN+E 95.6; SHOT 97.9",
@@ -336,13 +348,12 @@ pub struct MatrixRow {
 /// Trains (or reads back) every cell of the matrix and returns its rows and the Markdown table,
 /// also written to `out/matrix.md`.
 pub fn digit_matrix(spec: &DigitMatrix, opts: &RunOptions, device: &Device) -> Result<(Vec<MatrixRow>, String)> {
-    let pairs: Vec<(DatasetId, DatasetId)> = match &spec.pairs {
+    let pairs: Vec<(DataRef, DataRef)> = match &spec.pairs {
         Some(pairs) => {
             ensure(!pairs.is_empty(), || "the matrix was given an empty list of pairs".into())?;
             if let Some((s, _)) = pairs.iter().find(|(s, t)| s == t) {
                 return Err(crate::error::ExperimentError::Invalid(format!(
-                    "the pair {0} -> {0} adapts a dataset to itself",
-                    s.name()
+                    "the pair {s} -> {s} adapts a dataset to itself"
                 )));
             }
             pairs.clone()
@@ -358,12 +369,16 @@ pub fn digit_matrix(spec: &DigitMatrix, opts: &RunOptions, device: &Device) -> R
                     ids.iter().map(|i| i.name()).collect::<Vec<_>>()
                 )
             })?;
-            ids.iter().flat_map(|&s| ids.iter().filter(move |&&t| t != s).map(move |&t| (s, t))).collect()
+            ids.iter()
+                .flat_map(|&s| ids.iter().filter(move |&&t| t != s).map(move |&t| (DataRef::from(s), DataRef::from(t))))
+                .collect()
         }
     };
     ensure(spec.seeds > 0, || "the matrix needs at least one seed".into())?;
     let mut rows = Vec::new();
-    for &(source, target) in &pairs {
+    for (source, target) in &pairs {
+        let profile = PairProfile::measure(source, target, opts.data_dir.as_deref())
+            .context(|| format!("measuring {source} -> {target}"))?;
         let mut columns: Vec<(String, Vec<RunSummary>)> = COLUMNS
             .iter()
             .map(|(label, ..)| label.to_string())
@@ -375,7 +390,7 @@ pub fn digit_matrix(spec: &DigitMatrix, opts: &RunOptions, device: &Device) -> R
             let mut by_preset: Vec<(Preset, Vec<RunSummary>)> = Vec::new();
             for (i, (_, preset, methods, shown)) in COLUMNS.iter().enumerate() {
                 if !by_preset.iter().any(|(p, _)| p == preset) {
-                    let runs = preset_runs(spec, (source, target), seed, (*preset, methods), opts, device)?;
+                    let runs = preset_runs(spec, (source, target, &profile), seed, (*preset, methods), opts, device)?;
                     by_preset.push((*preset, runs));
                 }
                 let runs = &by_preset.iter().find(|(p, _)| p == preset).expect("just run").1;
@@ -392,7 +407,7 @@ pub fn digit_matrix(spec: &DigitMatrix, opts: &RunOptions, device: &Device) -> R
                 columns[COLUMNS.len()].1.push(r.clone());
             }
         }
-        rows.push(MatrixRow { source: source.name().into(), target: target.name().into(), columns, adapted_kept });
+        rows.push(MatrixRow { source: source.as_string(), target: target.as_string(), columns, adapted_kept });
     }
     let mut md = format!(
         "# Target test accuracy (%), mean ± std over {} seed(s)\n\n\
@@ -419,7 +434,7 @@ pub fn digit_matrix(spec: &DigitMatrix, opts: &RunOptions, device: &Device) -> R
             cells.join(" | "),
             row.adapted_kept,
             spec.seeds,
-            published(source, target)
+            published(&source, &target)
         ));
     }
     create_dir(&spec.out)?;
@@ -455,6 +470,7 @@ mod gta_table_tests {
             run_dir: String::new(),
             recommended: false,
             selected: true,
+            target_labelled: true,
         }
     }
 
@@ -473,7 +489,8 @@ mod gta_table_tests {
             epochs: Some(10),
             batch_size: 100,
             preset: GtaPreset::Authors,
-            usps_digit_box: None,
+            digit_box: None,
+            profile: crate::recipe::tests::pair_profile("usps", "mnist").2,
             input_shift: 0,
             variants: vec![GtaVariant::Stream1, GtaVariant::Full],
             out: PathBuf::from("unused"),

@@ -313,10 +313,10 @@ where
         target: data.target_name.clone(),
         seed: cfg.seed,
         source_acc: eval.source_acc,
-        target_acc: eval.target_acc,
+        target_acc: if data.target_labelled { eval.target_acc } else { 0.0 },
         domain_acc: eval.domain_acc,
         a_distance,
-        target_ari: eval.target_ari,
+        target_ari: if data.target_labelled { eval.target_ari } else { 0.0 },
         source_val_acc: selection.history.iter().find(|(s, _)| *s == selected_step).map(|(_, a)| *a),
         selected_step,
         selection: select,
@@ -327,6 +327,7 @@ where
         run_dir: dir.display().to_string(),
         recommended: false,
         selected: true,
+        target_labelled: data.target_labelled,
     };
     summary.write(dir)?;
     Ok((summary, curve))

@@ -9,7 +9,8 @@ use crate::recipe::{DigitRecipe, Preset, Recipe, RunOptions, RunRecord};
 use crate::selection::{SOURCE_VAL_TOLERANCE, keep_adapted, validator_choices};
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsInfo};
-use adapt_datasets::{DatasetId, DomainPair, InputWarning, Normalization, PairSpec, load_digit_pair};
+use adapt_datasets::pair::DomainShaping;
+use adapt_datasets::{DataRef, DomainPair, InputWarning, Normalization, PairSpec, load_digit_pair};
 use adapt_eval::plots::{self, DomainPoint, ScatterPanel};
 use adapt_eval::report::{Report, percent};
 use adapt_eval::{BatchNormStatistics, TsneConfig, predict, predict_with, principal_scores, tsne};
@@ -28,11 +29,15 @@ pub struct DigitRunConfig {
     pub target: String,
     pub net: DigitNet,
     pub preset: Preset,
-    /// MNIST pixels `>= 1` become 255, the others 0 (reference 002's `mnist > 0`).
-    pub binarize_mnist: bool,
-    /// USPS resized into a box of this side and zero-padded to `image_size`.
+    /// How the source's images reach the net (binarisation, digit box, fit).
     #[serde(default)]
-    pub usps_digit_box: Option<usize>,
+    pub source_input: DomainShaping,
+    /// How the target's images reach the net.
+    #[serde(default)]
+    pub target_input: DomainShaping,
+    /// Class names: the net's output `i` is `classes[i]` (the source's classes).
+    #[serde(default = "adapt_datasets::pair::digit_classes")]
+    pub classes: Vec<String>,
     pub model: DigitNetConfig,
     /// Pixel size both domains are brought to (28 or 32).
     pub image_size: usize,
@@ -46,14 +51,13 @@ pub struct DigitRunConfig {
     pub train: TrainConfig,
 }
 
-/// How `source -> target` reaches the net's input: each image standardised on its own with
-/// `standardize`, else the mean subtracted: `mean` fixes it (a saved run's), `None` computes it
-/// over both training sets.
+/// How `source -> target` reaches the net's input: each domain shaped as recorded, then each
+/// image standardised on its own with `standardize`, else the mean subtracted: `mean` fixes it (a
+/// saved run's), `None` computes it over both training sets.
 pub fn pair_spec(
-    source: DatasetId,
-    target: DatasetId,
-    binarize_mnist: bool,
-    usps_digit_box: Option<usize>,
+    (source, target): (DataRef, DataRef),
+    net: DigitNet,
+    (source_input, target_input): (DomainShaping, DomainShaping),
     standardize: bool,
     mean: Option<Vec<f32>>,
 ) -> PairSpec {
@@ -62,25 +66,27 @@ pub fn pair_spec(
         Some(mean) => Normalization::Fixed { mean, std: vec![1.0] },
         None => Normalization::TrainMean,
     };
-    PairSpec { binarize_mnist, usps_digit_box, normalization, ..PairSpec::dann_paper(source, target) }
+    PairSpec { source, target, image_size: net.image_size(), normalization, source_input, target_input }
 }
 
 impl DigitRunConfig {
     /// The run of `method` in `recipe`, with the pixel mean its data was normalised with.
-    pub fn new(recipe: &DigitRecipe, method: Method, pixel_mean: Vec<f32>) -> Result<Self> {
+    pub fn new(recipe: &DigitRecipe, method: Method, pixel_mean: Vec<f32>, classes: Vec<String>) -> Result<Self> {
         let (source, target) = recipe.pair()?;
-        let net = DigitNet::for_pair(source, target);
-        let (model, separate_domain_passes) = recipe.net_for(method)?;
+        let net = recipe.net;
+        let (mut model, separate_domain_passes) = recipe.net_for(method)?;
+        model.classes = classes.len();
         // The target losses need class predictions on the target: DANN only, so source-only
         // stays trained on source labels alone.
         let adapted = |weight: f64| if method == Method::Dann { weight } else { 0.0 };
         Ok(Self {
-            source: source.name().into(),
-            target: target.name().into(),
+            source: source.as_string(),
+            target: target.as_string(),
             net,
             preset: recipe.preset,
-            binarize_mnist: recipe.binarize_mnist,
-            usps_digit_box: recipe.usps_digit_box,
+            source_input: recipe.source_input,
+            target_input: recipe.target_input,
+            classes,
             model,
             image_size: net.image_size(),
             pixel_mean,
@@ -113,12 +119,11 @@ impl DigitRunConfig {
 
     /// Loads this run's data with its recorded pixel mean.
     pub fn load_data(&self, data_dir: Option<&Path>) -> Result<DomainPair> {
-        let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
+        let pair = crate::recipe::parse_pair(&self.source, &self.target)?;
         let spec = pair_spec(
-            source,
-            target,
-            self.binarize_mnist,
-            self.usps_digit_box,
+            pair,
+            self.net,
+            (self.source_input, self.target_input),
             self.standardize_inputs,
             Some(self.pixel_mean.clone()),
         );
@@ -194,10 +199,16 @@ pub struct DigitRun {
 pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<DigitRun> {
     recipe.validate()?;
     let (source, target) = recipe.pair()?;
-    let net = DigitNet::for_pair(source, target);
-    let spec = pair_spec(source, target, recipe.binarize_mnist, recipe.usps_digit_box, recipe.standardize_inputs, None);
-    let loaded = load_digit_pair(&spec, opts.data_dir.as_deref())
-        .context(|| format!("loading {} -> {}", source.name(), target.name()))?;
+    let net = recipe.net;
+    let spec = pair_spec(
+        (source.clone(), target.clone()),
+        net,
+        (recipe.source_input, recipe.target_input),
+        recipe.standardize_inputs,
+        None,
+    );
+    let loaded =
+        load_digit_pair(&spec, opts.data_dir.as_deref()).context(|| format!("loading {source} -> {target}"))?;
     let data = &loaded;
     crate::pair::check_batch(data, recipe.batch_size)?;
     // A label-free look at whether both domains reached the net alike (scale, placement, contrast).
@@ -206,7 +217,7 @@ pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<D
     notes.extend(input_warnings.iter().map(|w| format!("input check: {w}")));
     let methods = &recipe.methods;
     let label = if methods.len() > 1 { "compare" } else { methods[0].as_str() };
-    let dir = run_folder_path(opts.out.as_deref(), label, source.name(), target.name());
+    let dir = run_folder_path(opts.out.as_deref(), label, &source.short_name(), &target.short_name());
     create_dir(&dir)?;
     let _lock = RunLock::acquire(&dir)?;
     write_json(&dir.join(RECIPE_FILE), &RunRecord::new(Recipe::Digits(recipe.clone()), opts))?;
@@ -214,11 +225,15 @@ pub fn run(recipe: &DigitRecipe, opts: &RunOptions, device: &Device) -> Result<D
     let mut records = Vec::new();
     let mut views = Vec::new();
     for &method in methods {
-        let cfg = DigitRunConfig::new(recipe, method, loaded.mean.clone())?;
+        let cfg = DigitRunConfig::new(recipe, method, loaded.mean.clone(), loaded.classes.clone())?;
         let sub = if methods.len() > 1 { dir.join(method.as_str()) } else { dir.clone() };
         let params = ParamStore::new(cfg.train.seed);
         let model = cfg.build_model(&params, device)?;
-        let info = WeightsInfo { input: input_json(data)?, config: RunConfig::Digits(cfg.clone()) };
+        let info = WeightsInfo {
+            input: input_json(data)?,
+            config: RunConfig::Digits(cfg.clone()),
+            classes: loaded.classes.clone(),
+        };
         let run = MethodRun {
             kind: RunKind::Digits,
             train: &cfg.train,
@@ -343,7 +358,12 @@ fn write_report(dir: &Path, parts: &ReportParts<'_>) -> Result<()> {
             ConvPadding::Valid => "unpadded",
         },
         recipe.preset.as_str(),
-        if recipe.binarize_mnist { " (binarised MNIST, as reference 002)" } else { "" },
+        match (recipe.source_input.binarize, recipe.target_input.binarize) {
+            (true, true) => " (both domains binarised)",
+            (true, false) => " (source binarised)",
+            (false, true) => " (target binarised)",
+            (false, false) => "",
+        },
         recipe.seed,
         adapt_datasets::pair::VALIDATION_FRACTION,
         match recipe.select {
@@ -351,6 +371,18 @@ fn write_report(dir: &Path, parts: &ReportParts<'_>) -> Result<()> {
             Selection::SourceVal => "those of the checkpoint with the best source validation accuracy",
         }
     ));
+    report.paragraph(&format!("Splits: {}.", data.protocol));
+    if !recipe.decisions.is_empty() {
+        report.heading("What the recipe decided from the data");
+        report.paragraph(
+            "Each setting below was decided from label-free statistics of the two domains' training images \
+             (`adapt_datasets::profile`), never from a dataset's name:",
+        );
+        report.paragraph(
+            &recipe.decisions.iter().map(|d| format!("- **{}** {}: {}", d.setting, d.value, d.because)).collect::<Vec<_>>().join("\n"),
+        );
+    }
+    let target_cell = |s: &RunSummary| if s.target_labelled { percent(s.target_acc) } else { "n/a (unlabelled)".into() };
     report.table(
         &["method", "source acc", "target acc", "domain acc", "A-distance", "reported step", "steps", "seconds"],
         &summaries
@@ -359,7 +391,7 @@ fn write_report(dir: &Path, parts: &ReportParts<'_>) -> Result<()> {
                 vec![
                     s.method.clone(),
                     percent(s.source_acc),
-                    percent(s.target_acc),
+                    target_cell(s),
                     percent(s.domain_acc),
                     format!("{:.2}", s.a_distance),
                     s.selected_step.to_string(),

@@ -131,6 +131,7 @@ fn evaluate_config(
         run_dir: folder.display().to_string(),
         recommended: false,
         selected: true,
+        target_labelled: true,
     };
     match config {
         RunConfig::Toy(cfg) => {
@@ -196,6 +197,7 @@ fn dann_figures<F: ModuleT, L: ModuleT, D: ModuleT>(
         target_ari: eval.target_ari,
         a_distance,
         source_val_acc,
+        target_labelled: data.target_labelled,
         ..base
     })
 }

@@ -20,7 +20,8 @@ use crate::recipe::{GtaPreset, GtaRecipe, Recipe, RunOptions, RunRecord};
 use crate::selection::{ValidatorChoice, validator_choices};
 use crate::summary::{RunKind, RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsInfo, WeightsStep, save_weights};
-use adapt_datasets::{DatasetId, DomainPair, ImageDataset, Normalization, PairSpec, Rows, Split, load_digit_pair};
+use adapt_datasets::pair::{DomainShaping, PairProfile};
+use adapt_datasets::{DomainPair, ImageDataset, Normalization, PairSpec, Rows, Split, load_digit_pair};
 use adapt_eval::plots::{self, DomainPoint, ScatterPanel, Series};
 use adapt_eval::report::{Report, percent};
 use adapt_eval::{TsneConfig, accuracy, adjusted_rand_index, proxy_a_distance, tsne};
@@ -47,8 +48,12 @@ pub struct GtaRunConfig {
     #[serde(default = "unit_std")]
     pub pixel_std: Vec<f32>,
     /// USPS drawn into a box of this side, zero-padded to 32x32 (None: resized to the input).
+    /// How the source's images reach the 32x32 input.
     #[serde(default)]
-    pub usps_digit_box: Option<usize>,
+    pub source_input: DomainShaping,
+    /// How the target's images reach it.
+    #[serde(default)]
+    pub target_input: DomainShaping,
     pub model: GtaNetConfig,
     pub train: GtaConfig,
 }
@@ -65,19 +70,21 @@ pub const INPUT_MEAN: f32 = 0.5;
 pub const INPUT_STD: f32 = 0.5;
 
 /// The recipe's data: 32x32 RGB normalised as its preset says, USPS in its digit box if any.
-pub fn pair_spec(preset: GtaPreset, usps_digit_box: Option<usize>, source: DatasetId, target: DatasetId) -> PairSpec {
+pub fn pair_spec(preset: GtaPreset, recipe: &GtaRecipe) -> Result<PairSpec> {
     let (mean, std) = preset.normalization();
-    PairSpec {
+    let (source, target) = recipe.pair()?;
+    Ok(PairSpec {
+        source,
+        target,
+        image_size: 32,
         normalization: Normalization::Fixed { mean: vec![mean], std: vec![std] },
-        usps_digit_box,
-        ..PairSpec::gta(source, target)
-    }
+        source_input: recipe.source_input,
+        target_input: recipe.target_input,
+    })
 }
 
-/// 32x32 RGB normalised as the recipe's [`GtaPreset`] says.
 pub fn load_data(recipe: &GtaRecipe, data_dir: Option<&Path>) -> Result<DomainPair> {
-    let (source, target) = recipe.pair()?;
-    Ok(load_digit_pair(&pair_spec(recipe.preset, recipe.usps_digit_box, source, target), data_dir)?)
+    Ok(load_digit_pair(&pair_spec(recipe.preset, recipe)?, data_dir)?)
 }
 
 /// F's embeddings after the first epoch, `(step, embeddings)`, kept for the report of a run resumed
@@ -297,12 +304,13 @@ impl GtaRunConfig {
         let (source, target) = recipe.pair()?;
         let steps = recipe.steps;
         Ok(Self {
-            source: source.name().into(),
-            target: target.name().into(),
+            source: source.as_string(),
+            target: target.as_string(),
             image_size: 32,
             pixel_mean: mean.to_vec(),
             pixel_std: std.to_vec(),
-            usps_digit_box: recipe.usps_digit_box,
+            source_input: recipe.source_input,
+            target_input: recipe.target_input,
             model: GtaNetConfig::default(),
             train: GtaConfig {
                 variant: recipe.variant,
@@ -328,9 +336,12 @@ impl GtaRunConfig {
     pub fn load_data(&self, data_dir: Option<&Path>) -> Result<DomainPair> {
         let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
         let spec = PairSpec {
+            source,
+            target,
+            image_size: 32,
             normalization: Normalization::Fixed { mean: self.pixel_mean.clone(), std: self.pixel_std.clone() },
-            usps_digit_box: self.usps_digit_box,
-            ..PairSpec::gta(source, target)
+            source_input: self.source_input,
+            target_input: self.target_input,
         };
         Ok(load_digit_pair(&spec, data_dir)?)
     }
@@ -372,7 +383,17 @@ pub fn run_in(
     let (variant, steps, batch_size, seed) = (recipe.variant, recipe.steps, recipe.batch_size, recipe.seed);
     let input =
         serde_json::to_value(&data.input).map_err(|e| ExperimentError::Invalid(format!("input description: {e}")))?;
-    let info = WeightsInfo { input, config: RunConfig::Gta(cfg.clone()) };
+    // G draws from a one-hot class code and D classifies into the ten digits plus "fake": the
+    // nets of Sankaranarayanan et al. are built for ten classes.
+    ensure(data.classes.len() == 10, || {
+        format!(
+            "Generate To Adapt's nets are built for 10 classes; {} has {} ({}); use the DANN recipes",
+            data.source_name,
+            data.classes.len(),
+            data.classes.join(", ")
+        )
+    })?;
+    let info = WeightsInfo { input, config: RunConfig::Gta(cfg.clone()), classes: data.classes.clone() };
     let (ckpt_path, metrics_path) = (dir.join(CHECKPOINT_FILE), dir.join(METRICS_FILE));
     let params = ParamStore::new(seed);
     let model = cfg.build_model(&params, device)?;
@@ -493,10 +514,10 @@ pub fn run_in(
         target: data.target_name.clone(),
         seed,
         source_acc: eval.source_acc,
-        target_acc: eval.target_acc,
+        target_acc: if data.target_labelled { eval.target_acc } else { 0.0 },
         domain_acc: eval.domain_acc,
         a_distance: eval.a_distance,
-        target_ari: eval.target_ari,
+        target_ari: if data.target_labelled { eval.target_ari } else { 0.0 },
         source_val_acc: selection.checkpoints.last().map(|c| c.source_val_acc),
         selected_step: steps,
         selection: Selection::Last,
@@ -507,6 +528,7 @@ pub fn run_in(
         run_dir: dir.display().to_string(),
         recommended: false,
         selected: true,
+        target_labelled: data.target_labelled,
     };
     summary.write(dir)?;
     write_report(dir, &summary, &cfg, &choices, first_epoch.is_some())?;
@@ -523,7 +545,13 @@ fn write_report(
     let variant = cfg.train.variant;
     let t = &cfg.train;
     let mut report = Report::new(&format!("Generate To Adapt: {} -> {} ({})", s.source, s.target, s.method));
-    let usps = cfg.usps_digit_box.map_or("USPS resized to 32x32".to_string(), |b| format!("USPS in a {b}x{b} box"));
+    let boxed = |name: &str, b: Option<usize>| b.map(|b| format!("{name} in a {b}x{b} box"));
+    let usps = [boxed("source", cfg.source_input.digit_box), boxed("target", cfg.target_input.digit_box)]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let usps = if usps.is_empty() { "each frame fitted to 32x32".to_string() } else { usps };
     let shift = match t.input_shift {
         0 => String::new(),
         n => format!("; training images of both domains moved by up to {n} px each way"),
@@ -599,7 +627,7 @@ pub fn run(recipe: &GtaRecipe, opts: &RunOptions, device: &Device) -> Result<(Ru
     recipe.resolve_length(data.source_train.len())?;
     let notes = data.notes.clone();
     crate::pair::check_batch(&data, recipe.batch_size)?;
-    let dir = run_folder_path(opts.out.as_deref(), "gta", source.name(), target.name());
+    let dir = run_folder_path(opts.out.as_deref(), "gta", &source.short_name(), &target.short_name());
     create_dir(&dir)?;
     let _lock = RunLock::acquire(&dir)?;
     write_json(&dir.join(RECIPE_FILE), &RunRecord::new(Recipe::Gta(recipe.clone()), opts))?;
@@ -623,7 +651,11 @@ pub struct GtaAblation {
     pub epochs: Option<usize>,
     pub batch_size: usize,
     pub preset: GtaPreset,
-    pub usps_digit_box: Option<usize>,
+    /// The digit box of a frame-filling domain (`None`: as the data decides,
+    /// [`GtaRecipe::new`]).
+    pub digit_box: Option<usize>,
+    /// The pair's label-free profiles, which the recipes decide from.
+    pub profile: PairProfile,
     /// Training images moved by up to this many pixels each way (0: not moved).
     pub input_shift: usize,
     /// Rows to train (default: all three).
@@ -636,21 +668,28 @@ impl GtaAblation {
     /// The recipe of one run (its length not yet resolved).
     pub fn recipe(&self, variant: GtaVariant, seed: u64) -> Result<GtaRecipe> {
         let (source, target) = crate::recipe::parse_pair(&self.source, &self.target)?;
-        Ok(GtaRecipe {
+        let mut recipe = GtaRecipe {
             steps: self.steps,
             batch_size: self.batch_size,
             preset: self.preset,
             epochs: self.epochs,
-            usps_digit_box: self.usps_digit_box,
             input_shift: self.input_shift,
-            ..GtaRecipe::new(source, target, variant, seed)
-        })
+            ..GtaRecipe::new(&source, &target, &self.profile, variant, seed)
+        };
+        if self.digit_box.is_some() {
+            recipe.set_digit_box(self.digit_box, &self.profile)?;
+        }
+        Ok(recipe)
     }
 
     /// The run folder of one row and seed.
     pub fn run_dir(&self, variant: GtaVariant, seed: u64) -> std::path::PathBuf {
         self.out
-            .join(format!("{}-{}", self.source, self.target))
+            .join(format!(
+                "{}-{}",
+                adapt_datasets::DataRef::parse(&self.source).short_name(),
+                adapt_datasets::DataRef::parse(&self.target).short_name()
+            ))
             .join(format!("seed{seed}"))
             .join(variant.method_name())
     }
@@ -662,7 +701,7 @@ pub fn ablation(spec: &mut GtaAblation, opts: &RunOptions, device: &Device) -> R
     ensure(spec.seeds > 0, || "the ablation needs at least one seed".into())?;
     ensure(!spec.variants.is_empty(), || "the ablation needs at least one row".into())?;
     let (source, target) = crate::recipe::parse_pair(&spec.source, &spec.target)?;
-    (spec.source, spec.target) = (source.name().into(), target.name().into());
+    (spec.source, spec.target) = (source.as_string(), target.as_string());
     let first = spec.recipe(GtaVariant::Full, 0)?;
     first.validate()?;
     let data = load_data(&first, opts.data_dir.as_deref())?;
@@ -733,21 +772,20 @@ mod tests {
 
     #[test]
     fn the_presets_normalise_the_data_as_named() {
-        let authors = pair_spec(GtaPreset::Authors, Some(20), DatasetId::Usps, DatasetId::Mnist);
+        let (s, t, p) = crate::recipe::tests::pair_profile("usps", "mnist");
+        let recipe = GtaRecipe::new(&s, &t, &p, GtaVariant::Full, 0);
+        let authors = pair_spec(GtaPreset::Authors, &recipe).unwrap();
         assert_eq!(authors.normalization, Normalization::Fixed { mean: vec![0.44], std: vec![0.19] });
-        assert_eq!((authors.image_size, authors.usps_digit_box, authors.binarize_mnist), (32, Some(20), false));
-        // The default keeps the GTA path as it was.
-        assert_eq!(
-            pair_spec(GtaPreset::Unit, None, DatasetId::Mnist, DatasetId::MnistM),
-            PairSpec::gta(DatasetId::Mnist, DatasetId::MnistM)
-        );
+        // The default draws USPS's frame-filling digits at MNIST's 20-pixel scale, MNIST padded.
+        assert_eq!((authors.image_size, authors.source_input.digit_box, authors.source_input.binarize), (32, Some(20), false));
+        assert_eq!((authors.target_input.digit_box, authors.target_input.fit), (None, adapt_datasets::pair::Fit::Pad));
+        assert_eq!((recipe.preset, recipe.input_shift), (GtaPreset::Authors, 2));
+        // The unit preset keeps the GTA normalisation of PairSpec::gta.
+        let (s, t, p) = crate::recipe::tests::pair_profile("mnist", "mnist-m");
+        let recipe = GtaRecipe::new(&s, &t, &p, GtaVariant::Full, 0);
+        assert_eq!(pair_spec(GtaPreset::Unit, &recipe).unwrap(), PairSpec::gta(&s, &t, &p));
         // A config written before the std was recorded reads back with 0.5.
-        let cfg = GtaRunConfig::new(
-            &GtaRecipe::new(DatasetId::Mnist, DatasetId::MnistM, GtaVariant::Full, 0),
-            &[0.44],
-            &[0.19],
-        )
-        .unwrap();
+        let cfg = GtaRunConfig::new(&recipe, &[0.44], &[0.19]).unwrap();
         assert_eq!((cfg.train.input_mean.clone(), cfg.train.input_std.clone()), (vec![0.44], vec![0.19]));
         let mut old = toml::Value::try_from(&cfg).unwrap();
         old.as_table_mut().unwrap().remove("pixel_std");

@@ -740,7 +740,7 @@ impl RunOptions {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use adapt_datasets::stats::InkBox;
 

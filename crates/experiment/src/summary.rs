@@ -84,6 +84,10 @@ pub struct RunSummary {
     /// between source-only and the adapted run; a lone run is its own choice).
     #[serde(default = "yes")]
     pub selected: bool,
+    /// False when the target's images carry no labels: `target_acc` and `target_ari` are then 0
+    /// and mean nothing.
+    #[serde(default = "yes")]
+    pub target_labelled: bool,
 }
 
 fn yes() -> bool {
@@ -155,7 +159,11 @@ impl RunSummary {
         {
             let known = match self.kind {
                 RunKind::Toy => name == toy,
-                _ => adapt_datasets::DatasetId::parse(name).is_ok_and(|id| id.name() == name),
+                // A built-in dataset by its canonical name, or a path (any non-empty string).
+                _ => match adapt_datasets::DataRef::parse(name) {
+                    adapt_datasets::DataRef::Builtin(id) => id.name() == name,
+                    adapt_datasets::DataRef::Path(p) => !p.as_os_str().is_empty(),
+                },
             };
             if !known {
                 return Err(format!("{role} '{name}' is not a dataset of a {:?} run", self.kind));
@@ -209,6 +217,7 @@ mod tests {
             run_dir: String::new(),
             recommended: false,
             selected: true,
+            target_labelled: true,
         }
     }
 
@@ -225,7 +234,7 @@ mod tests {
             RunSummary { seconds: -1.0, ..summary() },
             RunSummary { resumed_at: Some(0), ..summary() },
             RunSummary { method: "dan".into(), ..summary() },
-            RunSummary { target: "usps2".into(), ..summary() },
+            RunSummary { target: String::new(), ..summary() },
             RunSummary { weights: "best.safetensors".into(), ..summary() },
         ] {
             bad.write(&dir).unwrap();

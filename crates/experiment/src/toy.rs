@@ -69,6 +69,9 @@ impl ToyRunConfig {
             std: Vec::new(),
             input: None,
             notes: Vec::new(),
+            classes: vec!["0".into(), "1".into()],
+            target_labelled: true,
+            protocol: "generated train and test points for both domains".into(),
         };
         Ok((data, domains))
     }
@@ -141,7 +144,11 @@ pub fn run(recipe: &ToyRecipe, opts: &RunOptions, device: &Device) -> Result<Vec
         let sub = if methods.len() > 1 { dir.join(method.as_str()) } else { dir.clone() };
         let params = ParamStore::new(cfg.train.seed);
         let model = cfg.build_model(&params, device)?;
-        let info = WeightsInfo { input: cfg.input_description(), config: RunConfig::Toy(cfg.clone()) };
+        let info = WeightsInfo {
+            input: cfg.input_description(),
+            config: RunConfig::Toy(cfg.clone()),
+            classes: vec!["0".into(), "1".into()],
+        };
         let run = MethodRun {
             kind: RunKind::Toy,
             train: &cfg.train,

@@ -22,6 +22,7 @@ const WEIGHTS_FORMAT_V1: &str = "adapt-weights-v1";
 const CONFIG_KEY: &str = "adapt.config";
 const INPUT_KEY: &str = "adapt.input";
 const STEP_KEY: &str = "adapt.step";
+const CLASSES_KEY: &str = "adapt.classes";
 
 /// A run's whole configuration, tagged by experiment family; `config.toml` holds one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct WeightsInfo {
     pub config: RunConfig,
     /// How each domain's images became the net's input (human- and machine-readable).
     pub input: serde_json::Value,
+    /// Class names, output `i` is `classes[i]` (`adapt.classes`; files written before it: the
+    /// ten digits, or nothing for the toy's two moons).
+    pub classes: Vec<String>,
 }
 
 /// Which training step a weights file holds, and why it was kept.
@@ -55,6 +59,7 @@ pub fn save_weights(params: &ParamStore, path: &Path, info: &WeightsInfo, at: We
         (CONFIG_KEY.to_string(), to_json(path, &info.config)?),
         (INPUT_KEY.to_string(), to_json(path, &info.input)?),
         (STEP_KEY.to_string(), to_json(path, &at)?),
+        (CLASSES_KEY.to_string(), to_json(path, &info.classes)?),
     ]);
     let mut tensors: Vec<(String, candle_core::Tensor)> = params.tensors().into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -92,7 +97,13 @@ pub fn read_weights_info(path: &Path) -> Result<(WeightsInfo, WeightsStep)> {
     if at.step == 0 || at.step > config.steps() {
         return Err(ExperimentError::file(path, format!("holds step {} of a {}-step run", at.step, config.steps())));
     }
-    Ok((WeightsInfo { config, input }, at))
+    let classes = match meta.get(CLASSES_KEY) {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ExperimentError::file(path, format!("metadata '{CLASSES_KEY}' is unreadable ({e})")))?,
+        None if matches!(config, RunConfig::Toy(_)) => Vec::new(),
+        None => adapt_datasets::pair::digit_classes(),
+    };
+    Ok((WeightsInfo { config, input, classes }, at))
 }
 
 fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<String> {

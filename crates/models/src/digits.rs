@@ -44,6 +44,8 @@ pub struct DigitNetConfig {
     pub init: InitScheme,
     /// Zero padding of the 5x5 convolutions.
     pub padding: ConvPadding,
+    /// Outputs of the label predictor (the ten digits by default).
+    pub classes: usize,
 }
 
 impl Default for DigitNetConfig {
@@ -54,6 +56,7 @@ impl Default for DigitNetConfig {
             backend: Backend::Auto,
             init: InitScheme::Pytorch,
             padding: ConvPadding::Same,
+            classes: 10,
         }
     }
 }
@@ -227,7 +230,7 @@ fn pytorch_initialised(net: DigitNet, cfg: &DigitNetConfig, vb: VarBuilder) -> R
     };
     let f = features.feature_dim();
     let dims = |hidden: &[usize], out: usize| [&[f][..], hidden, &[out][..]].concat();
-    let label = head(&dims(label_hidden, 10), cfg, vb.pp("label"))?;
+    let label = head(&dims(label_hidden, cfg.classes), cfg, vb.pp("label"))?;
     let domain = head(&dims(domain_hidden, 2), cfg, vb.pp("domain"))?;
     Ok(Dann::new(features, label, domain))
 }
