@@ -100,7 +100,7 @@ pub fn sgd_momentum_update(var: &Var, velocity: &mut Option<Tensor>, grad: &Tens
     }
     let p = var.as_tensor();
     let fast =
-        matches!(p.device(), Device::Cpu) && p.dtype() == DType::F32 && p.is_contiguous() && !crate::generic_forced();
+        matches!(p.device(), Device::Cpu) && p.dtype() == DType::F32 && p.is_contiguous() && !crate::backend::generic_forced();
     if !fast {
         let mut g = grad.detach();
         if s.weight_decay != 0.0 {
