@@ -7,6 +7,7 @@
 //! written in the same pass. Every element goes through the f32 operations of the candle
 //! expression it replaces (`adapt_train`'s `Adam::step`), in the same order, scalar factors
 //! rounded to f32 as candle's affine maps round them, so the results are bit-identical to it.
+use crate::backend::generic_forced;
 use crate::glue::{f32_slice_mut, with_cpu_f32};
 use crate::profile::{Kernel, Timer};
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor, Var};
@@ -29,7 +30,7 @@ const CHUNK: usize = 1 << 14;
 /// generic path is not [forced](crate::force_generic): callers run the candle expression
 /// otherwise.
 pub fn adam_update_supported(var: &Var, grad: &Tensor, moments: [Option<&Tensor>; 2]) -> bool {
-    !crate::backend::generic_forced() && adam_update_possible(var, grad, moments)
+    !generic_forced() && adam_update_possible(var, grad, moments)
 }
 
 /// The tensors' part of [`adam_update_supported`].

@@ -1,5 +1,5 @@
 //! The per-channel arithmetic of a training-mode BatchNorm that both fused CPU kernels run (the
-//! plain one in [`crate::batch_norm`] and the one with a max-pool and a LeakyReLU behind it): the
+//! plain one in `batch_norm` and the one with a max-pool and a LeakyReLU behind it): the
 //! batch mean and biased variance, the scale and shift they normalise with, the two gradient
 //! sums of the backward pass and the input gradient formula. One routine for both keeps the
 //! fused block bit-identical to the unfused ops by construction.

@@ -1,7 +1,7 @@
 //! The crate's one entry point into the `gemm` crate: single-threaded f32 products with explicit
 //! row and column strides, which the convolutions, the transposed convolutions and the linear
 //! layers run on (each parallelises over its own blocks), and the count of the arithmetic they
-//! did that [`crate::profile`] reports.
+//! did that the `profile` module reports.
 //!
 //! The `gemm` crate is built with its AVX-512 kernels (`x86-v4`, selected at run time), about
 //! twice as fast as its AVX2 ones on CPUs that have AVX-512.
@@ -111,7 +111,7 @@ pub(crate) fn sgemm(
     sgemm_unprofiled(m, n, k, dst, dst_strides, accumulate, lhs, lhs_strides, rhs, rhs_strides);
 }
 
-/// [`sgemm`] without the count: for [`crate::profile::sgemm_peak_gflops`], which times the same
+/// [`sgemm`] without the count: for `profile::sgemm_peak_gflops`, which times the same
 /// products the convolutions run but must not add to the work it is compared against.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm_unprofiled(

@@ -1,6 +1,6 @@
-//! [`super::avx512`] for CPUs with AVX2 only (AMD's before Zen 4, for one): whole 8-lane moves
-//! and a scalar tail. AVX2's masked stores (`vmaskmovps`) are microcoded on AMD and made the
-//! step slower than plain `memcpy` there.
+//! The `avx512` row moves for CPUs with AVX2 only (AMD's before Zen 4, for one): whole 8-lane
+//! moves and a scalar tail. AVX2's masked stores (`vmaskmovps`) are microcoded on AMD and made
+//! the step slower than plain `memcpy` there.
 use super::geom::Geom;
 use super::rows;
 use std::arch::x86_64::*;

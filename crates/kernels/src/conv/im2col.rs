@@ -3,10 +3,10 @@
 //! gradient. With stride 1 they work on a zero-padded copy of the chunk, so each row is a run of
 //! plain `OW`-long copies (AVX-512 or AVX2 moves where available); other strides check bounds per
 //! row.
-#[cfg(target_arch = "x86_64")]
-use super::{avx2, avx512};
 use super::geom::Geom;
 use super::rows::{col2im_padded, im2col_padded};
+#[cfg(target_arch = "x86_64")]
+use super::{avx2, avx512};
 use std::cell::RefCell;
 
 /// `v[..len]`, grown with zeros first when it is shorter (scratch buffers only ever grow).

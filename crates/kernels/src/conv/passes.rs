@@ -15,7 +15,6 @@ thread_local! {
     static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-
 /// Sum of `xs` in 16 interleaved partial sums: a plain `iter().sum()` is one serial chain of
 /// dependent additions (the compiler may not reorder float additions), four times slower.
 fn sum_f32(xs: &[f32]) -> f32 {

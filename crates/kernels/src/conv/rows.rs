@@ -1,6 +1,6 @@
 //! The stride-1 im2col and col2im row loops over a zero-padded chunk, generic over how a run of
-//! `OW` values is moved: the portable copies and sums, and the SIMD paths ([`super::avx512`],
-//! [`super::avx2`]) instantiate them with their own moves.
+//! `OW` values is moved: the portable copies and sums, and the SIMD paths (`avx512`, `avx2`)
+//! instantiate them with their own moves.
 use super::geom::Geom;
 
 /// The stride-1 im2col from the padded chunk `xp` `[nb, C, H+2p, W+2p]`, copying each run of

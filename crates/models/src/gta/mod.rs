@@ -94,7 +94,14 @@ fn batch_norm(channels: usize, backend: Backend, vb: VarBuilder) -> Result<Batch
 }
 
 /// A convolution with bias: `N(0, 0.02)` weights, PyTorch's default bias.
-fn conv(in_ch: usize, out_ch: usize, k: usize, params: Conv2dParams, backend: Backend, vb: VarBuilder) -> Result<Conv2d> {
+fn conv(
+    in_ch: usize,
+    out_ch: usize,
+    k: usize,
+    params: Conv2dParams,
+    backend: Backend,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
     Ok(Conv2d::with_weight_init(in_ch, out_ch, k, params, CONV_WEIGHT_INIT, vb)?.with_backend(backend))
 }
 
