@@ -255,9 +255,9 @@ impl Backward<'_> {
             let x: [&[f32]; G] = std::array::from_fn(|k| &self.x[at(i, k)..][..hw]);
             sums.add(dy, x, &mu, hw);
         }
-        for k in 0..G {
+        for (k, &mean) in mu.iter().enumerate() {
             let ch = c0 + k;
-            let grad = sums.channel(k, self.weight[ch], mu[k], self.var[ch], self.m);
+            let grad = sums.channel(k, self.weight[ch], mean, self.var[ch], self.m);
             // SAFETY: channel `ch` belongs to this group alone, which owns the planes (i, ch) of
             // dx and entries ch of dweight and dbias.
             unsafe {

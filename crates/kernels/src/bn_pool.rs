@@ -253,9 +253,9 @@ impl BackwardGroup<'_> {
                 let x: [&[f32]; G] = std::array::from_fn(|k| &self.x[(i * c + c0 + k) * hw..][..hw]);
                 sums.add(dy, x, &mu, hw);
             }
-            for k in 0..G {
+            for (k, &mean) in mu.iter().enumerate() {
                 let ch = c0 + k;
-                let grad = sums.channel(k, self.weight[ch], mu[k], self.r.var[ch], self.m);
+                let grad = sums.channel(k, self.weight[ch], mean, self.r.var[ch], self.m);
                 // SAFETY: channel `ch` belongs to this group alone, which owns the planes (i, ch)
                 // of dx and entries ch of dweight and dbias.
                 unsafe {
