@@ -11,7 +11,6 @@
 //!   ([`load_digit_pair`]), the DANN and GTA recipes ([`PairSpec`]), and a description of the
 //!   steps another framework can follow ([`InputDescription`]).
 //! * [`stats`]: label-free input statistics and a source/target comparison ([`compare_inputs`]).
-//! * [`batches`]: a seeded, resumable shuffling batch iterator.
 //!
 //! Every loader returns plain Rust data (`Vec<f32>` + `Vec<u32>` with shapes), so this crate does
 //! not depend on candle; the training crates turn batches into tensors.
@@ -32,7 +31,6 @@
 //! assert_eq!(mnist.shape(), [60000, 1, 28, 28]);
 //! # Ok::<(), adapt_datasets::DatasetError>(())
 //! ```
-pub mod batches;
 pub mod cards;
 pub mod data_ref;
 pub mod dataset_id;
@@ -67,7 +65,6 @@ pub mod verify;
 
 mod raw;
 
-pub use batches::{BatchIter, BatchState};
 pub use error::{DatasetError, Result};
 pub use image_folder::{
     ExportSummary, FolderLayout, FolderOptions, ImageSource, ScannedImage, SourceScan, export_class_folders,

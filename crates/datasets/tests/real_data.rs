@@ -1,7 +1,10 @@
 //! Loads the real shared data when `ADAPT_DATA_DIR` points at it; prints "skipped: no data"
 //! otherwise. The expected histograms were computed from the real files (and agree with the
 //! PROVENANCE notes of the shared copy).
-use adapt_datasets::{BatchIter, Preprocess, Split, load, preprocess};
+use adapt_datasets::{Preprocess, Rows, Split, load, preprocess};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use std::path::PathBuf;
 
 fn data_dir() -> Option<PathBuf> {
@@ -131,11 +134,13 @@ fn paper_pipeline_mnist_to_mnist_m() {
     preprocess::subtract_mean(&mut src, &mean).unwrap();
     preprocess::subtract_mean(&mut tgt, &mean).unwrap();
     assert_eq!(src.shape(), [60000, 3, 32, 32]);
+    // The copy the training sampler makes for every batch: 64 rows at shuffled positions.
+    let mut order: Vec<usize> = (0..src.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(0));
     let t = std::time::Instant::now();
-    let mut it = BatchIter::new(&src, 64, 0).unwrap();
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    for _ in 0..1000 {
-        it.next_into(&mut x, &mut y).unwrap();
+    for rows in order.chunks_exact(64).take(1000) {
+        let (x, y) = src.gather(rows);
+        assert_eq!((x.len(), y.len()), (64 * 3 * 32 * 32, 64));
     }
     let per = t.elapsed().as_secs_f64() / 1000.0;
     println!("real MNIST 64x3x32x32 batches: {:.1} us/batch", per * 1e6);

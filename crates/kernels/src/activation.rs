@@ -10,7 +10,7 @@
 //! is one pass forward and one backward, computing every element with the same f32 operations in
 //! the same order as the candle expressions, so the results are bit-identical to them (and the
 //! candle expressions remain the fallback on other devices and dtypes).
-use crate::Backend;
+use crate::backend::Backend;
 use crate::glue::f32_slice;
 use crate::profile::{self, Kernel};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
@@ -198,9 +198,9 @@ mod tests {
 
     /// Values with exact zeros, negative zeros, ties and both signs, and gradients likewise.
     fn inputs() -> Result<(Var, Tensor)> {
-        let mut x: Vec<f32> = crate::tests::values(4000, 3).into_iter().map(|v| v * 4.0 - 2.0).collect();
+        let mut x: Vec<f32> = crate::test_util::values(4000, 3).into_iter().map(|v| v * 4.0 - 2.0).collect();
         x[..8].copy_from_slice(&[0.0, -0.0, 1.0, -1.0, f32::MIN_POSITIVE, -f32::MIN_POSITIVE, 3.5, -3.5]);
-        let mut g: Vec<f32> = crate::tests::values(4000, 4).into_iter().map(|v| v - 0.5).collect();
+        let mut g: Vec<f32> = crate::test_util::values(4000, 4).into_iter().map(|v| v - 0.5).collect();
         g[..4].copy_from_slice(&[0.0, -0.0, -0.0, 0.0]);
         Ok((Var::from_vec(x, (4, 10, 10, 10), &Device::Cpu)?, Tensor::from_vec(g, (4, 10, 10, 10), &Device::Cpu)?))
     }

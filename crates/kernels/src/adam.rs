@@ -7,6 +7,7 @@
 //! written in the same pass. Every element goes through the f32 operations of the candle
 //! expression it replaces (`adapt_train`'s `Adam::step`), in the same order, scalar factors
 //! rounded to f32 as candle's affine maps round them, so the results are bit-identical to it.
+use crate::backend::generic_forced;
 use crate::glue::{f32_slice_mut, with_cpu_f32};
 use crate::profile::{Kernel, Timer};
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor, Var};
@@ -29,7 +30,7 @@ const CHUNK: usize = 1 << 14;
 /// generic path is not [forced](crate::force_generic): callers run the candle expression
 /// otherwise.
 pub fn adam_update_supported(var: &Var, grad: &Tensor, moments: [Option<&Tensor>; 2]) -> bool {
-    !crate::generic_forced() && adam_update_possible(var, grad, moments)
+    !generic_forced() && adam_update_possible(var, grad, moments)
 }
 
 /// The tensors' part of [`adam_update_supported`].
@@ -187,12 +188,12 @@ mod tests {
     fn fused_update_is_bit_identical_to_the_candle_expression() -> Result<()> {
         let n = 40_000; // several parallel chunks
         let dev = Device::Cpu;
-        let init: Vec<f32> = crate::tests::values(n, 1);
+        let init: Vec<f32> = crate::test_util::values(n, 1);
         let (fused, reference) = (Var::from_vec(init.clone(), n, &dev)?, Var::from_vec(init, n, &dev)?);
         type Moments = Option<(Tensor, Tensor)>;
         let (mut mv_fused, mut mv_ref): (Moments, Moments) = (None, None);
         for t in 1..=4 {
-            let mut g: Vec<f32> = crate::tests::values(n, 10 + t as u64).into_iter().map(|v| v * 1e-2).collect();
+            let mut g: Vec<f32> = crate::test_util::values(n, 10 + t as u64).into_iter().map(|v| v * 1e-2).collect();
             g[..3].copy_from_slice(&[0.0, -0.0, 1e-30]);
             let g = Tensor::from_vec(g, n, &dev)?;
             let s = AdamStep { lr: 5e-4 / (1.0 + 1e-4 * t as f64), beta1: 0.8, beta2: 0.999, eps: 1e-8, t };

@@ -8,14 +8,13 @@
 //! the backward op computes all three gradients in two passes per channel with the standard formula
 //! `dx = weight / sqrt(var + eps) / M * (M dy - sum(dy) - xhat sum(dy xhat))`. Elsewhere the same
 //! maths runs as candle ops.
-use crate::Backend;
+use crate::backend::Backend;
+use crate::bn_stats::{EPS, GROUP, GradSums, mean_var, per_group, scale_shift};
 use crate::glue::{SendPtr, SideChannel, f32_slice, packed_grads, unpack_grads};
 use crate::profile::{self, Kernel};
 use candle_core::{CpuStorage, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
-use rayon::prelude::*;
 
-pub(crate) const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
 
 /// Spatial BatchNorm over `[N, C, H, W]` with PyTorch's semantics: training normalises with the
@@ -127,60 +126,12 @@ impl ModuleT for BatchNorm2d {
     }
 }
 
-/// Channels whose sums run side by side. Each channel's sum is still one chain of f64 additions
-/// in the same order (so the statistics are bit-identical), but where one chain waits on the
-/// latency of its previous addition, eight independent ones keep the adders busy: the sums were
-/// most of a BatchNorm's time.
-pub(crate) const GROUP: usize = 8;
-
-/// Calls `f::<G>(first_channel)` for groups of channels covering all `c`, in parallel: groups of
-/// [`GROUP`], then single channels for the rest.
-pub(crate) fn per_group(c: usize, full: impl Fn(usize) + Sync + Send, single: impl Fn(usize) + Sync + Send) {
-    let groups = c / GROUP;
-    (0..groups + c % GROUP)
-        .into_par_iter()
-        .for_each(|g| if g < groups { full(g * GROUP) } else { single(groups * GROUP + g - groups) });
-}
-
-/// `Iterator::sum`'s starting value for f64 (the sums below fold exactly as it does).
-fn sum_zero() -> f64 {
-    std::iter::empty::<f64>().sum()
-}
-
-/// For the `G` channels from `c0`: `sum over images i of (sum over the plane (i, c0 + k) of
-/// f(k, v))`, each folded like `Iterator::sum`, plane by plane.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // `j` walks G planes at once
-pub(crate) fn plane_sums<const G: usize>(
-    x: &[f32],
-    (n, c, hw): (usize, usize, usize),
-    c0: usize,
-    f: impl Fn(usize, f32) -> f64,
-) -> [f64; G] {
-    let zero = sum_zero();
-    let mut total = [zero; G];
-    for i in 0..n {
-        let planes: [&[f32]; G] = std::array::from_fn(|k| &x[(i * c + c0 + k) * hw..][..hw]);
-        let mut acc = [zero; G];
-        for j in 0..hw {
-            for k in 0..G {
-                acc[k] += f(k, planes[k][j]);
-            }
-        }
-        for k in 0..G {
-            total[k] += acc[k];
-        }
-    }
-    total
-}
-
 /// What the forward pass of one group of channels reads and writes.
 struct Forward<'a> {
     x: &'a [f32],
     weight: &'a [f32],
     bias: &'a [f32],
     dims: (usize, usize, usize),
-    m: f64,
     y: SendPtr<f32>,
     mean: SendPtr<f32>,
     var: SendPtr<f32>,
@@ -192,13 +143,10 @@ impl Forward<'_> {
     #[inline(always)]
     fn group<const G: usize>(&self, c0: usize) {
         let (n, c, hw) = self.dims;
-        let mu = plane_sums::<G>(self.x, self.dims, c0, |_, v| v as f64).map(|s| s / self.m);
-        let sq =
-            plane_sums::<G>(self.x, self.dims, c0, |k, v| (v as f64 - mu[k]) * (v as f64 - mu[k])).map(|s| s / self.m);
+        let (mu, sq) = mean_var::<G>(self.x, self.dims, c0);
         for k in 0..G {
             let ch = c0 + k;
-            let scale = self.weight[ch] / (sq[k] + EPS).sqrt() as f32;
-            let shift = self.bias[ch] - mu[k] as f32 * scale;
+            let (scale, shift) = scale_shift(self.weight[ch], self.bias[ch], mu[k], sq[k]);
             for i in 0..n {
                 // SAFETY: channel `ch` belongs to this group alone, which owns the planes (i, ch)
                 // of y and entry ch of mean and var.
@@ -239,12 +187,12 @@ impl CustomOp3 for BatchNormOp {
         let x = f32_slice(sx, lx, "batch norm input")?;
         let weight = f32_slice(sw, lw, "batch norm weight")?;
         let bias = f32_slice(sb, lb, "batch norm bias")?;
-        let (hw, m) = (h * w, (n * h * w) as f64);
+        let hw = h * w;
         let mut y = vec![0f32; x.len()];
         let mut mean = vec![0f32; c];
         let mut var = vec![0f32; c];
         let (yp, mp, vp) = (SendPtr::new(&mut y), SendPtr::new(&mut mean), SendPtr::new(&mut var));
-        let fwd = Forward { x, weight, bias, dims: (n, c, hw), m, y: yp, mean: mp, var: vp };
+        let fwd = Forward { x, weight, bias, dims: (n, c, hw), y: yp, mean: mp, var: vp };
         profile::timed(Kernel::BatchNormForward, || per_group(c, |c0| fwd.group::<GROUP>(c0), |ch| fwd.group::<1>(ch)));
         self.stats.record((mean, var));
         Ok((CpuStorage::F32(y), lx.shape().clone()))
@@ -301,42 +249,27 @@ impl Backward<'_> {
         let (n, c, hw) = self.dims;
         let at = |i: usize, k: usize| (i * c + c0 + k) * hw;
         let mu: [f32; G] = std::array::from_fn(|k| self.mean[c0 + k]);
-        let (mut sum_dy, mut sum_dy_xhat) = ([0f64; G], [0f64; G]);
+        let mut sums = GradSums::<G>::new();
         for i in 0..n {
             let dy: [&[f32]; G] = std::array::from_fn(|k| &self.dy[at(i, k)..][..hw]);
             let x: [&[f32]; G] = std::array::from_fn(|k| &self.x[at(i, k)..][..hw]);
-            for j in 0..hw {
-                for k in 0..G {
-                    let (g, v) = (dy[k][j], x[k][j]);
-                    sum_dy[k] += g as f64;
-                    sum_dy_xhat[k] += g as f64 * (v - mu[k]) as f64;
-                }
-            }
+            sums.add(dy, x, &mu, hw);
         }
-        let (xn, c_total) = (self.xn, c);
-        for k in 0..G {
+        for (k, &mean) in mu.iter().enumerate() {
             let ch = c0 + k;
-            let invstd = 1.0 / (self.var[ch] as f64 + EPS).sqrt();
-            let sum_dy_xhat = sum_dy_xhat[k] * invstd;
-            let (sum_dy, mu) = (sum_dy[k], mu[k]);
+            let grad = sums.channel(k, self.weight[ch], mean, self.var[ch], self.m);
             // SAFETY: channel `ch` belongs to this group alone, which owns the planes (i, ch) of
             // dx and entries ch of dweight and dbias.
             unsafe {
-                self.out.write(xn + ch, sum_dy_xhat as f32);
-                self.out.write(xn + c_total + ch, sum_dy as f32);
+                self.out.write(self.xn + ch, grad.dweight);
+                self.out.write(self.xn + c + ch, grad.dbias);
             }
             if self.need_dx {
-                // dx = w invstd (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mu) invstd.
-                let scale = (self.weight[ch] as f64 * invstd) as f32;
-                let (a, b) = ((sum_dy / self.m) as f32, (sum_dy_xhat / self.m) as f32);
-                let invstd = invstd as f32;
                 for i in 0..n {
                     let at = (i * c + ch) * hw;
                     // SAFETY: as above.
                     let d = unsafe { self.out.slice_mut(at, hw) };
-                    for ((o, &g), &v) in d.iter_mut().zip(&self.dy[at..][..hw]).zip(&self.x[at..][..hw]) {
-                        *o = scale * (g - a - (v - mu) * invstd * b);
-                    }
+                    grad.input_grad(d, &self.dy[at..][..hw], &self.x[at..][..hw]);
                 }
             }
         }
@@ -386,7 +319,7 @@ impl CustomOp3 for BatchNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{assert_close, values};
+    use crate::test_util::{assert_close, values};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 

@@ -9,10 +9,11 @@
 //!
 //! Values and gradients are bit-identical to the unfused
 //! [`BatchNorm2d::forward_t`] + [`max_pool2d`](crate::max_pool2d) + [`leaky_relu`](crate::leaky_relu):
-//! the same statistics ([`plane_sums`]), the same pooling ([`pool::pool_plane`]) and the same
+//! the same statistics and gradient sums ([`crate::bn_stats`]), the same pooling ([`pool::pool_plane`]) and the same
 //! per-element formulas; the BatchNorm's backward sums run over the same dense gradient planes
 //! in the same order (its zeros, where no window's maximum lies, included).
-use crate::batch_norm::{BatchNorm2d, EPS, GROUP, per_group, plane_sums};
+use crate::batch_norm::BatchNorm2d;
+use crate::bn_stats::{GROUP, GradSums, mean_var, per_group, scale_shift};
 use crate::glue::{SendPtr, SideChannel, f32_slice, packed_grads, unpack_grads};
 use crate::pool::{self, pool_out};
 use crate::profile::{self, Kernel};
@@ -61,8 +62,8 @@ impl BatchNorm2d {
     pub fn forward_max_pool_leaky(&self, xs: &Tensor, k: usize, slope: f64, train: bool) -> Result<Tensor> {
         let (n, c, h, w) = xs.dims4()?;
         if !(train && self.backend().use_fast(xs, "batch norm")?) {
-            let ys = crate::max_pool2d_with(&self.forward_t(xs, train)?, k, k, self.backend())?;
-            return crate::leaky_relu_with(&ys, slope, self.backend());
+            let ys = crate::pool::max_pool2d_with(&self.forward_t(xs, train)?, k, k, self.backend())?;
+            return crate::activation::leaky_relu_with(&ys, slope, self.backend());
         }
         if c != self.weight().dim(0)? {
             candle_core::bail!("batch norm over {} channels got {:?}", self.weight().dim(0)?, xs.dims());
@@ -107,7 +108,7 @@ impl CustomOp3 for BnPoolLeaky {
         let x = f32_slice(sx, lx, "batch norm input")?;
         let weight = f32_slice(sw, lw, "batch norm weight")?;
         let bias = f32_slice(sb, lb, "batch norm bias")?;
-        let (hw, m, k) = (h * w, (n * h * w) as f64, self.k);
+        let (hw, k) = (h * w, self.k);
         let (ph, pw) = (pool_out(h, k, k), pool_out(w, k, k));
         let q = ph * pw;
         let mut y = vec![0f32; n * c * q];
@@ -138,8 +139,7 @@ impl CustomOp3 for BnPoolLeaky {
                 let plane = &mut plane[..hw];
                 for kk in 0..g {
                     let ch = c0 + kk;
-                    let scale = weight[ch] / (sq[kk] + EPS).sqrt() as f32;
-                    let shift = bias[ch] - mu[kk] as f32 * scale;
+                    let (scale, shift) = scale_shift(weight[ch], bias[ch], mu[kk], sq[kk]);
                     for i in 0..n {
                         for (o, &v) in plane.iter_mut().zip(&x[(i * c + ch) * hw..][..hw]) {
                             *o = v * scale + shift;
@@ -168,15 +168,11 @@ impl CustomOp3 for BnPoolLeaky {
             per_group(
                 c,
                 |c0| {
-                    let mu = plane_sums::<GROUP>(x, (n, c, hw), c0, |_, v| v as f64).map(|s| s / m);
-                    let sq = plane_sums::<GROUP>(x, (n, c, hw), c0, |kk, v| (v as f64 - mu[kk]) * (v as f64 - mu[kk]))
-                        .map(|s| s / m);
+                    let (mu, sq) = mean_var::<GROUP>(x, (n, c, hw), c0);
                     stats(c0, &mu, &sq)
                 },
                 |ch| {
-                    let mu = plane_sums::<1>(x, (n, c, hw), ch, |_, v| v as f64).map(|s| s / m);
-                    let sq = plane_sums::<1>(x, (n, c, hw), ch, |_, v| (v as f64 - mu[0]) * (v as f64 - mu[0]))
-                        .map(|s| s / m);
+                    let (mu, sq) = mean_var::<1>(x, (n, c, hw), ch);
                     stats(ch, &mu, &sq)
                 },
             )
@@ -240,7 +236,6 @@ impl BackwardGroup<'_> {
     /// The BatchNorm backward of the `G` channels from `c0` on their dense gradients: its two
     /// sums (one f64 chain each per channel, images then plane), the parameter gradients, `dx`.
     #[inline(always)]
-    #[allow(clippy::needless_range_loop)] // `j` walks G planes at once
     fn group<const G: usize>(&self, c0: usize) {
         let (n, c, hw, _) = self.dims;
         PLANES.with_borrow_mut(|planes| {
@@ -249,46 +244,32 @@ impl BackwardGroup<'_> {
             }
             let planes = &mut planes[..G * hw];
             let mu: [f32; G] = std::array::from_fn(|k| self.r.mean[c0 + k]);
-            let (mut sum_dy, mut sum_dy_xhat) = ([0f64; G], [0f64; G]);
+            let mut sums = GradSums::<G>::new();
             for i in 0..n {
                 for (k, plane) in planes.chunks_exact_mut(hw).enumerate() {
                     self.dense(plane, i, c0 + k);
                 }
                 let dy: [&[f32]; G] = std::array::from_fn(|k| &planes[k * hw..][..hw]);
                 let x: [&[f32]; G] = std::array::from_fn(|k| &self.x[(i * c + c0 + k) * hw..][..hw]);
-                for j in 0..hw {
-                    for k in 0..G {
-                        let (g, v) = (dy[k][j], x[k][j]);
-                        sum_dy[k] += g as f64;
-                        sum_dy_xhat[k] += g as f64 * (v - mu[k]) as f64;
-                    }
-                }
+                sums.add(dy, x, &mu, hw);
             }
-            for k in 0..G {
+            for (k, &mean) in mu.iter().enumerate() {
                 let ch = c0 + k;
-                let invstd = 1.0 / (self.r.var[ch] as f64 + EPS).sqrt();
-                let sum_dy_xhat = sum_dy_xhat[k] * invstd;
-                let (sum_dy, mu) = (sum_dy[k], mu[k]);
+                let grad = sums.channel(k, self.weight[ch], mean, self.r.var[ch], self.m);
                 // SAFETY: channel `ch` belongs to this group alone, which owns the planes (i, ch)
                 // of dx and entries ch of dweight and dbias.
                 unsafe {
-                    self.out.write(self.xn + ch, sum_dy_xhat as f32);
-                    self.out.write(self.xn + c + ch, sum_dy as f32);
+                    self.out.write(self.xn + ch, grad.dweight);
+                    self.out.write(self.xn + c + ch, grad.dbias);
                 }
                 if self.need_dx {
-                    // dx = w invstd (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mu) invstd.
-                    let scale = (self.weight[ch] as f64 * invstd) as f32;
-                    let (a, b) = ((sum_dy / self.m) as f32, (sum_dy_xhat / self.m) as f32);
-                    let invstd = invstd as f32;
                     let plane = &mut planes[..hw];
                     for i in 0..n {
                         self.dense(plane, i, ch);
                         let at = (i * c + ch) * hw;
                         // SAFETY: as above.
                         let d = unsafe { self.out.slice_mut(at, hw) };
-                        for ((o, &g), &v) in d.iter_mut().zip(plane.iter()).zip(&self.x[at..][..hw]) {
-                            *o = scale * (g - a - (v - mu) * invstd * b);
-                        }
+                        grad.input_grad(d, plane, &self.x[at..][..hw]);
                     }
                 }
             }
@@ -343,7 +324,7 @@ impl CustomOp3 for BnPoolLeakyBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use crate::backend::Backend;
     use candle_core::{DType, Device, Var};
     use candle_nn::{Init, VarBuilder, VarMap};
 
@@ -358,7 +339,7 @@ mod tests {
         let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
         let mut bn = BatchNorm2d::new(dims.1, Init::Const(1.0), Backend::Fast, vb)?;
         let seeded = |seed: u64, offset: f32| {
-            let v = crate::tests::values(dims.1, seed).into_iter().map(|v| v * 0.5 + offset).collect();
+            let v = crate::test_util::values(dims.1, seed).into_iter().map(|v| v * 0.5 + offset).collect();
             Tensor::from_vec(v, dims.1, &dev)
         };
         vars.set_one("weight", seeded(1, 1.0)?)?;
@@ -367,7 +348,7 @@ mod tests {
             bn = bn.frozen();
         }
         let count = dims.0 * dims.1 * dims.2 * dims.3;
-        let mut xv: Vec<f32> = crate::tests::values(count, 7).into_iter().map(|v| v * 2.0 + 0.3).collect();
+        let mut xv: Vec<f32> = crate::test_util::values(count, 7).into_iter().map(|v| v * 2.0 + 0.3).collect();
         // Ties inside windows, exact zeros.
         xv[1] = xv[0];
         xv[5] = 0.0;
@@ -375,10 +356,10 @@ mod tests {
         let y = if fused {
             bn.forward_max_pool_leaky(x.as_tensor(), k, 0.2, true)?
         } else {
-            let ys = crate::max_pool2d_with(&bn.forward_t(x.as_tensor(), true)?, k, k, Backend::Fast)?;
-            crate::leaky_relu_with(&ys, 0.2, Backend::Fast)?
+            let ys = crate::pool::max_pool2d_with(&bn.forward_t(x.as_tensor(), true)?, k, k, Backend::Fast)?;
+            crate::activation::leaky_relu_with(&ys, 0.2, Backend::Fast)?
         };
-        let r = Tensor::from_vec(crate::tests::values(y.elem_count(), 8), y.shape(), &dev)?;
+        let r = Tensor::from_vec(crate::test_util::values(y.elem_count(), 8), y.shape(), &dev)?;
         let grads = (&y * &r)?.sum_all()?.backward()?;
         let mut out = vec![bits(&y)?, bits(grads.get(x.as_tensor()).expect("dx"))?];
         for t in [bn.weight(), bn.bias()] {
@@ -405,9 +386,9 @@ mod tests {
         let vars = VarMap::new();
         let bn =
             BatchNorm2d::new(4, Init::Const(1.0), Backend::Fast, VarBuilder::from_varmap(&vars, DType::F32, &dev))?;
-        let x = Tensor::from_vec(crate::tests::values(2 * 4 * 4 * 4, 3), (2, 4, 4, 4), &dev)?;
+        let x = Tensor::from_vec(crate::test_util::values(2 * 4 * 4 * 4, 3), (2, 4, 4, 4), &dev)?;
         let fused = bn.forward_max_pool_leaky(&x, 2, 0.2, false)?;
-        let plain = crate::leaky_relu(&crate::max_pool2d(&bn.forward_t(&x, false)?, 2, 2)?, 0.2)?;
+        let plain = crate::activation::leaky_relu(&crate::pool::max_pool2d(&bn.forward_t(&x, false)?, 2, 2)?, 0.2)?;
         assert_eq!(bits(&fused)?, bits(&plain)?);
         Ok(())
     }

@@ -23,7 +23,7 @@
 //! pass is `conv`'s input gradient, the input gradient is `conv`'s forward pass, and the weight
 //! gradient is `conv`'s weight gradient with the roles of input and output gradient swapped. So
 //! the kernels of `conv.rs` serve all three products.
-use crate::Backend;
+use crate::backend::Backend;
 use crate::conv::{self, Geom, Need};
 use crate::glue::{f32_slice, packed_grads, unpack_grads};
 use crate::profile::{self, Kernel};
@@ -236,7 +236,7 @@ impl CustomOp3 for ConvTranspose2dBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{assert_close, flat, tensor, values};
+    use crate::test_util::{assert_close, flat, tensor, values};
     use candle_core::{Device, Var};
 
     /// `(n, c, h, w, o, k, stride, padding)`.

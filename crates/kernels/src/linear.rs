@@ -10,7 +10,8 @@
 //! * forward: `y[:, o-block] = x W[o-block, :]^T`, initialised with the bias;
 //! * `dx[:, i-block] = g W[:, i-block]`;
 //! * `dW[o-block, :] = g[:, o-block]^T x` (already `[out, in]`), `db = colsum(g)`.
-use crate::Backend;
+use crate::backend::Backend;
+use crate::gemm::gemm_raw;
 use crate::glue::{SendPtr, f32_slice, packed_grads, unpack_grads};
 use crate::profile::{self, Kernel};
 use candle_core::{CpuStorage, CustomOp3, D, Layout, Result, Shape, Tensor};
@@ -59,52 +60,6 @@ fn blocks(n: usize, work: usize) -> Vec<(usize, usize)> {
     let parts = if threads == 1 || work < 1 << 20 { 1 } else { (4 * threads).min(n.div_ceil(16)).max(1) };
     let size = n.div_ceil(parts).div_ceil(16) * 16;
     (0..n).step_by(size.max(1)).map(|s| (s, (s + size).min(n))).collect()
-}
-
-/// `dst = (accumulate ? dst : 0) + lhs * rhs`, `(rows, cols)` strides for each, single-threaded.
-///
-/// # Safety
-/// Every element addressed through the strides must lie inside the allocations behind the
-/// pointers, and no other thread may touch the addressed `dst` elements meanwhile.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    (dst_rs, dst_cs): (usize, usize),
-    accumulate: bool,
-    lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    profile::count_gemm(m, n, k);
-    // SAFETY: forwarded to the caller.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            dst_cs as isize,
-            dst_rs as isize,
-            accumulate,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
 }
 
 /// `y[B, O] = x[B, I] W[O, I]^T + b`.

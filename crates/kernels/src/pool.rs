@@ -6,7 +6,7 @@
 //! there, a NaN wins over any number, the last NaN of a window over earlier ones). The backward
 //! op scatter-adds the output gradient to those indices (windows overlap when `stride < kernel`,
 //! so an input can receive several).
-use crate::Backend;
+use crate::backend::Backend;
 use crate::glue::{SideChannel, f32_slice};
 use crate::profile::{self, Kernel};
 use candle_core::{CpuStorage, CustomOp1, D, Layout, Result, Shape, Tensor};

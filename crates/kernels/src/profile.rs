@@ -3,6 +3,7 @@
 //!
 //! Always on (one `Instant::now()` pair per kernel call and one atomic add per GEMM, negligible
 //! against the kernels).
+use crate::gemm;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -61,18 +62,12 @@ impl Kernel {
 
 static NANOS: [AtomicU64; KERNELS.len()] = [const { AtomicU64::new(0) }; KERNELS.len()];
 static CALLS: [AtomicU64; KERNELS.len()] = [const { AtomicU64::new(0) }; KERNELS.len()];
-static GEMM_FLOPS: AtomicU64 = AtomicU64::new(0);
-
-/// Counts one `m x k` by `k x n` product: `2 m n k` floating-point operations.
-pub(crate) fn count_gemm(m: usize, n: usize, k: usize) {
-    GEMM_FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
-}
 
 /// Floating-point operations done in this crate's GEMMs since the last [`reset`]. Work that runs
 /// elsewhere (candle's own matmuls, the generic path) is not counted, so a time bound derived
 /// from it is a lower bound.
 pub fn gemm_flops() -> u64 {
-    GEMM_FLOPS.load(Ordering::Relaxed)
+    gemm::flops()
 }
 
 /// Times `f` as one call of `kernel`.
@@ -117,7 +112,7 @@ pub fn reset() {
         NANOS[i].store(0, Ordering::Relaxed);
         CALLS[i].store(0, Ordering::Relaxed);
     }
-    GEMM_FLOPS.store(0, Ordering::Relaxed);
+    gemm::reset_flops();
 }
 
 /// The best rate, in GFLOP/s, of `reps` single-threaded `size`-cubed f32 products through the
@@ -132,7 +127,7 @@ pub fn sgemm_peak_gflops(size: usize, reps: usize) -> f64 {
     for _ in 0..=reps.max(1) {
         let t = Instant::now();
         let rows = (size, 1);
-        crate::conv::sgemm_unprofiled(size, size, size, &mut c, rows, false, &a, rows, &b, rows);
+        gemm::sgemm_unprofiled(size, size, size, &mut c, rows, false, &a, rows, &b, rows);
         best = best.min(t.elapsed().as_secs_f64());
     }
     // `c` is read so that the products cannot be optimised away.

@@ -4,6 +4,7 @@
 //! variable and step and walks them single-threaded; on a network of 28M parameters that costs
 //! more than its whole convolution forward pass. Here the velocity and the parameter are updated
 //! in place, in two parallel passes and without allocation.
+use crate::backend::generic_forced;
 use crate::glue::{f32_slice, f32_slice_mut};
 use crate::profile::{Kernel, Timer};
 use candle_core::{CpuStorage, DType, Device, InplaceOp3, Layout, Result, Tensor, Var};
@@ -99,8 +100,7 @@ pub fn sgd_momentum_update(var: &Var, velocity: &mut Option<Tensor>, grad: &Tens
         candle_core::bail!("sgd: gradient shape {:?} does not match the variable's {:?}", grad.shape(), var.shape());
     }
     let p = var.as_tensor();
-    let fast =
-        matches!(p.device(), Device::Cpu) && p.dtype() == DType::F32 && p.is_contiguous() && !crate::generic_forced();
+    let fast = matches!(p.device(), Device::Cpu) && p.dtype() == DType::F32 && p.is_contiguous() && !generic_forced();
     if !fast {
         let mut g = grad.detach();
         if s.weight_decay != 0.0 {

@@ -1,39 +1,11 @@
 //! The fast kernels against straightforward loop references and against the candle fallback:
 //! values and gradients, odd shapes, stride, padding, batch 1, overlapping pooling windows, ties.
 use super::*;
-use candle_core::{Device, Var};
+use crate::test_util::{assert_close, flat, tensor, values};
+use candle_core::{DType, Device, Result, Tensor, Var};
 
 fn cpu() -> Device {
     Device::Cpu
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-pub(super) fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
-        })
-        .collect()
-}
-
-pub(super) fn tensor(dims: &[usize], seed: u64) -> Tensor {
-    let n = dims.iter().product();
-    Tensor::from_vec(values(n, seed), dims, &cpu()).unwrap()
-}
-
-pub(super) fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
-}
-
-/// `|a - b| <= tol * max(1, max |b|)` elementwise.
-pub(super) fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol * scale, "{what}[{i}]: {x} vs {y} (scale {scale})");
-    }
 }
 
 struct ConvCase {

@@ -1,8 +1,58 @@
-//! Fully connected stacks: `Linear -> [BatchNorm] -> activation -> [Dropout]`, repeated.
+//! Fully connected layers ([`Dense`]) and stacks of them: `Linear -> [BatchNorm] -> activation
+//! -> [Dropout]`, repeated ([`Mlp`]).
 use crate::init;
-use candle_core::{ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, Linear, VarBuilder};
+use adapt_kernels::Backend;
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{BatchNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
+
+/// A fully connected layer `xs W^T + b` with PyTorch's default initialisation, on
+/// [`adapt_kernels::linear_with`] (parallel GEMMs in the final layouts on the CPU, candle's
+/// matmul elsewhere).
+#[derive(Debug, Clone)]
+pub struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+    backend: Backend,
+}
+
+impl Dense {
+    /// Parameters `weight` `[out, in]` and `bias` `[out]` under `vb`.
+    pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let (weight, bias) = init::linear_params(in_dim, out_dim, &vb)?;
+        Ok(Self { weight, bias, backend: Backend::Auto })
+    }
+
+    /// Uses `backend` for the product.
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// A copy with detached weight and bias (same storage): its forward passes track no
+    /// gradients for them, and it sees every later update.
+    pub fn frozen(&self) -> Self {
+        Self { weight: self.weight.detach(), bias: self.bias.detach(), ..self.clone() }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl Module for Dense {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        adapt_kernels::linear_with(xs, &self.weight, Some(&self.bias), self.backend)
+    }
+}
 
 /// The non-linearity between layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -58,7 +108,7 @@ impl MlpConfig {
 }
 
 struct Layer {
-    linear: Linear,
+    linear: Dense,
     batch_norm: Option<BatchNorm>,
     activated: bool,
 }
@@ -80,7 +130,7 @@ impl Mlp {
         let mut layers = Vec::with_capacity(n);
         for i in 0..n {
             let activated = i + 1 < n || cfg.activate_last;
-            let linear = init::linear(cfg.dims[i], cfg.dims[i + 1], vb.pp(format!("fc{i}")))?;
+            let linear = Dense::new(cfg.dims[i], cfg.dims[i + 1], vb.pp(format!("fc{i}")))?;
             let batch_norm = if cfg.batch_norm && activated {
                 Some(candle_nn::batch_norm(cfg.dims[i + 1], 1e-5, vb.pp(format!("bn{i}")))?)
             } else {
@@ -96,8 +146,7 @@ impl ModuleT for Mlp {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let mut xs = xs.clone();
         for layer in &self.layers {
-            // The fast CPU kernel (parallel GEMMs in the final layouts); candle's matmul elsewhere.
-            xs = adapt_kernels::linear(&xs, layer.linear.weight(), layer.linear.bias())?;
+            xs = layer.linear.forward(&xs)?;
             if let Some(bn) = &layer.batch_norm {
                 xs = xs.apply_t(bn, train)?;
             }

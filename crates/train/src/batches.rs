@@ -333,6 +333,20 @@ mod tests {
     }
 
     #[test]
+    fn resume_from_any_position_is_exact_and_the_seed_decides_the_stream() {
+        let full = EpochOrder::new(37, 9).take(4 * 37);
+        for stop in 0..full.len() {
+            let mut o = EpochOrder::new(37, 9);
+            o.take(stop);
+            let mut resumed = EpochOrder::new(37, 9);
+            resumed.restore(o.position()).unwrap();
+            assert_eq!(resumed.take(full.len() - stop), full[stop..], "resume after {stop} rows");
+        }
+        assert_eq!(EpochOrder::new(37, 9).take(4 * 37), full, "same seed, same stream");
+        assert_ne!(EpochOrder::new(37, 10).take(4 * 37), full, "another seed, another stream");
+    }
+
+    #[test]
     fn a_saved_position_must_be_the_one_the_step_reaches() -> Result<()> {
         let mut s = MixedSampler::new(points(5, 0.0), points(7, 100.0), 3, 0)?;
         for steps in 0..9 {

@@ -1,13 +1,17 @@
 //! Optimisers and learning-rate schedules.
 //!
 //! candle-nn's `SGD` has no momentum, and the DANN paper trains with momentum 0.9, so
-//! [`MomentumSgd`] implements PyTorch's `torch.optim.SGD` update. The GTA recipe uses Adam, which
-//! candle-nn's [`candle_nn::AdamW`] provides; [`AdamSettings`] holds the paper's values.
-use adapt_kernels::{SgdStep, sgd_momentum_update};
+//! [`MomentumSgd`] implements PyTorch's `torch.optim.SGD` update. The GTA recipe trains with
+//! [`Adam`], PyTorch's `torch.optim.Adam` update whose state can be saved with a checkpoint and
+//! restored (candle-nn's `AdamW` keeps its moments private); [`AdamSettings`] holds the paper's
+//! values.
+use crate::error::TrainError;
+use adapt_kernels::{AdamStep, SgdStep, adam_update, adam_update_supported, sgd_momentum_update};
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// Settings of [`MomentumSgd`], with PyTorch's meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -165,6 +169,150 @@ impl From<AdamSettings> for ParamsAdamW {
     }
 }
 
+/// Adam with PyTorch's update (no weight decay), moment buffers stored detached.
+///
+/// candle's gradients still reference the forward graph; keeping one in the optimizer state
+/// would keep that step's whole graph alive. The state is exposed for checkpoints.
+pub struct Adam {
+    vars: Vec<Var>,
+    m: Vec<Option<Tensor>>,
+    v: Vec<Option<Tensor>>,
+    /// Updates applied to each variable (PyTorch counts per parameter).
+    steps: Vec<u64>,
+    settings: AdamSettings,
+}
+
+impl Adam {
+    pub fn settings(&self) -> AdamSettings {
+        self.settings
+    }
+
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// Updates applied to each variable so far, in the order of [`Adam::vars`].
+    pub fn steps(&self) -> &[u64] {
+        &self.steps
+    }
+
+    /// The state as named tensors `{prefix}{i}.m`, `{prefix}{i}.v` and `{prefix}{i}.step` (i64,
+    /// one element), `i` the variable's position; variables never updated are left out.
+    pub fn state_tensors(&self, prefix: &str) -> crate::Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (i, ((m, v), &s)) in self.m.iter().zip(&self.v).zip(&self.steps).enumerate() {
+            if let (Some(m), Some(v)) = (m, v) {
+                out.insert(format!("{prefix}{i}.m"), m.clone());
+                out.insert(format!("{prefix}{i}.v"), v.clone());
+                out.insert(format!("{prefix}{i}.step"), Tensor::new(&[s as i64], &Device::Cpu)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores the state written by [`Adam::state_tensors`] with the same prefix.
+    pub fn load_state_tensors(&mut self, tensors: &HashMap<String, Tensor>, prefix: &str) -> crate::Result<()> {
+        for (i, var) in self.vars.iter().enumerate() {
+            let key = |part: &str| format!("{prefix}{i}.{part}");
+            match (tensors.get(&key("m")), tensors.get(&key("v")), tensors.get(&key("step"))) {
+                (Some(m), Some(v), Some(s)) => {
+                    let bad = |what: String| TrainError::Config(format!("optimizer state {prefix}{i}: {what}"));
+                    if m.shape() != var.shape() || v.shape() != var.shape() {
+                        return Err(bad(format!("shape {:?}, the variable's {:?}", m.shape(), var.shape())));
+                    }
+                    if m.dtype() != var.dtype() || v.dtype() != var.dtype() {
+                        return Err(bad(format!(
+                            "dtype {:?}/{:?}, the variable's {:?}",
+                            m.dtype(),
+                            v.dtype(),
+                            var.dtype()
+                        )));
+                    }
+                    if s.dtype() != DType::I64 || s.elem_count() != 1 {
+                        return Err(bad(format!("step count is {:?} {:?}, not one I64", s.dtype(), s.dims())));
+                    }
+                    let step = s.flatten_all()?.to_vec1::<i64>()?[0];
+                    if step < 1 {
+                        return Err(bad(format!("step count {step} (a stored moment follows at least one update)")));
+                    }
+                    // The second moment is a running mean of squares: a negative one would make
+                    // the next update's square root NaN.
+                    if v.min_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? < 0.0 {
+                        return Err(bad("second moment holds a negative value".into()));
+                    }
+                    let to_var = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(var.device())?.detach()) };
+                    self.m[i] = Some(to_var(m)?);
+                    self.v[i] = Some(to_var(v)?);
+                    self.steps[i] = step as u64;
+                }
+                (None, None, None) => {
+                    self.m[i] = None;
+                    self.v[i] = None;
+                    self.steps[i] = 0;
+                }
+                _ => return Err(TrainError::Config(format!("optimizer state {prefix}{i} is incomplete"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Optimizer for Adam {
+    type Config = AdamSettings;
+
+    fn new(vars: Vec<Var>, settings: AdamSettings) -> Result<Self> {
+        if !(settings.lr.is_finite() && settings.lr >= 0.0) {
+            candle_core::bail!("learning rate must be finite and >= 0, got {}", settings.lr);
+        }
+        if settings.weight_decay != 0.0 {
+            candle_core::bail!("this Adam has no weight decay (GTA uses none), got {}", settings.weight_decay);
+        }
+        let vars: Vec<Var> = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
+        let n = vars.len();
+        Ok(Self { vars, m: vec![None; n], v: vec![None; n], steps: vec![0; n], settings })
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let s = self.settings;
+        for (i, var) in self.vars.iter().enumerate() {
+            let Some(g) = grads.get(var) else { continue };
+            let g = g.detach();
+            self.steps[i] += 1;
+            let t = self.steps[i] as i32;
+            if adam_update_supported(var, &g, [self.m[i].as_ref(), self.v[i].as_ref()]) {
+                let step = AdamStep { lr: s.lr, beta1: s.beta1, beta2: s.beta2, eps: s.eps, t };
+                let (m, v) = adam_update(var, self.m[i].as_ref(), self.v[i].as_ref(), &g, step)?;
+                self.m[i] = Some(m);
+                self.v[i] = Some(v);
+                continue;
+            }
+            // Elsewhere the same update as candle ops (the fused one reproduces them bit for bit).
+            let m = match &self.m[i] {
+                Some(m) => ((m * s.beta1)? + (&g * (1.0 - s.beta1))?)?,
+                None => (&g * (1.0 - s.beta1))?,
+            };
+            let v = match &self.v[i] {
+                Some(v) => ((v * s.beta2)? + (g.sqr()? * (1.0 - s.beta2))?)?,
+                None => (g.sqr()? * (1.0 - s.beta2))?,
+            };
+            let step_size = s.lr / (1.0 - s.beta1.powi(t));
+            let denom = ((v.sqrt()? / (1.0 - s.beta2.powi(t)).sqrt())? + s.eps)?;
+            var.set(&(var.as_tensor().detach() - ((&m / denom)? * step_size)?)?)?;
+            self.m[i] = Some(m);
+            self.v[i] = Some(v);
+        }
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.settings.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.settings.lr = lr;
+    }
+}
+
 /// GTA's decay `lr / (1 + 1e-4 * iteration)`, applied to D, F and C.
 pub fn inverse_decay(lr: f64, iteration: usize, rate: f64) -> f64 {
     lr / (1.0 + rate * iteration as f64)
@@ -216,6 +364,38 @@ mod tests {
         let x = Var::new(&[1.0f32], &Device::Cpu).unwrap();
         assert!(MomentumSgd::new(vec![x.clone()], SgdSettings { lr: f64::NAN, ..Default::default() }).is_err());
         assert!(MomentumSgd::new(vec![x], SgdSettings { momentum: 1.0, ..Default::default() }).is_err());
+    }
+
+    /// PyTorch's Adam, written out, for two steps.
+    #[test]
+    fn adam_matches_the_pytorch_update_and_keeps_no_graph() -> crate::Result<()> {
+        let x = Var::new(&[1.0f64, -2.0], &Device::Cpu)?;
+        let s = AdamSettings { lr: 0.1, beta1: 0.8, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+        let mut opt = Adam::new(vec![x.clone()], s)?;
+        let (mut p, mut m, mut vv) = ([1.0f64, -2.0], [0.0f64; 2], [0.0f64; 2]);
+        for t in 1..=3 {
+            opt.backward_step(&(x.as_tensor().sqr()? * 3.0)?.sum_all()?)?;
+            for i in 0..2 {
+                let g = 6.0 * p[i];
+                m[i] = 0.8 * m[i] + 0.2 * g;
+                vv[i] = 0.999 * vv[i] + 0.001 * g * g;
+                let denom = (vv[i] / (1.0 - 0.999f64.powi(t))).sqrt() + 1e-8;
+                p[i] -= 0.1 / (1.0 - 0.8f64.powi(t)) * m[i] / denom;
+            }
+            let got = x.as_tensor().to_vec1::<f64>()?;
+            for i in 0..2 {
+                assert!((got[i] - p[i]).abs() < 1e-12, "step {t}: {got:?} vs {p:?}");
+            }
+        }
+        assert!(opt.m.iter().chain(&opt.v).flatten().all(|t| !t.track_op()));
+        // State round trip.
+        let state = opt.state_tensors("opt.")?;
+        let mut other = Adam::new(vec![Var::new(&[0.0f64, 0.0], &Device::Cpu)?], s)?;
+        other.load_state_tensors(&state, "opt.")?;
+        assert_eq!(other.steps, vec![3]);
+        assert_eq!(other.m[0].as_ref().unwrap().to_vec1::<f64>()?, opt.m[0].as_ref().unwrap().to_vec1::<f64>()?);
+        assert!(Adam::new(vec![x], AdamSettings { weight_decay: 0.1, ..s }).is_err());
+        Ok(())
     }
 
     #[test]

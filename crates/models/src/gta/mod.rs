@@ -23,9 +23,10 @@
 //! gradients for its own parameters (they are detached views of the same storage, so the copy
 //! sees every later update). The training loop updates one network at a time; running the others
 //! frozen skips their weight gradients, the most expensive part of their backward passes.
-use crate::init;
+use crate::conv::{Conv2d, ConvTranspose2d};
+use crate::mlp::Dense;
 use adapt_kernels::{self as kernels, Backend, BatchNorm2d, Conv2dParams, ConvTranspose2dParams};
-use candle_core::{D, DType, Device, ModuleT, Result, Tensor};
+use candle_core::{D, DType, Device, Module, ModuleT, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -84,109 +85,48 @@ impl GtaNetConfig {
     }
 }
 
-fn conv_weight(shape: (usize, usize, usize, usize), vb: &VarBuilder) -> Result<Tensor> {
-    vb.get_with_hints(shape, "weight", Init::Randn { mean: 0.0, stdev: CONV_INIT_STD })
-}
+/// The authors' `N(0, 0.02)` initialisation of convolution and transposed-convolution weights.
+const CONV_WEIGHT_INIT: Init = Init::Randn { mean: 0.0, stdev: CONV_INIT_STD };
 
 /// BatchNorm with the authors' `N(1, 0.02)` weights.
 fn batch_norm(channels: usize, backend: Backend, vb: VarBuilder) -> Result<BatchNorm2d> {
     BatchNorm2d::new(channels, Init::Randn { mean: 1.0, stdev: BN_WEIGHT_INIT_STD }, backend, vb)
 }
 
-/// A convolution with bias (PyTorch's default bias bound, `N(0, 0.02)` weights).
-#[derive(Debug, Clone)]
-struct Conv {
-    weight: Tensor,
-    bias: Tensor,
+/// A convolution with bias: `N(0, 0.02)` weights, PyTorch's default bias.
+fn conv(
+    in_ch: usize,
+    out_ch: usize,
+    k: usize,
     params: Conv2dParams,
     backend: Backend,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    Ok(Conv2d::with_weight_init(in_ch, out_ch, k, params, CONV_WEIGHT_INIT, vb)?.with_backend(backend))
 }
 
-impl Conv {
-    fn new(
-        in_ch: usize,
-        out_ch: usize,
-        k: usize,
-        params: Conv2dParams,
-        backend: Backend,
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        let weight = conv_weight((out_ch, in_ch, k, k), &vb)?;
-        let b = init::pytorch_bound(in_ch * k * k);
-        let bias = vb.get_with_hints(out_ch, "bias", Init::Uniform { lo: -b, up: b })?;
-        Ok(Self { weight, bias, params, backend })
-    }
-
-    fn frozen(&self) -> Self {
-        Self { weight: self.weight.detach(), bias: self.bias.detach(), ..self.clone() }
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        kernels::conv2d_with(xs, &self.weight, Some(&self.bias), self.params, self.backend)
-    }
-
-    /// The convolution with a max-pool (`k`, stride `k`) fused in on the CPU.
-    fn forward_pool(&self, xs: &Tensor, k: usize) -> Result<Tensor> {
-        kernels::conv2d_max_pool2d_with(xs, &self.weight, Some(&self.bias), self.params, k, k, self.backend)
-    }
-}
-
-/// A transposed convolution without bias (the authors' netG uses `bias=False`: BatchNorm follows).
-#[derive(Debug, Clone)]
-struct ConvT {
-    weight: Tensor,
+/// A transposed convolution without bias (the authors' netG uses `bias=False`: BatchNorm
+/// follows), `N(0, 0.02)` weights.
+fn conv_transpose(
+    in_ch: usize,
+    out_ch: usize,
+    k: usize,
     params: ConvTranspose2dParams,
     backend: Backend,
-}
-
-impl ConvT {
-    fn new(
-        in_ch: usize,
-        out_ch: usize,
-        k: usize,
-        params: ConvTranspose2dParams,
-        backend: Backend,
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        Ok(Self { weight: conv_weight((in_ch, out_ch, k, k), &vb)?, params, backend })
-    }
-
-    fn frozen(&self) -> Self {
-        Self { weight: self.weight.detach(), ..self.clone() }
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        kernels::conv_transpose2d_with(xs, &self.weight, self.params, self.backend)
-    }
+    vb: VarBuilder,
+) -> Result<ConvTranspose2d> {
+    Ok(ConvTranspose2d::new(in_ch, out_ch, k, params, CONV_WEIGHT_INIT, vb)?.with_backend(backend))
 }
 
 /// A fully connected layer with PyTorch's default initialisation.
-#[derive(Debug, Clone)]
-struct Dense {
-    weight: Tensor,
-    bias: Tensor,
-    backend: Backend,
-}
-
-impl Dense {
-    fn new(in_dim: usize, out_dim: usize, backend: Backend, vb: VarBuilder) -> Result<Self> {
-        let (weight, bias) = init::linear_params(in_dim, out_dim, &vb)?;
-        Ok(Self { weight, bias, backend })
-    }
-
-    fn frozen(&self) -> Self {
-        Self { weight: self.weight.detach(), bias: self.bias.detach(), ..self.clone() }
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        kernels::linear_with(xs, &self.weight, Some(&self.bias), self.backend)
-    }
+fn dense(in_dim: usize, out_dim: usize, backend: Backend, vb: VarBuilder) -> Result<Dense> {
+    Ok(Dense::new(in_dim, out_dim, vb)?.with_backend(backend))
 }
 
 /// F: the embedding network.
 #[derive(Debug, Clone)]
 pub struct Embedding {
-    convs: [Conv; 3],
+    convs: [Conv2d; 3],
 }
 
 impl Embedding {
@@ -197,9 +137,9 @@ impl Embedding {
         let (ndf, be) = (cfg.ndf, cfg.backend);
         Ok(Self {
             convs: [
-                Conv::new(IMAGE_CHANNELS, ndf, 5, p, be, vb.pp("conv0"))?,
-                Conv::new(ndf, ndf, 5, p, be, vb.pp("conv1"))?,
-                Conv::new(ndf, 2 * ndf, 5, p, be, vb.pp("conv2"))?,
+                conv(IMAGE_CHANNELS, ndf, 5, p, be, vb.pp("conv0"))?,
+                conv(ndf, ndf, 5, p, be, vb.pp("conv1"))?,
+                conv(ndf, 2 * ndf, 5, p, be, vb.pp("conv2"))?,
             ],
         })
     }
@@ -225,8 +165,8 @@ impl ModuleT for Embedding {
     /// `[N, 3, 32, 32]` images to `[N, 2 ndf]` embeddings (F has no train-time behaviour).
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
         check_images(xs, "F")?;
-        let xs = self.convs[0].forward_pool(xs, 2)?;
-        let xs = self.convs[1].forward_pool(&xs, 2)?;
+        let xs = self.convs[0].forward_max_pool(xs, 2, 2)?;
+        let xs = self.convs[1].forward_max_pool(&xs, 2, 2)?;
         self.convs[2].forward(&xs)?.flatten_from(1)
     }
 }
@@ -244,8 +184,8 @@ impl Classifier {
         cfg.validate()?;
         let e = cfg.embedding_dim();
         Ok(Self {
-            fc0: Dense::new(e, e, cfg.backend, vb.pp("fc0"))?,
-            fc1: Dense::new(e, cfg.classes, cfg.backend, vb.pp("fc1"))?,
+            fc0: dense(e, e, cfg.backend, vb.pp("fc0"))?,
+            fc1: dense(e, cfg.classes, cfg.backend, vb.pp("fc1"))?,
         })
     }
 
@@ -257,14 +197,14 @@ impl Classifier {
 impl ModuleT for Classifier {
     /// `[N, 2 ndf]` embeddings to `[N, classes]` logits.
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
-        self.fc1.forward(&kernels::relu_with(&self.fc0.forward(xs)?, self.fc0.backend)?)
+        self.fc1.forward(&kernels::relu_with(&self.fc0.forward(xs)?, self.fc0.backend())?)
     }
 }
 
 /// G: the generator.
 #[derive(Debug, Clone)]
 pub struct Generator {
-    convs: [ConvT; 5],
+    convs: [ConvTranspose2d; 5],
     norms: [BatchNorm2d; 4],
     input_dim: usize,
 }
@@ -278,13 +218,13 @@ impl Generator {
         let up = ConvTranspose2dParams { stride: 2, padding: 1 };
         let input_dim = cfg.generator_input_dim();
         let widths = [input_dim, 8 * ngf, 4 * ngf, 2 * ngf, ngf, IMAGE_CHANNELS];
-        let conv = |i: usize| {
+        let convt = |i: usize| {
             let (k, p) = if i == 0 { (2, first) } else { (4, up) };
-            ConvT::new(widths[i], widths[i + 1], k, p, be, vb.pp(format!("convt{i}")))
+            conv_transpose(widths[i], widths[i + 1], k, p, be, vb.pp(format!("convt{i}")))
         };
         let norm = |i: usize| batch_norm(widths[i + 1], be, vb.pp(format!("bn{i}")));
         Ok(Self {
-            convs: [conv(0)?, conv(1)?, conv(2)?, conv(3)?, conv(4)?],
+            convs: [convt(0)?, convt(1)?, convt(2)?, convt(3)?, convt(4)?],
             norms: [norm(0)?, norm(1)?, norm(2)?, norm(3)?],
             input_dim,
         })
@@ -318,7 +258,7 @@ impl ModuleT for Generator {
         }
         let mut xs = xs.reshape((n, d, 1, 1))?;
         for (conv, norm) in self.convs.iter().zip(&self.norms) {
-            xs = kernels::relu_with(&norm.forward_t(&conv.forward(&xs)?, train)?, conv.backend)?;
+            xs = kernels::relu_with(&norm.forward_t(&conv.forward(&xs)?, train)?, conv.backend())?;
         }
         self.convs[4].forward(&xs)?.tanh()
     }
@@ -336,7 +276,7 @@ pub struct DiscriminatorOutput {
 /// D: the discriminator with its real/fake and auxiliary-class heads.
 #[derive(Debug, Clone)]
 pub struct Discriminator {
-    convs: [Conv; 4],
+    convs: [Conv2d; 4],
     norms: [BatchNorm2d; 4],
     real_fake: Dense,
     class: Dense,
@@ -352,13 +292,13 @@ impl Discriminator {
         let (ndf, be) = (cfg.ndf, cfg.backend);
         let widths = [IMAGE_CHANNELS, ndf, 2 * ndf, 4 * ndf, 2 * ndf];
         let p = Conv2dParams { stride: 1, padding: 1, relu: false };
-        let conv = |i: usize| Conv::new(widths[i], widths[i + 1], 3, p, be, vb.pp(format!("conv{i}")));
+        let block = |i: usize| conv(widths[i], widths[i + 1], 3, p, be, vb.pp(format!("conv{i}")));
         let norm = |i: usize| batch_norm(widths[i + 1], be, vb.pp(format!("bn{i}")));
         Ok(Self {
-            convs: [conv(0)?, conv(1)?, conv(2)?, conv(3)?],
+            convs: [block(0)?, block(1)?, block(2)?, block(3)?],
             norms: [norm(0)?, norm(1)?, norm(2)?, norm(3)?],
-            real_fake: Dense::new(2 * ndf, 1, be, vb.pp("real_fake"))?,
-            class: Dense::new(2 * ndf, cfg.classes, be, vb.pp("class"))?,
+            real_fake: dense(2 * ndf, 1, be, vb.pp("real_fake"))?,
+            class: dense(2 * ndf, cfg.classes, be, vb.pp("class"))?,
         })
     }
 
@@ -493,7 +433,7 @@ impl GtaModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ParamStore;
+    use crate::{ParamStore, init};
     use candle_core::Var;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
