@@ -36,12 +36,10 @@ pub mod batches;
 pub mod cards;
 pub mod error;
 pub mod files;
-pub mod fuzz;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;
 pub mod mat;
-pub mod memory;
 pub mod mnist;
 pub mod mnist_m;
 #[cfg(feature = "generators")]
