@@ -530,3 +530,50 @@ fn runtime_needs(major: u32) -> String {
          export LD_LIBRARY_PATH=\"$(python3 -c 'import os, nvidia; print(os.path.join(list(nvidia.__path__)[0], \"cu{major}\", \"lib\"))'):$LD_LIBRARY_PATH\""
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cuda_13_releases_cudarc_knows_are_accepted() {
+        assert_eq!(parse_version("13.0").unwrap(), (13, 0));
+        assert_eq!(parse_version("13.4").unwrap(), (13, 4));
+        for bad in ["12.4", "13.5", "13", "thirteen", "13.x"] {
+            let e = parse_version(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--cuda-version {bad}:")) && e.contains("13.0 ... 13.4"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_workspace_root_is_the_repository_holding_this_crate() {
+        let root = workspace_root().unwrap();
+        assert!(root.join("crates/cuda-build/Cargo.toml").is_file(), "{}", root.display());
+    }
+
+    #[test]
+    fn the_report_lists_every_binary_and_rounds_its_figures() {
+        let built = Built {
+            binary: "/t/xtask".into(),
+            binary_mb: 123.456,
+            tests: vec!["/t/generic_path-1".into()],
+            bundled: vec!["/b/xtask".into(), "/b/generic_path".into()],
+            cuda_version: (13, 0),
+            compute_cap: 90,
+            all_kernels: false,
+            cuda_home: "/c".into(),
+            target_dir: "/t".into(),
+            seconds: 61.26,
+            runtime: runtime_needs(13),
+        };
+        let lines = built.lines();
+        assert_eq!(lines[0], "binary: /t/xtask (123.5 MiB)");
+        assert_eq!(lines[1], "test binary: /t/generic_path-1");
+        assert_eq!(&lines[2..4], ["bundled: /b/xtask", "bundled: /b/generic_path"]);
+        assert_eq!(lines[4], "CUDA 13.0, compute capability 90, 61 s");
+        assert!(lines[5].contains("libcublas.so.13") && lines[5].contains("R580"), "{}", lines[5]);
+        let json = built.to_json();
+        assert_eq!((json["binary_mb"].as_f64(), json["seconds"].as_f64()), (Some(123.5), Some(61.3)));
+        assert_eq!(json["cuda_version"], "13.0");
+    }
+}
