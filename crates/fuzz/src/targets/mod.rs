@@ -1,7 +1,7 @@
 //! Every target of the suite, one file each, and the one list that registers them.
 //!
 //! A target is a file `src/targets/<file>.rs` that defines a public type implementing
-//! [`Target`](crate::Target), plus one line `<file> => <constructor>,` in the [`targets!`] call
+//! [`Target`], plus one line `<file> => <constructor>,` in the `targets!` call
 //! below, which declares the module and adds the target to [`all`] (the constructor is written
 //! as if inside that module). The line's place in the list is the target's place in the reports;
 //! a case's inputs depend only on the seed, the target's name and the case's number, so adding a
