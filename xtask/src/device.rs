@@ -29,11 +29,3 @@ pub fn select(choice: DeviceChoice) -> Result<Device> {
         }
     }
 }
-
-pub fn name(device: &Device) -> &'static str {
-    match device {
-        Device::Cpu => "cpu",
-        Device::Cuda(_) => "cuda",
-        Device::Metal(_) => "metal",
-    }
-}

@@ -8,8 +8,8 @@ use xtask::cli::{Cli, run};
 /// The counting wrapper measures allocations only while `cargo xtask fuzz` loads a case (two
 /// relaxed atomic loads per allocation otherwise).
 #[global_allocator]
-static GLOBAL: adapt_datasets::memory::CountingAlloc<mimalloc::MiMalloc> =
-    adapt_datasets::memory::CountingAlloc::new(mimalloc::MiMalloc);
+static GLOBAL: adapt_fuzz::memory::CountingAlloc<mimalloc::MiMalloc> =
+    adapt_fuzz::memory::CountingAlloc::new(mimalloc::MiMalloc);
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (the same index in v2 and v3; the Rust
 /// bindings do not name it).

@@ -36,13 +36,11 @@ pub mod data_ref;
 pub mod dataset_id;
 pub mod error;
 pub mod files;
-pub mod fuzz;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;
 pub mod image_folder;
 pub mod mat;
-pub mod memory;
 pub mod mnist;
 pub mod mnist_m;
 #[cfg(feature = "generators")]

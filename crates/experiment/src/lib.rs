@@ -11,16 +11,12 @@
 //! * [`aggregate`]: runs gathered into tables, mean ± std over seeds; the digit matrix.
 //! * [`dann_run`]: one DANN-family method in its folder, for any `Dann<F, L, D>`.
 //! * [`toy`], [`digits`], [`gta`]: the experiment families.
-//! * [`bench`]: full training steps on random data, timed.
-//! * [`fuzz`]: corrupted checkpoints and run files for the fuzz suite (`cargo xtask fuzz`).
 pub mod aggregate;
-pub mod bench;
 pub mod dann_run;
 pub mod digits;
 pub mod error;
 pub mod evaluate;
 pub mod files;
-pub mod fuzz;
 pub mod gta;
 pub mod pair;
 pub mod recipe;

@@ -1,5 +1,6 @@
-//! Generated corruptions of valid input files, run against the real loaders: the engine behind
-//! `cargo xtask fuzz` (and a fast sample of it in `cargo test`).
+//! The fuzz suite of adapt: generated corruptions of valid input files, run against the real
+//! loaders (datasets, checkpoints, weights and run files). It is the engine behind `cargo xtask
+//! fuzz` and its fast sample in `cargo test`; a development tool, not published.
 //!
 //! A [`Target`] writes one case at a time (a valid fixture, then one corruption of it:
 //! truncations, header fields, declared sizes, encodings, file kinds, duplicates), says what a
@@ -13,11 +14,20 @@
 //!   load is correct;
 //! * a **panic** (caught), a **hang** (no answer within [`Options::timeout`]), or a **runaway
 //!   allocation** (more than [`Options::max_case_bytes`] allocated at once, measured by
-//!   [`crate::memory::CountingAlloc`] when the binary installs it).
+//!   [`memory::CountingAlloc`] when the binary installs it).
 //!
 //! Cases are drawn from a seeded generator: the same seed and case count give the same cases.
-pub mod loaders;
+//!
+//! * [`targets`]: every target, one file each, registered in one list.
+//! * [`mutate`]: the corruptions the targets share.
+//! * [`memory`]: the counting allocator that bounds what a case may allocate.
+//! * [`suite`]: the `cargo xtask fuzz` command: its flags, the selection of targets, the table.
+pub mod memory;
 pub mod mutate;
+pub mod suite;
+pub mod targets;
+
+pub use suite::{FuzzArgs, FuzzError, Suite};
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -46,6 +56,11 @@ pub trait Target: Send + Sync {
     /// Reads what [`Target::make`] wrote, as the program would: a fingerprint of everything read
     /// (see [`fingerprint`]), or the error's message.
     fn load(&self, dir: &Path) -> Result<u64, String>;
+    /// Builds what the cases share (a trained run, say) before the first case, so that its time
+    /// does not count against that case's limit; an error names what could not be built.
+    fn prepare(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The generator every case draws from.
@@ -58,7 +73,7 @@ pub fn fingerprint<T: std::hash::Hash + ?Sized>(value: &T) -> u64 {
 }
 
 /// Fingerprint of a loaded dataset: its shape, labels, pixels (bit patterns) and partial counts.
-pub fn dataset_fingerprint(ds: &crate::ImageDataset) -> u64 {
+pub fn dataset_fingerprint(ds: &adapt_datasets::ImageDataset) -> u64 {
     let pixels: Vec<u32> = ds.images.iter().map(|v| v.to_bits()).collect();
     fingerprint(&(ds.shape(), &ds.labels, pixels, ds.partial.map(|p| (p.loaded, p.listed))))
 }
@@ -221,7 +236,7 @@ pub fn run_target(target: Arc<dyn Target>, opts: &Options, progress: &mut dyn Fn
                 if answer_tx.send(Answer::Started(case.clone())).is_err() {
                     return;
                 }
-                let (result, peak) = crate::memory::measure(hard_limit, || {
+                let (result, peak) = memory::measure(hard_limit, || {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target.load(&dir)))
                 });
                 if answer_tx.send(Answer::Done { case, result, peak }).is_err() {
@@ -302,9 +317,17 @@ pub fn run_target(target: Arc<dyn Target>, opts: &Options, progress: &mut dyn Fn
     report
 }
 
-/// Runs every target in `targets`, with panics caught quietly (their messages go to the
-/// reports, not to stderr).
-pub fn run(targets: &[Arc<dyn Target>], opts: &Options, progress: &mut dyn FnMut(&TargetReport)) -> Vec<TargetReport> {
+/// Prepares every target in `targets` (see [`Target::prepare`]), then runs their cases with
+/// panics caught quietly (their messages go to the reports, not to stderr). Fails, before any
+/// case runs, when a target cannot be prepared.
+pub fn run(
+    targets: &[Arc<dyn Target>],
+    opts: &Options,
+    progress: &mut dyn FnMut(&TargetReport),
+) -> Result<Vec<TargetReport>, FuzzError> {
+    for t in targets {
+        t.prepare().map_err(|problem| FuzzError::Prepare { target: t.name(), problem })?;
+    }
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|info| {
         if let Ok(mut last) = LAST_PANIC.lock() {
@@ -314,21 +337,7 @@ pub fn run(targets: &[Arc<dyn Target>], opts: &Options, progress: &mut dyn FnMut
     let reports = targets.iter().map(|t| run_target(t.clone(), opts, progress)).collect();
     std::panic::set_hook(previous);
     let _ = std::fs::remove_dir_all(&opts.workdir);
-    reports
-}
-
-/// The loader targets of this crate, by name: `idx`, `mat`, `mnist-m`, `usps` and (with the
-/// `hub` feature) `parquet`.
-pub fn loader_targets() -> Vec<Arc<dyn Target>> {
-    let mut v: Vec<Arc<dyn Target>> = vec![
-        Arc::new(loaders::Idx),
-        Arc::new(loaders::Mat::default()),
-        Arc::new(loaders::MnistM),
-        Arc::new(loaders::Usps::default()),
-    ];
-    #[cfg(feature = "hub")]
-    v.push(Arc::new(loaders::Parquet));
-    v
+    Ok(reports)
 }
 
 #[cfg(test)]

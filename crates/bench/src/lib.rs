@@ -1,4 +1,5 @@
-//! Full training steps on random data, timed: what `cargo xtask bench` measures.
+//! adapt's step bench: full training steps on random data, timed; what `cargo xtask bench`
+//! measures. A development tool, not published.
 //!
 //! One DANN step is exactly the PyTorch reference (`dann_torch_bench.py`): forward of `batch`
 //! source plus `batch` target images, label cross-entropy on the source half, domain
@@ -8,7 +9,8 @@
 //!
 //! [`compare_with_pytorch`] runs a bench process of ours and the PyTorch reference of the same
 //! step alternately, so that anyone can check the speed claim on their own machine.
-use crate::error::{ExperimentError, Result, ensure};
+//!
+//! [`BenchArgs`] and [`run`] are the command: its flags, and the bench or comparison they ask for.
 use adapt_kernels::{self as kernels, Backend};
 use adapt_models::ParamStore;
 use adapt_models::digits::{DigitNetConfig, mnist_dann, svhn_dann};
@@ -22,15 +24,34 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+/// Why a bench could not run or report.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A setting that cannot run, or a measurement that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Train(#[from] adapt_train::TrainError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, BenchError>;
+
+/// Gives `Invalid` as the error of a failed check.
+fn ensure(ok: bool, message: impl FnOnce() -> String) -> Result<()> {
+    if ok { Ok(()) } else { Err(BenchError::Invalid(message())) }
+}
+
 /// Which network to time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BenchNet {
     /// The paper's MNIST DANN, 3x28x28 inputs.
     Mnist,
     /// The paper's SVHN DANN, 3x32x32 inputs.
     Svhn,
-    /// One Generate To Adapt iteration (F, C, G, D; 3x32x32).
+    /// One Generate To Adapt iteration (F, C, G, D; 3x32x32; use `--batch 100` for the paper's).
     Gta,
 }
 
@@ -203,7 +224,7 @@ pub fn run_bench(spec: &StepBench) -> Result<BenchResult> {
     // After the timed steps, so that the probe cannot warm or cool anything they use.
     let sgemm_peak_gflops_per_thread = dev.is_cpu().then(|| kernels::profile::sgemm_peak_gflops(1024, 3));
     if !loss.is_finite() {
-        return Err(ExperimentError::Invalid(format!("the bench's loss is not finite ({loss})")));
+        return Err(BenchError::Invalid(format!("the bench's loss is not finite ({loss})")));
     }
     let per_step = |total: f64| total / spec.steps as f64;
     let kernels = kernels::profile::snapshot()
@@ -217,11 +238,7 @@ pub fn run_bench(spec: &StepBench) -> Result<BenchResult> {
         .collect();
     Ok(BenchResult {
         net: spec.net.name(),
-        device: match dev {
-            Device::Cpu => "cpu",
-            Device::Cuda(_) => "cuda",
-            Device::Metal(_) => "metal",
-        },
+        device: device_name(&dev),
         images_per_s: (spec.steps * 2 * spec.batch) as f64 / elapsed,
         ms_per_step: per_step(elapsed * 1e3),
         median_ms_per_step: median(&mut times),
@@ -306,6 +323,15 @@ impl BenchResult {
             "gemm_gflop_per_step": round(self.gemm_gflop_per_step, 4),
             "sgemm_peak_gflops_per_thread": self.sgemm_peak_gflops_per_thread.map(|p| round(p, 1)),
         })
+    }
+}
+
+/// `cpu`, `cuda` or `metal`: the `--device` value that selects `device`.
+pub fn device_name(device: &Device) -> &'static str {
+    match device {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Metal(_) => "metal",
     }
 }
 
@@ -492,16 +518,16 @@ pub fn pytorch_command(python: &Path, peer_dir: &Path, spec: &StepBench, threads
 /// Runs `cmd` to the end and parses the last line of its stdout as JSON.
 fn run_json_child(cmd: &mut Command, what: &str) -> Result<serde_json::Value> {
     // Its stderr (the bench's profile, PyTorch's warnings) only matters when it fails.
-    let out = cmd.stderr(Stdio::piped()).output().map_err(|e| ExperimentError::Invalid(format!("{what}: {e}")))?;
+    let out = cmd.stderr(Stdio::piped()).output().map_err(|e| BenchError::Invalid(format!("{what}: {e}")))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(ExperimentError::Invalid(format!("{what}: exited with {}:\n{}", out.status, tail.join("\n"))));
+        return Err(BenchError::Invalid(format!("{what}: exited with {}:\n{}", out.status, tail.join("\n"))));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'));
     last.and_then(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| ExperimentError::Invalid(format!("{what}: no JSON line on stdout")))
+        .ok_or_else(|| BenchError::Invalid(format!("{what}: no JSON line on stdout")))
 }
 
 /// Our bench's GEMM arithmetic per step and its single-thread GEMM peak, from its JSON line.
@@ -513,7 +539,7 @@ fn gemm_figures(v: &serde_json::Value) -> (Option<f64>, Option<f64>) {
 fn sample(v: &serde_json::Value, what: &str) -> Result<Sample> {
     let num = |key: &str| v.get(key).and_then(serde_json::Value::as_f64);
     let images_per_s =
-        num("images_per_s").ok_or_else(|| ExperimentError::Invalid(format!("{what}: no images_per_s in {v}")))?;
+        num("images_per_s").ok_or_else(|| BenchError::Invalid(format!("{what}: no images_per_s in {v}")))?;
     Ok(Sample { images_per_s, ms_per_step: num("ms_per_step").unwrap_or(f64::NAN), peak_rss_mb: num("peak_rss_mb") })
 }
 
@@ -582,6 +608,140 @@ pub fn compare_with_pytorch(
         ratio: ours_median / pytorch_median,
         machine,
     })
+}
+
+/// Convolution / pooling kernels to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// The fast CPU kernels (candle's ops elsewhere).
+    Auto,
+    /// candle's own conv2d and a max-pool built from candle ops.
+    Candle,
+}
+
+/// The flags of `cargo xtask bench` that say what to time and how; the runner adds where the
+/// steps run (`--device`) and where the PyTorch scripts are (`--peer-dir`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Network to train.
+    #[arg(long, value_enum, default_value = "mnist")]
+    pub net: BenchNet,
+    /// Timed steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Worker threads (sets RAYON_NUM_THREADS; must come before any parallel work in the process).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Images per domain (a step sees twice as many).
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Print only the JSON result on stdout (the human line goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Convolution / pooling kernels.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+    /// GRL coefficient.
+    #[arg(long, default_value_t = 0.5)]
+    pub lambda: f64,
+    /// Also run the PyTorch reference of the same step (`xtask/peer/*_torch_bench.py`) with this
+    /// Python, alternating with ours (one process each), and print both, the ratio and the machine.
+    #[arg(long, value_name = "PYTHON")]
+    pub against_pytorch: Option<std::path::PathBuf>,
+    /// Runs of each side with `--against-pytorch`.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+/// What a bench command measured: one bench, or a comparison with the PyTorch reference.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// [`run_bench`]'s result; `kernels` names the kernels the step ran.
+    Bench {
+        result: BenchResult,
+        kernels: &'static str,
+    },
+    Comparison(Comparison),
+}
+
+impl Outcome {
+    /// The result for a reader: stdout's lines (stderr's when the JSON object takes stdout).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Outcome::Bench { result, kernels } => vec![result.summary_line(kernels)],
+            Outcome::Comparison(cmp) => cmp.report_lines(),
+        }
+    }
+
+    /// Where a bench's time went (for stderr; none for a comparison).
+    pub fn profile_lines(&self) -> Vec<String> {
+        match self {
+            Outcome::Bench { result, .. } => result.profile_lines(),
+            Outcome::Comparison(_) => Vec::new(),
+        }
+    }
+
+    /// The figures as one JSON object (a bench's is what a comparison reads back from its child).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Outcome::Bench { result, kernels } => result.to_json(kernels),
+            Outcome::Comparison(cmp) => serde_json::to_value(cmp).unwrap_or_default(),
+        }
+    }
+}
+
+/// Sets the worker threads of this process (`RAYON_NUM_THREADS`, read by rayon's global pool on
+/// first use and by candle's matmul). Call it before anything starts parallel work.
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
+        ensure(t > 0, || "--threads must be positive".into())?;
+        // SAFETY: the caller sets it before this process starts any thread of its own.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", t.to_string()) };
+    }
+    Ok(())
+}
+
+/// Runs what `args` ask for on `device`, after [`set_threads`]: a bench in this process, or with
+/// `--against-pytorch` a comparison whose own side is `ours` (this bench in a child process, the
+/// flags added here) and whose PyTorch side runs the scripts in `peer_dir`.
+pub fn run(args: &BenchArgs, device: Device, mut ours: Command, peer_dir: &Path) -> Result<Outcome> {
+    let spec = StepBench {
+        net: args.net,
+        backend: match args.backend {
+            BackendChoice::Auto => Backend::Auto,
+            BackendChoice::Candle => Backend::Candle,
+        },
+        device,
+        batch: args.batch,
+        steps: args.steps,
+        warmup: args.warmup,
+        lambda: args.lambda,
+    };
+    if let Some(python) = &args.against_pytorch {
+        let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        ours.args(["--json", "--net", spec.net.name(), "--threads", &threads.to_string()]);
+        ours.args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string()]);
+        ours.args(["--batch", &args.batch.to_string(), "--lambda", &args.lambda.to_string()]);
+        ours.args(["--backend", if args.backend == BackendChoice::Auto { "auto" } else { "candle" }]);
+        ours.args(["--device", device_name(&spec.device)]);
+        ensure(peer_dir.join("dann_torch_bench.py").is_file(), || {
+            format!("--against-pytorch: {} holds no dann_torch_bench.py (give --peer-dir)", peer_dir.display())
+        })?;
+        let mut torch = pytorch_command(python, peer_dir, &spec, threads);
+        return Ok(Outcome::Comparison(compare_with_pytorch(&spec, threads, args.rounds, &mut ours, &mut torch)?));
+    }
+    if let Some(t) = args.threads {
+        ensure(t == kernels::num_threads(), || {
+            format!("--threads {t} requested but the thread pool already runs {} threads", kernels::num_threads())
+        })?;
+    }
+    let result = run_bench(&spec)?;
+    // Off the CPU, `auto` is candle's ops too (the generic path).
+    let kernels = if args.backend == BackendChoice::Auto && spec.device.is_cpu() { "adapt-ops" } else { "candle" };
+    Ok(Outcome::Bench { result, kernels })
 }
 
 #[cfg(test)]

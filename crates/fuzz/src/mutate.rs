@@ -1,5 +1,5 @@
 //! Corruptions shared by the targets: byte-level edits, containers, file kinds, declared sizes.
-use super::Rng;
+use crate::Rng;
 use rand::Rng as _;
 use std::io::Write;
 use std::path::Path;
