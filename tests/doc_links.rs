@@ -181,7 +181,8 @@ fn is_external(target: &str) -> bool {
     if target.starts_with("//") {
         return true;
     }
-    let scheme: String = target.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')).collect();
+    let scheme: String =
+        target.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')).collect();
     !scheme.is_empty() && target[scheme.len()..].starts_with(':')
 }
 
@@ -252,9 +253,8 @@ fn check(root: &Path, file: &Path, target: &str, cache: &mut BTreeMap<PathBuf, B
     if full.is_dir() || full.extension().is_none_or(|e| e != "md") {
         return None;
     }
-    let known = cache
-        .entry(resolved.clone())
-        .or_insert_with(|| anchors(&std::fs::read_to_string(&full).unwrap_or_default()));
+    let known =
+        cache.entry(resolved.clone()).or_insert_with(|| anchors(&std::fs::read_to_string(&full).unwrap_or_default()));
     let wanted = percent_decoded(anchor).to_lowercase();
     (!known.contains(&wanted)).then(|| format!("no heading of {} has the anchor #{anchor}", resolved.display()))
 }
@@ -290,7 +290,8 @@ fn slugs_follow_github() {
 
 #[test]
 fn links_are_found_outside_code_and_broken_ones_named() {
-    let text = "See [a](docs/a.md#x) and `[b](nowhere.md)`.\n```\n[c](nowhere.md)\n```\n[ref]: ../up.md\n![img](p.png \"t\")";
+    let text =
+        "See [a](docs/a.md#x) and `[b](nowhere.md)`.\n```\n[c](nowhere.md)\n```\n[ref]: ../up.md\n![img](p.png \"t\")";
     let found: Vec<_> = links(text).into_iter().map(|(_, t)| t).collect();
     assert_eq!(found, ["docs/a.md#x", "../up.md", "p.png"]);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -1,4 +1,4 @@
-//! Sizes a file declares are bounded before anything is allocated for them (issue 14, "lower"):
+//! Sizes a file declares are bounded before anything is allocated for them:
 //! a zlib bomb inside a `.mat`, a PNG declaring 12000x12000 pixels, IDX dimensions a gzip file
 //! cannot hold, a gzip bomb in a USPS text file. Each is an error naming the file, reached with
 //! a few megabytes allocated, where the unbounded loaders inflated or reserved hundreds.
