@@ -1,14 +1,26 @@
-//! End to end on real digits (needs ADAPT_DATA_DIR): MNIST -> MNIST-M must show the domain gap
-//! that motivates adaptation.
+//! End to end on real digits (needs ADAPT_DATA_DIR; skipped without it, a failure with
+//! ADAPT_REQUIRE_DATA=1): MNIST -> MNIST-M must show the domain gap that motivates adaptation.
+mod common;
 use clap::Parser;
 use xtask::cli::{Cli, run};
 
 #[test]
+fn missing_data_names_the_folder_looked_in() {
+    let e = common::find_real_data(Some("/nonexistent".into()), &["mnist"]).unwrap_err();
+    assert!(e.contains("/nonexistent"), "{e}");
+    assert!(common::find_real_data(None, &["mnist"]).unwrap_err().contains("ADAPT_DATA_DIR"));
+    let dir = std::env::temp_dir().join(format!("adapt-e2e-real-data-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("mnist")).unwrap();
+    let dir_s = dir.to_str().unwrap().to_string();
+    assert_eq!(common::find_real_data(Some(dir_s.clone()), &["mnist"]).unwrap(), dir_s);
+    let e = common::find_real_data(Some(dir_s), &["mnist", "usps"]).unwrap_err();
+    assert!(e.contains(&dir.join("usps").display().to_string()), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn source_only_mnist_to_mnist_m_shows_the_domain_gap() {
-    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
-        eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
-        return;
-    };
+    let Some(data) = common::real_data(&["mnist", "mnist_m"]) else { return };
     let out = std::env::temp_dir().join(format!("adapt-e2e-digits-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let cli = Cli::parse_from([
@@ -124,10 +136,7 @@ fn source_only_mnist_to_mnist_m_shows_the_domain_gap() {
 
 #[test]
 fn gta_trains_on_real_digits_and_writes_its_report() {
-    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
-        eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
-        return;
-    };
+    let Some(data) = common::real_data(&["mnist", "mnist_m"]) else { return };
     let out = std::env::temp_dir().join(format!("adapt-e2e-gta-{}", std::process::id()));
     let broken = std::env::temp_dir().join(format!("adapt-e2e-gta-broken-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
@@ -228,10 +237,7 @@ fn pinned_fingerprint() -> Option<u64> {
 /// two runs must give the same weights.
 #[test]
 fn paper_preset_digit_run_is_bit_identical_to_the_pinned_weights() {
-    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
-        eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
-        return;
-    };
+    let Some(data) = common::real_data(&["mnist", "usps"]) else { return };
     let out = std::env::temp_dir().join(format!("adapt-e2e-pinned-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let argv = [
@@ -279,10 +285,7 @@ fn paper_preset_digit_run_is_bit_identical_to_the_pinned_weights() {
 /// report shows the validators' choices and the input check.
 #[test]
 fn the_default_digit_run_compares_source_only_with_the_recommended_recipe() {
-    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
-        eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
-        return;
-    };
+    let Some(data) = common::real_data(&["mnist", "usps"]) else { return };
     let out = std::env::temp_dir().join(format!("adapt-e2e-default-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let argv = [

@@ -1,6 +1,8 @@
 //! Generate To Adapt's ablation end to end on USPS -> MNIST with the authors' recipe (needs
-//! ADAPT_DATA_DIR): the runs, their label-free validator records, the per-class image grid and the
-//! table; bad lengths refused before any folder exists.
+//! ADAPT_DATA_DIR; skipped without it, a failure with ADAPT_REQUIRE_DATA=1): the runs, their
+//! label-free validator records, the per-class image grid and the table; bad lengths refused
+//! before any folder exists.
+mod common;
 use clap::Parser;
 use xtask::cli::{Cli, run};
 
@@ -31,10 +33,7 @@ fn first_losses(run: &serde_json::Value) -> Vec<f64> {
 
 #[test]
 fn seeds_trained_apart_are_tabulated_together_and_the_shift_changes_the_inputs() {
-    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
-        eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
-        return;
-    };
+    let Some(data) = common::real_data(&["mnist", "usps"]) else { return };
     let out = std::env::temp_dir().join(format!("adapt-e2e-gta-seeds-{}", std::process::id()));
     let plain_out = std::env::temp_dir().join(format!("adapt-e2e-gta-seeds-plain-{}", std::process::id()));
     for dir in [&out, &plain_out] {
@@ -76,10 +75,7 @@ fn seeds_trained_apart_are_tabulated_together_and_the_shift_changes_the_inputs()
 
 #[test]
 fn the_authors_recipe_runs_the_ablation_with_label_free_selection() {
-    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
-        eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
-        return;
-    };
+    let Some(data) = common::real_data(&["mnist", "usps"]) else { return };
     let out = std::env::temp_dir().join(format!("adapt-e2e-gta-ablation-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
 

@@ -2,9 +2,10 @@
 """DANN MNIST -> MNIST-M in PyTorch, the recipe of `cargo xtask train --preset paper` written
 independently, to tell apart what the recipe gives from what our implementation gives.
 
-Seed 002's pipeline: binarised MNIST (55000 training images) as 3 channels, MNIST-M cropped to
-28x28, the per-channel pixel mean of both training sets subtracted, /255; conv5x5 32, max-pool 2,
-conv5x5 48, max-pool 2 (--pad same: zero-padded, 2352 features; valid: the paper's 768);
+The pipeline of pumpikano/tf-dann's TensorFlow 1 MNIST -> MNIST-M notebook: binarised MNIST
+(55000 training images) as 3 channels, MNIST-M cropped to 28x28, the per-channel pixel mean of
+both training sets subtracted, /255; conv5x5 32, max-pool 2, conv5x5 48, max-pool 2
+(--pad same: zero-padded, 2352 features; valid: the paper's 768);
 label fc 100-100-10, domain fc 100-2 behind a gradient reversal layer; Glorot-uniform weights,
 zero biases; SGD momentum 0.9, lr 0.01 / (1 + 10p)^0.75, lambda 2 / (1 + exp(-10p)) - 1,
 32 + 32 images a step. Each argument is one run's settings as JSON; one JSON line per run:

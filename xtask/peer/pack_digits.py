@@ -4,7 +4,7 @@ reference runs (dann_torch_reference.py, gta_torch_reference.py), small enough t
 machine that has no copy of the data.
 
 Arrays: mnist_train / mnist_test (u8 [N, 28, 28], or packed bits [N, 28, 4] with
---binarize-mnist: seed 002's `> 0`), their labels, and mnist_m_train / mnist_m_test (u8
+--binarize-mnist: pumpikano/tf-dann's `> 0`), their labels, and mnist_m_train / mnist_m_test (u8
 [N, S, S, 3]) with labels. --size 28 crops MNIST-M's 32x32 images to the centre 28x28 (its digits
 are MNIST's padded by 2 pixels), --size 32 keeps them.
 

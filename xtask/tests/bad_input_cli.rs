@@ -1,4 +1,4 @@
-//! Issue 14, one test per class of bad input, through the built binary as a user runs it: each
+//! One test per class of bad input, through the built binary as a user runs it: each
 //! must end with a non-zero exit and an error naming the flag, file or folder and the problem
 //! (and create no run folder when the problem is in the command line), or behave correctly.
 mod common;

@@ -1,6 +1,6 @@
 //! Inputs that used to pass silently: data files that are not regular files, half of a pair, an
-//! empty dataset folder, a data directory that does not exist (issue 14, class 5); MNIST-M label
-//! lists with a byte-order mark, a file listed twice, or mostly missing files (class 7); SVHN
+//! empty dataset folder, a data directory that does not exist; MNIST-M label lists with a
+//! byte-order mark, a file listed twice, or mostly missing files; SVHN
 //! label 0. Each must be an error naming the file (or load correctly, for the BOM).
 mod common;
 use adapt_datasets::registry::DatasetId;

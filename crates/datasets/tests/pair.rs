@@ -1,5 +1,6 @@
 //! `load_digit_pair` on fixture folders (MNIST IDX, USPS ESL text, a partial MNIST-M Ganin folder)
-//! and, when `ADAPT_DATA_DIR` is set, on the real data ("skipped: no data" otherwise).
+//! and, when `ADAPT_DATA_DIR` is set, on the real data ("skipped: no data" otherwise, a failure
+//! with `ADAPT_REQUIRE_DATA=1`).
 mod common;
 use adapt_datasets::pair::{InputDescription, PairSpec, VALIDATION_FRACTION, load_digit_pair};
 use adapt_datasets::preprocess::{self, InputStep};
@@ -202,19 +203,9 @@ fn missing_data_is_an_error_naming_the_dataset() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn data_dir() -> Option<PathBuf> {
-    match std::env::var_os("ADAPT_DATA_DIR").filter(|v| !v.is_empty()) {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            println!("skipped: no data");
-            None
-        }
-    }
-}
-
 #[test]
 fn real_mnist_to_usps_counts_ranges_and_input_check() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = real_data(&["mnist", "usps"]) else { return };
     let p = load_digit_pair(&PairSpec::dann_paper(Mnist, Usps), Some(&dir)).unwrap();
     assert_eq!((p.source_train.len(), p.source_val.as_ref().unwrap().len(), p.source_test.len()), (55000, 5000, 10000));
     assert_eq!((p.target_train.len(), p.target_test.len()), (7291, 2007));
@@ -236,7 +227,7 @@ fn real_mnist_to_usps_counts_ranges_and_input_check() {
 
 #[test]
 fn real_mnist_to_mnist_m_inputs_agree() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = real_data(&["mnist", "mnist_m"]) else { return };
     let p = load_digit_pair(&PairSpec::dann_paper(Mnist, MnistM), Some(&dir)).unwrap();
     assert_eq!((p.target_train.len(), p.target_test.len()), (30000, 9001));
     assert_eq!(p.notes, ["mnist-m train: 30000 of 59001 listed images present; using those"]);

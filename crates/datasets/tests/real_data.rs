@@ -1,25 +1,29 @@
 //! Loads the real shared data when `ADAPT_DATA_DIR` points at it; prints "skipped: no data"
-//! otherwise. The expected histograms were computed from the real files (and agree with the
+//! otherwise, or fails naming the folder with `ADAPT_REQUIRE_DATA=1`. The expected histograms were computed from the real files (and agree with the
 //! PROVENANCE notes of the shared copy).
+mod common;
 use adapt_datasets::{Preprocess, Rows, Split, load, preprocess};
+use common::{find_real_data, real_data};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use std::path::PathBuf;
 
-fn data_dir() -> Option<PathBuf> {
-    match std::env::var_os("ADAPT_DATA_DIR").filter(|v| !v.is_empty()) {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            println!("skipped: no data");
-            None
-        }
-    }
+#[test]
+fn missing_data_names_the_folder_looked_in() {
+    let e = find_real_data(Some("/nonexistent".into()), &["mnist"]).unwrap_err();
+    assert!(e.contains("/nonexistent"), "{e}");
+    assert!(find_real_data(None, &["mnist"]).unwrap_err().contains("ADAPT_DATA_DIR"));
+    let dir = common::tmp("real-data-helper");
+    std::fs::create_dir_all(dir.join("mnist")).unwrap();
+    assert_eq!(find_real_data(Some(dir.clone().into()), &["mnist"]).unwrap(), dir);
+    let e = find_real_data(Some(dir.clone().into()), &["mnist", "usps"]).unwrap_err();
+    assert!(e.contains(&dir.join("usps").display().to_string()), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn mnist_full_counts_and_histograms() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = real_data(&["mnist"]) else { return };
     let train = load("mnist", Split::Train, Some(&dir)).unwrap();
     assert_eq!(train.shape(), [60000, 1, 28, 28]);
     assert_eq!(train.label_histogram(10), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
@@ -34,7 +38,7 @@ fn mnist_full_counts_and_histograms() {
 
 #[test]
 fn mnist_m_partial_train_and_full_test() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = real_data(&["mnist", "mnist_m"]) else { return };
     let train = load("mnist_m", Split::Train, Some(&dir)).unwrap();
     assert_eq!(train.shape(), [30000, 3, 32, 32]);
     let p = train.partial.expect("the shared train folder is partial");
@@ -57,7 +61,7 @@ fn mnist_m_partial_train_and_full_test() {
 /// what makes the digit pipeline crop MNIST-M to 28 rather than resize it.
 #[test]
 fn mnist_m_digits_are_mnist_padded_by_two() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = real_data(&["mnist", "mnist_m"]) else { return };
     let mm = load("mnist-m", Split::Test, Some(&dir)).unwrap();
     let mnist = load("mnist", Split::Test, Some(&dir)).unwrap();
     let n = 200;
@@ -110,7 +114,7 @@ fn mnist_m_digits_are_mnist_padded_by_two() {
 #[test]
 fn bsds500_has_200_photos_and_generation_works_on_them() {
     use adapt_datasets::mnist_m_gen;
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = real_data(&["mnist", "bsds500"]) else { return };
     let photos = mnist_m_gen::list_photos(&dir.join("bsds500")).unwrap();
     assert_eq!(photos.len(), 200);
     let decoded = mnist_m_gen::load_photos(&photos[..3]).unwrap();
@@ -124,7 +128,7 @@ fn bsds500_has_200_photos_and_generation_works_on_them() {
 
 #[test]
 fn paper_pipeline_mnist_to_mnist_m() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = real_data(&["mnist", "mnist_m"]) else { return };
     // MNIST padded to 32 and made RGB, MNIST-M as is, both /255, mean of both train sets removed.
     let mut src = load("mnist", Split::Train, Some(&dir)).unwrap();
     let mut tgt = load("mnist-m", Split::Train, Some(&dir)).unwrap();

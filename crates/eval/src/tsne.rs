@@ -2,7 +2,7 @@
 //!
 //! Meant for the feature plots of a run: one or two thousand points, where the exact gradient is
 //! still cheap and, unlike Barnes-Hut, has no accuracy knob to explain. The optimisation follows
-//! the reference implementation and scikit-learn's defaults: perplexity-calibrated Gaussian
+//! van der Maaten's reference implementation and scikit-learn's defaults: perplexity-calibrated Gaussian
 //! affinities, early exaggeration with low momentum, then plain momentum gradient descent with
 //! per-coordinate gains (delta-bar-delta). The O(N^2) passes run row-parallel on rayon; each row's
 //! sums are taken in a fixed order, so the result depends on the seed only, not on the threads.

@@ -66,7 +66,7 @@ impl Default for DigitNetConfig {
 #[serde(rename_all = "lowercase")]
 pub enum ConvPadding {
     /// 2 pixels of zeros: the output keeps the input's size (TensorFlow's `SAME`, as the
-    /// reference implementation of seed 002 builds the MNIST net: 2352 features).
+    /// TensorFlow 1 reproduction in pumpikano/tf-dann builds the MNIST net: 2352 features).
     #[default]
     Same,
     /// No padding: each convolution loses 4 pixels (Caffe's default, the paper's own nets: the

@@ -17,8 +17,9 @@ pub enum InitScheme {
     /// PyTorch's defaults (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases).
     #[default]
     Pytorch,
-    /// TensorFlow's `get_variable` default, which the paper's reference code (seed 002) ran
-    /// with: Glorot-uniform weights `U(-sqrt(6/(fan_in+fan_out)), ..)`, zero biases.
+    /// TensorFlow's `get_variable` default, which the TensorFlow 1 reproduction of the DANN
+    /// paper (pumpikano/tf-dann) ran with: Glorot-uniform weights
+    /// `U(-sqrt(6/(fan_in+fan_out)), ..)`, zero biases.
     Glorot,
 }
 

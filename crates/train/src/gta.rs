@@ -26,7 +26,8 @@
 //! The learning rates of D, F and C decay as `lr / (1 + lr_decay * iteration)` after each
 //! iteration; G's stays constant (the authors' schedule).
 //!
-//! [`GtaVariant`] selects the rows of the ablation (seed 001): stream 1 only (F + C, source
+//! [`GtaVariant`] selects the rows of the ablation in Sankaranarayanan et al., "Generate To Adapt:
+//! Aligning Domains using Generative Adversarial Networks" (2018): stream 1 only (F + C, source
 //! only), stream 2 with only the real/fake classifier (no auxiliary-class terms in any loss), and
 //! the full method.
 //!
@@ -75,7 +76,8 @@ impl GtaVariant {
         }
     }
 
-    /// The ablation table's row label (seed 001's wording).
+    /// The ablation table's row label (the wording of A. Bykov's reproduction report of Generate To
+    /// Adapt).
     pub fn description(self) -> &'static str {
         match self {
             GtaVariant::Stream1 => "Stream 1 - Source only",

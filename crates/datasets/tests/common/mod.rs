@@ -242,3 +242,38 @@ pub fn write_hub_parquet(path: &Path, images: &[Vec<u8>], labels: &[i64]) {
 pub fn grey_pngs(n: usize, side: u32) -> Vec<Vec<u8>> {
     (0..n).map(|i| png(side, side, 1, (0..(side * side) as usize).map(|p| pixel(i, p)).collect())).collect()
 }
+
+/// The real data folder of `ADAPT_DATA_DIR` when it holds every dataset folder named in
+/// `datasets` (`mnist`, `mnist_m`, `usps`, `bsds500`, ...). Otherwise the test has nothing to run
+/// on: it prints "skipped: ..." and gets `None`, or, with `ADAPT_REQUIRE_DATA=1` (as CI sets it),
+/// panics naming the folder it looked in, so that a broken data path cannot pass as a skip.
+pub fn real_data(datasets: &[&str]) -> Option<PathBuf> {
+    match find_real_data(std::env::var_os("ADAPT_DATA_DIR"), datasets) {
+        Ok(dir) => Some(dir),
+        Err(why) if data_required() => panic!("ADAPT_REQUIRE_DATA is set, but {why}"),
+        Err(why) => {
+            println!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// The decision of [`real_data`] for a given `ADAPT_DATA_DIR` value: the folder, or why there is
+/// no data, naming the folder looked in.
+pub fn find_real_data(dir: Option<std::ffi::OsString>, datasets: &[&str]) -> Result<PathBuf, String> {
+    let Some(dir) = dir.filter(|d| !d.is_empty()).map(PathBuf::from) else {
+        return Err("no data: ADAPT_DATA_DIR is not set".into());
+    };
+    if !dir.is_dir() {
+        return Err(format!("no data: ADAPT_DATA_DIR {} is not a folder", dir.display()));
+    }
+    match datasets.iter().map(|name| dir.join(name)).find(|folder| !folder.is_dir()) {
+        Some(folder) => Err(format!("no data: {} is not a folder", folder.display())),
+        None => Ok(dir),
+    }
+}
+
+/// Whether `ADAPT_REQUIRE_DATA` asks for missing data to fail (any value but empty and `0`).
+fn data_required() -> bool {
+    std::env::var_os("ADAPT_REQUIRE_DATA").is_some_and(|v| !v.is_empty() && v != "0")
+}
