@@ -1,16 +1,17 @@
-//! DANN on MNIST -> USPS with the library crates alone: the pair loaded and preprocessed by
-//! `adapt-datasets`, the paper's MNIST net from `adapt-models`, the DANN loop of `adapt-train`,
-//! the accuracies from `adapt-eval`. No run folder, no checkpoints: the quiet library path.
+//! The recommended recipe on MNIST -> USPS with the library crates: the recipe decided from the
+//! two domains' label-free profiles (`adapt-datasets`, `adapt-experiment`), the paper's MNIST net
+//! from `adapt-models`, the DANN loop of `adapt-train`, the accuracies from `adapt-eval`. No run
+//! folder, no checkpoints: the quiet library path.
 //!
 //! `ADAPT_DATA_DIR=/path/to/data cargo run --example dann_digits -- [STEPS]`
-use adapt_datasets::{DatasetId, DigitNet, PairSpec, load_digit_pair};
+use adapt_datasets::pair::PairProfile;
+use adapt_datasets::{DataRef, DatasetId, load_digit_pair};
 use adapt_eval::evaluate_dann;
+use adapt_experiment::digits::{DigitRunConfig, pair_spec};
+use adapt_experiment::recipe::{DigitRecipe, Preset};
 use adapt_models::ParamStore;
-use adapt_models::digits::{ConvPadding, DigitDann, DigitNetConfig};
-use adapt_models::init::InitScheme;
 use adapt_train::batches::MixedSampler;
-use adapt_train::optim::SgdSettings;
-use adapt_train::{Method, TrainConfig, TrainHooks, train_dann};
+use adapt_train::{Method, TrainHooks, train_dann};
 use candle_core::Device;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,26 +19,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("skipped: no data (set ADAPT_DATA_DIR to a folder with mnist/ and usps/)");
         return Ok(());
     };
+    let data_dir = std::path::PathBuf::from(data_dir);
     let steps: usize = std::env::args().nth(1).map_or(Ok(300), |s| s.parse())?;
-    let (source, target) = (DatasetId::Mnist, DatasetId::Usps);
-    // The paper's preprocessing: both domains as 3x28x28, binarised MNIST, the training mean subtracted.
-    let pair = load_digit_pair(&PairSpec::dann_paper(source, target), Some(data_dir.as_ref()))?;
+    let (source, target) = (DataRef::from(DatasetId::Mnist), DataRef::from(DatasetId::Usps));
+    // What the data shows decides the recipe: here USPS's frame-filling digits are drawn into
+    // MNIST's 20-pixel box.
+    let profile = PairProfile::measure(&source, &target, Some(&data_dir))?;
+    let methods = vec![Method::SourceOnly, Method::Dann];
+    let mut recipe = DigitRecipe::new(&source, &target, &profile, methods.clone(), Preset::Recommended, 0);
+    recipe.steps = steps;
+    for d in &recipe.decisions {
+        println!("decided: {d}");
+    }
+    let spec = pair_spec(
+        (source, target),
+        recipe.net,
+        (recipe.source_input, recipe.target_input),
+        recipe.standardize_inputs,
+        None,
+    );
+    let pair = load_digit_pair(&spec, Some(&data_dir))?;
     let device = Device::Cpu;
-    let net = DigitNetConfig { init: InitScheme::Glorot, padding: ConvPadding::Valid, ..DigitNetConfig::default() };
-    for method in [Method::SourceOnly, Method::Dann] {
+    for method in methods {
+        let cfg = DigitRunConfig::new(&recipe, method, pair.mean.clone(), pair.classes.clone())?;
         // The same starting weights for both methods.
-        let params = ParamStore::new(0);
-        let model = DigitDann::build(DigitNet::for_pair(source, target), &net, &params, params.seed(), &device)?;
-        let cfg = TrainConfig {
-            method,
-            steps,
-            batch_size: 32,
-            sgd: SgdSettings { lr: 0.01, ..SgdSettings::default() },
-            ..TrainConfig::default()
-        };
+        let params = ParamStore::new(cfg.train.seed);
+        let model = cfg.build_model(&params, &device)?;
         let mut sampler =
-            MixedSampler::new(pair.source_train.clone(), pair.target_train.clone(), cfg.batch_size, cfg.seed)?;
-        let outcome = train_dann(&model, &params, &mut sampler, &device, &cfg, TrainHooks::default())?;
+            MixedSampler::new(pair.source_train.clone(), pair.target_train.clone(), cfg.train.batch_size, cfg.train.seed)?
+                .with_shift(cfg.train.input_shift)?
+                .with_source_colour_jitter(cfg.train.source_colour_jitter);
+        let outcome = train_dann(&model, &params, &mut sampler, &device, &cfg.train, TrainHooks::default())?;
         let eval = evaluate_dann(&model, pair.source_test.as_ref(), pair.target_test.as_ref(), &device)?;
         println!(
             "{:<12} {steps} steps in {:.0} s: MNIST test {:.1} %, USPS test {:.1} %, domain classifier {:.1} %",

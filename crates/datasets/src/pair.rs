@@ -787,31 +787,72 @@ pub fn load_digit_pair(spec: &PairSpec, data_dir: Option<&Path>) -> Result<Domai
 #[cfg(test)]
 mod tests {
     use super::*;
-    use DatasetId::*;
+    use crate::stats::InkBox;
+
+    /// A profile with `shape`, colour or grey, a digit side (plain ground) and a mean ink box.
+    fn profile(shape: [usize; 3], colour: bool, digit_side: Option<f64>, ink: (f64, f64, f64, f64)) -> DomainProfile {
+        let (top, left, height, width) = ink;
+        DomainProfile {
+            name: "p".into(),
+            shape,
+            images: 100,
+            colour_spread: if colour { 0.2 } else { 0.0 },
+            ground_share: if digit_side.is_some() { 0.8 } else { 0.1 },
+            ground_level: 0.0,
+            digit_side,
+            ink_box: Some(InkBox { top, left, height, width }),
+        }
+    }
+
+    fn mnist() -> DomainProfile {
+        profile([1, 28, 28], false, Some(20.0), (6.1, 8.1, 17.1, 12.5))
+    }
+    fn usps() -> DomainProfile {
+        profile([1, 16, 16], false, Some(16.0), (1.1, 3.6, 13.9, 8.8))
+    }
+    fn mnist_m() -> DomainProfile {
+        profile([3, 32, 32], true, None, (7.4, 8.3, 18.2, 16.1))
+    }
+    /// Street numbers: digits filling most of a textured 32-pixel frame.
+    fn street() -> DomainProfile {
+        profile([3, 32, 32], true, None, (3.0, 9.0, 26.0, 14.0))
+    }
 
     #[test]
-    fn nets_and_sizes_follow_the_paper() {
-        for (s, t) in [(Mnist, MnistM), (MnistM, Mnist), (Mnist, Usps), (Usps, Mnist), (Usps, MnistM)] {
-            assert_eq!(DigitNet::for_pair(s, t), DigitNet::Mnist, "{s} -> {t}");
-        }
-        for (s, t) in [(Svhn, Mnist), (Mnist, Svhn), (SynDigits, Svhn), (Usps, SynDigits)] {
-            assert_eq!(DigitNet::for_pair(s, t), DigitNet::Svhn, "{s} -> {t}");
-        }
+    fn the_net_follows_the_images() {
+        assert_eq!(DigitNet::for_profiles(&mnist(), &usps()), DigitNet::Mnist);
+        assert_eq!(DigitNet::for_profiles(&mnist(), &mnist_m()), DigitNet::Mnist, "MNIST-M crops to 28");
+        assert_eq!(DigitNet::for_profiles(&street(), &mnist()), DigitNet::Svhn, "digits filling 32 px");
         assert_eq!((DigitNet::Mnist.image_size(), DigitNet::Svhn.image_size()), (28, 32));
         assert_eq!(serde_json::to_string(&DigitNet::Svhn).unwrap(), r#""svhn""#);
         assert_eq!(serde_json::from_str::<DigitNet>(r#""mnist""#).unwrap(), DigitNet::Mnist);
     }
 
     #[test]
+    fn fits_and_digit_boxes() {
+        assert_eq!(Fit::for_profile(&mnist_m(), 28), Fit::Crop);
+        assert_eq!(Fit::for_profile(&mnist(), 32), Fit::Pad);
+        assert_eq!(Fit::for_profile(&usps(), 28), Fit::Resize);
+        assert_eq!(Fit::for_profile(&street(), 28), Fit::Resize, "a crop would cut its ink");
+        // USPS fills its frame, MNIST's digits sit in a 20-pixel box: USPS is drawn at that scale.
+        assert_eq!(digit_box_for(&usps(), &mnist(), 28), Some(20));
+        assert_eq!(digit_box_for(&usps(), &mnist(), 32), Some(20), "MNIST is padded, not scaled, to 32");
+        assert_eq!(digit_box_for(&mnist(), &usps(), 28), None);
+        assert_eq!(digit_box_for(&usps(), &mnist_m(), 28), None, "no box against a textured ground");
+    }
+
+    #[test]
     fn the_recipes() {
-        let p = PairSpec::dann_paper(Mnist, MnistM);
-        assert_eq!((p.image_size, p.binarize_mnist, &p.normalization), (28, true, &Normalization::TrainMean));
-        assert_eq!(p.net(), DigitNet::Mnist);
-        assert_eq!(PairSpec::dann_paper(Svhn, Mnist).image_size, 32);
-        let bn = PairSpec::dann_bn(Mnist, Usps);
-        assert_eq!((bn.image_size, bn.binarize_mnist, &bn.normalization), (28, false, &Normalization::TrainMean));
-        let g = PairSpec::gta(Mnist, MnistM);
-        assert_eq!((g.image_size, g.binarize_mnist), (32, false));
+        let (s, t) = (DataRef::from(DatasetId::Mnist), DataRef::from(DatasetId::MnistM));
+        let pp = PairProfile { source: mnist(), target: mnist_m() };
+        let p = PairSpec::dann_paper(&s, &t, &pp);
+        assert_eq!((p.image_size, &p.normalization), (28, &Normalization::TrainMean));
+        assert!(p.source_input.binarize && !p.target_input.binarize);
+        assert_eq!(p.target_input.fit, Fit::Crop);
+        let bn = PairSpec::dann_bn(&s, &t, &pp);
+        assert!(!bn.source_input.binarize && !bn.target_input.binarize);
+        let g = PairSpec::gta(&s, &t, &pp);
+        assert_eq!((g.image_size, g.source_input.binarize, g.source_input.fit), (32, false, Fit::Pad));
         assert_eq!(g.normalization, Normalization::Fixed { mean: vec![0.5], std: vec![0.5] });
         // Serialised with the datasets' names, and read back with either spelling.
         let json = serde_json::to_string(&g).unwrap();
@@ -829,16 +870,19 @@ mod tests {
 
     #[test]
     fn shape_steps_keep_the_digit_scale() {
-        let mnist32 = shape_steps(Mnist, 28, 32, true);
+        let pad = DomainShaping { binarize: true, digit_box: None, fit: Fit::Pad };
+        let mnist32 = shape_steps(&pad, 28, 32);
         assert_eq!(
             (mnist32.pad_to, mnist32.resize, mnist32.binarize),
             (Some(32), None, Some(MNIST_BINARIZE_THRESHOLD))
         );
-        let mnist_m28 = shape_steps(MnistM, 32, 28, false);
+        let crop = DomainShaping { fit: Fit::Crop, ..Default::default() };
+        let mnist_m28 = shape_steps(&crop, 32, 28);
         assert_eq!((mnist_m28.crop_to, mnist_m28.resize, mnist_m28.binarize), (Some(28), None, None));
-        assert_eq!(shape_steps(Usps, 16, 28, false).resize, Some(28));
-        assert_eq!(shape_steps(Svhn, 32, 28, false).resize, Some(28), "only MNIST-M is a padded MNIST");
-        let plan = shape_steps(Svhn, 32, 32, false).plan("svhn", [3, 32, 32]).unwrap();
+        assert_eq!(shape_steps(&DomainShaping::default(), 16, 28).resize, Some(28));
+        let boxed = shape_steps(&DomainShaping { digit_box: Some(20), ..Default::default() }, 16, 28);
+        assert_eq!((boxed.resize, boxed.pad_to), (Some(20), Some(28)));
+        let plan = shape_steps(&DomainShaping::default(), 32, 32).plan("svhn", [3, 32, 32]).unwrap();
         assert_eq!(plan, [InputStep::Scale { divide_by: 255.0 }]);
     }
 }

@@ -2,13 +2,67 @@
 //! and, when `ADAPT_DATA_DIR` is set, on the real data ("skipped: no data" otherwise, a failure
 //! with `ADAPT_REQUIRE_DATA=1`).
 mod common;
-use adapt_datasets::pair::{InputDescription, PairSpec, VALIDATION_FRACTION, load_digit_pair};
+use adapt_datasets::pair::{
+    DomainShaping, Fit, InputDescription, PairProfile, PairSpec, VALIDATION_FRACTION, load_digit_pair,
+};
+use adapt_datasets::{DataRef, Normalization};
 use adapt_datasets::preprocess::{self, InputStep};
 use adapt_datasets::registry::DatasetId::{self, *};
 use adapt_datasets::{ImageDataset, Preprocess, Rows, Split, load, validation_split};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The paper's spec as the profiles of the real datasets decide it (checked on the real data
+/// below): MNIST's digits, inside a margin, binarised; MNIST-M cropped to 28 and MNIST padded to 32.
+fn paper(source: DatasetId, target: DatasetId) -> PairSpec {
+    let size = if [source, target].contains(&Svhn) { 32 } else { 28 };
+    let shaping = |id: DatasetId| DomainShaping {
+        binarize: id == Mnist,
+        digit_box: None,
+        fit: match (id, size) {
+            (MnistM, 28) => Fit::Crop,
+            (Mnist, 32) => Fit::Pad,
+            _ => Fit::Resize,
+        },
+    };
+    PairSpec {
+        source: source.into(),
+        target: target.into(),
+        image_size: size,
+        normalization: Normalization::TrainMean,
+        source_input: shaping(source),
+        target_input: shaping(target),
+    }
+}
+
+/// The BatchNorm preset: the paper's, nothing binarised.
+fn bn(source: DatasetId, target: DatasetId) -> PairSpec {
+    let mut spec = paper(source, target);
+    spec.source_input.binarize = false;
+    spec.target_input.binarize = false;
+    spec
+}
+
+/// Generate To Adapt's inputs: 32x32, MNIST padded, `(x - 0.5) / 0.5`.
+fn gta(source: DatasetId, target: DatasetId) -> PairSpec {
+    let shaping = |id: DatasetId| DomainShaping { fit: if id == Mnist { Fit::Pad } else { Fit::Resize }, ..Default::default() };
+    PairSpec {
+        source: source.into(),
+        target: target.into(),
+        image_size: 32,
+        normalization: Normalization::Fixed { mean: vec![0.5], std: vec![0.5] },
+        source_input: shaping(source),
+        target_input: shaping(target),
+    }
+}
+
+/// The specs the profiles of the real `source` and `target` give.
+fn measured(source: DatasetId, target: DatasetId, dir: &Path) -> (PairSpec, PairSpec) {
+    let (s, t) = (DataRef::from(source), DataRef::from(target));
+    let p = PairProfile::measure(&s, &t, Some(dir)).unwrap();
+    (PairSpec::dann_paper(&s, &t, &p), PairSpec::gta(&s, &t, &p))
+}
 
 /// All rows of `rows`, as bits.
 fn bits(rows: &dyn Rows) -> Vec<u32> {
@@ -31,16 +85,17 @@ fn fixtures(tag: &str) -> PathBuf {
 
 /// The runner's pipeline before `load_digit_pair`, step by step with the crate's lower-level calls.
 fn by_hand(spec: &PairSpec, dir: &Path, pre: impl Fn(DatasetId, &ImageDataset) -> Preprocess) -> [Vec<u32>; 5] {
+    let id = |d: &DataRef| d.builtin().unwrap();
     let get = |id: DatasetId, split| {
         let mut ds = load(id.name(), split, Some(dir)).unwrap();
         pre(id, &ds).apply(&mut ds).unwrap();
         ds
     };
     let (mut st, mut tt, mut se, mut te) = (
-        get(spec.source, Split::Train),
-        get(spec.target, Split::Train),
-        get(spec.source, Split::Test),
-        get(spec.target, Split::Test),
+        get(id(&spec.source), Split::Train),
+        get(id(&spec.target), Split::Train),
+        get(id(&spec.source), Split::Test),
+        get(id(&spec.target), Split::Test),
     );
     let mean = preprocess::channel_mean(&[&st, &tt]).unwrap();
     for ds in [&mut st, &mut tt, &mut se, &mut te] {
@@ -65,7 +120,7 @@ fn pair_bits(p: &adapt_datasets::DomainPair) -> [Vec<u32>; 5] {
 #[test]
 fn dann_pairs_match_the_step_by_step_pipeline_bit_for_bit() {
     let dir = fixtures("pair-dann");
-    let spec = PairSpec::dann_paper(Mnist, Usps);
+    let spec = paper(Mnist, Usps);
     let p = load_digit_pair(&spec, Some(&dir)).unwrap();
     assert_eq!((p.source_name.as_str(), p.target_name.as_str()), ("mnist", "usps"));
     // 36 / 12 = 3 held out.
@@ -89,13 +144,13 @@ fn dann_pairs_match_the_step_by_step_pipeline_bit_for_bit() {
     assert!((sum / count as f64).abs() < 1e-5, "{}", sum / count as f64);
     assert!(p.notes.is_empty());
 
-    let bn = PairSpec::dann_bn(Mnist, Usps);
+    let bn = bn(Mnist, Usps);
     let q = load_digit_pair(&bn, Some(&dir)).unwrap();
     assert!(pair_bits(&q) == by_hand(&bn, &dir, |_, _| Preprocess::rgb(28)), "bn recipe");
     assert_ne!(q.mean, p.mean, "plain MNIST has another mean than binarised MNIST");
 
     // MNIST-M crops 32 -> 28 (its digits are MNIST's padded by 2), MNIST stays at 28.
-    let mm = PairSpec::dann_paper(Mnist, MnistM);
+    let mm = paper(Mnist, MnistM);
     let r = load_digit_pair(&mm, Some(&dir)).unwrap();
     let crop = |id: DatasetId, _: &ImageDataset| Preprocess {
         binarize: (id == Mnist).then_some(1.0),
@@ -111,7 +166,7 @@ fn dann_pairs_match_the_step_by_step_pipeline_bit_for_bit() {
 #[test]
 fn gta_inputs_are_in_minus_one_to_one_and_the_description_reproduces_them() {
     let dir = fixtures("pair-gta");
-    let p = load_digit_pair(&PairSpec::gta(Mnist, MnistM), Some(&dir)).unwrap();
+    let p = load_digit_pair(&gta(Mnist, MnistM), Some(&dir)).unwrap();
     assert_eq!((p.mean.as_slice(), p.std.as_slice()), (&[0.5f32][..], &[0.5f32][..]));
     for (rows, is_source) in
         [(&p.source_train, true), (&p.target_train, false), (&p.source_test, true), (&p.target_test, false)]
@@ -157,10 +212,9 @@ fn gta_inputs_are_in_minus_one_to_one_and_the_description_reproduces_them() {
 
 #[test]
 fn per_image_standardisation_gives_every_input_channel_mean_zero_and_std_one() {
-    use adapt_datasets::Normalization;
     let dir = fixtures("pair-per-image");
     let spec =
-        PairSpec { normalization: Normalization::PerImage { epsilon: 1e-3 }, ..PairSpec::dann_paper(Mnist, MnistM) };
+        PairSpec { normalization: Normalization::PerImage { epsilon: 1e-3 }, ..paper(Mnist, MnistM) };
     let p = load_digit_pair(&spec, Some(&dir)).unwrap();
     assert!(p.mean.is_empty() && p.std.is_empty());
     let plane = 28 * 28;
@@ -193,20 +247,23 @@ fn missing_data_is_an_error_naming_the_dataset() {
     let dir = tmp("pair-missing");
     write_mnist(&dir.join("mnist"), 24, 28, false);
     std::fs::create_dir_all(dir.join("usps")).unwrap();
-    let e = load_digit_pair(&PairSpec::dann_paper(Mnist, Usps), Some(&dir)).err().unwrap().to_string();
+    let e = load_digit_pair(&paper(Mnist, Usps), Some(&dir)).err().unwrap().to_string();
     assert!(e.contains("usps") && e.contains("zip.train.gz"), "{e}");
     // Too few source images to hold one in 12 out.
     write_mnist(&dir.join("mnist"), 11, 28, false);
     std::fs::write(dir.join("usps/zip.train.gz"), gzip(esl_text(3).0.as_bytes())).unwrap();
     std::fs::write(dir.join("usps/zip.test.gz"), gzip(esl_text(3).0.as_bytes())).unwrap();
-    assert!(load_digit_pair(&PairSpec::dann_paper(Mnist, Usps), Some(&dir)).is_err());
+    assert!(load_digit_pair(&paper(Mnist, Usps), Some(&dir)).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn real_mnist_to_usps_counts_ranges_and_input_check() {
     let Some(dir) = real_data(&["mnist", "usps"]) else { return };
-    let p = load_digit_pair(&PairSpec::dann_paper(Mnist, Usps), Some(&dir)).unwrap();
+    // The profiles decide what the paper's code did by name: MNIST binarised, USPS resized.
+    let (p_spec, g_spec) = measured(Mnist, Usps, &dir);
+    assert_eq!((p_spec, g_spec), (paper(Mnist, Usps), gta(Mnist, Usps)));
+    let p = load_digit_pair(&paper(Mnist, Usps), Some(&dir)).unwrap();
     assert_eq!((p.source_train.len(), p.source_val.as_ref().unwrap().len(), p.source_test.len()), (55000, 5000, 10000));
     assert_eq!((p.target_train.len(), p.target_test.len()), (7291, 2007));
     assert_eq!(p.target_train.row_shape(), [3, 28, 28]);
@@ -214,7 +271,7 @@ fn real_mnist_to_usps_counts_ranges_and_input_check() {
     let warnings = p.compare_inputs(usize::MAX).unwrap();
     assert_eq!(warnings.iter().map(|w| w.quantity.as_str()).collect::<Vec<_>>(), ["ink_box_height"], "{warnings:?}");
 
-    let g = load_digit_pair(&PairSpec::gta(Mnist, Usps), Some(&dir)).unwrap();
+    let g = load_digit_pair(&gta(Mnist, Usps), Some(&dir)).unwrap();
     assert_eq!((g.target_train.len(), g.target_test.len()), (7291, 2007));
     for rows in [&g.source_train, g.source_val.as_ref().unwrap(), &g.target_train, &g.source_test, &g.target_test] {
         assert_eq!(rows.row_shape(), [3, 32, 32]);
@@ -228,7 +285,11 @@ fn real_mnist_to_usps_counts_ranges_and_input_check() {
 #[test]
 fn real_mnist_to_mnist_m_inputs_agree() {
     let Some(dir) = real_data(&["mnist", "mnist_m"]) else { return };
-    let p = load_digit_pair(&PairSpec::dann_paper(Mnist, MnistM), Some(&dir)).unwrap();
+    // MNIST-M's 32-pixel frame is cropped to 28, not resized: its ink lies inside the crop.
+    let (p_spec, g_spec) = measured(Mnist, MnistM, &dir);
+    assert_eq!((p_spec, g_spec), (paper(Mnist, MnistM), gta(Mnist, MnistM)));
+    assert_eq!(measured(MnistM, Mnist, &dir).0, paper(MnistM, Mnist));
+    let p = load_digit_pair(&paper(Mnist, MnistM), Some(&dir)).unwrap();
     assert_eq!((p.target_train.len(), p.target_test.len()), (30000, 9001));
     assert_eq!(p.notes, ["mnist-m train: 30000 of 59001 listed images present; using those"]);
     // Cropped to 28, MNIST-M's digits are MNIST's: no warning, though the domains look different.
