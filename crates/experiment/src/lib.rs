@@ -23,6 +23,7 @@ pub mod files;
 pub mod fuzz;
 pub mod gta;
 pub mod pair;
+pub mod predict;
 pub mod recipe;
 pub mod selection;
 pub mod summary;
