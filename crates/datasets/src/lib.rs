@@ -40,6 +40,7 @@ pub mod fuzz;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;
+pub mod image_folder;
 pub mod mat;
 pub mod memory;
 pub mod mnist;
@@ -65,6 +66,10 @@ mod raw;
 
 pub use batches::{BatchIter, BatchState};
 pub use error::{DatasetError, Result};
+pub use image_folder::{
+    ExportSummary, FolderLayout, FolderOptions, ImageSource, ScannedImage, SourceScan, export_class_folders,
+    load_image_source, looks_like_path, scan_image_source,
+};
 pub use pair::{DigitNet, DomainPair, InputDescription, Normalization, PairSpec, load_digit_pair};
 pub use preprocess::Preprocess;
 pub use registry::{DatasetId, Origin};
