@@ -3,20 +3,25 @@
 //! [`predict_paths`], what `cargo xtask predict` runs: image files, folders and list files in,
 //! one row per image out ([`PredictionTable`], written as CSV).
 //!
-//! New images are treated as target-domain images. Each is brought to what the target's
-//! recorded steps take: a grey image is copied to three channels where the target is colour,
-//! a colour one averaged over its channels where the target is grey; an image the steps cannot
-//! take at its size is resized bilinearly to the target's original size. Then the target's
-//! recorded test steps (the training steps where the test images had none of their own) make
-//! it the net's input. The net runs in evaluation mode exactly as [`crate::evaluate`] scores
-//! the target test set: BatchNorm with the net's running statistics, the same batches, the class
-//! the argmax of the logits. So the exported target test set predicts to the target accuracy
-//! `eval` reports, to the last digit.
+//! New images are treated as target-domain images. Each is brought to the target's recorded
+//! original shape: a grey image is copied to three channels where the target is colour, a colour
+//! one made grey by the mean of its channels where the target is grey, and an image of another
+//! size resized bilinearly to the target's original size (images larger than that are first
+//! shrunk with antialiasing, as adapt's folder loader stores them). Each conversion is reported
+//! in a note. Then the target's recorded test steps (the training steps where the test images
+//! had none of their own) make it the net's input; images that the target's own test steps take
+//! at their size go through those directly.
+//!
+//! The net runs in evaluation mode exactly as [`crate::evaluate`] scores the target test set:
+//! BatchNorm with the net's running statistics, the same batches, the class the argmax of the
+//! logits. So the exported target test set predicts to the target accuracy `eval` reports, to
+//! the last digit.
 use crate::error::{Context, ExperimentError, Result};
 use crate::evaluate::method_dirs;
 use crate::files::write_atomic;
 use crate::summary::{RunSummary, Selection};
 use crate::weights::{RunConfig, WeightsStep, read_weights_info};
+use adapt_datasets::image_folder::{FolderOptions, IMAGE_EXTENSIONS, load_image_source};
 use adapt_datasets::pair::{DomainInput, InputDescription};
 use adapt_datasets::preprocess::{InputStep, resize};
 use adapt_datasets::{ImageDataset, Split};
@@ -328,16 +333,21 @@ impl Predictor {
         Ok((classes, probabilities, c))
     }
 
-    /// How images of `shape` reach the net: channels converted to the target's, then the
-    /// target's test steps where they take the images at their size, else its training steps
-    /// where they do, else a resize to the target's original size and its training steps (which
-    /// were planned for that size).
+    /// How images of `shape` reach the net. Where the target's test images had steps of their
+    /// own and those take the images at their size, those (they are test-like images); else the
+    /// channels converted to the target's and the size brought to its original size, then the
+    /// test steps where they take that, else the training steps (planned for that size).
     fn route(&self, what: &str, [c, h, w]: [usize; 3]) -> Result<Route<'_>> {
         let [oc, oh, ow] = self.target.original_shape;
-        let mut notes = Vec::new();
         if h == 0 || w == 0 {
             return Err(ExperimentError::Invalid(format!("{what}: images of 0 pixels ({h}x{w})")));
         }
+        if let Some(test) = self.target.test_steps.as_deref()
+            && self.takes(test, [c, h, w])
+        {
+            return Ok(Route { channels: None, resize: None, steps: test, notes: Vec::new() });
+        }
+        let mut notes = Vec::new();
         let channels = match (c, oc) {
             _ if c == oc => None,
             (1, 3) => {
@@ -354,16 +364,17 @@ impl Predictor {
                 )));
             }
         };
-        let test = self.target.test_steps.as_deref().unwrap_or(&self.target.steps);
-        for steps in [test, &self.target.steps] {
-            if self.takes(steps, [oc, h, w]) {
-                return Ok(Route { channels, resize: None, steps, notes });
-            }
+        let resize = ((h, w) != (oh, ow)).then_some((oh, ow));
+        if resize.is_some() {
+            notes.push(format!(
+                "{h}x{w} images resized bilinearly to the target's original {oh}x{ow} (aspect ratio not kept)"
+            ));
         }
-        notes.push(format!(
-            "{h}x{w} images resized bilinearly to the target's {oh}x{ow} (aspect ratio not kept) before the recorded steps"
-        ));
-        Ok(Route { channels, resize: Some((oh, ow)), steps: &self.target.steps, notes })
+        let steps = match self.target.test_steps.as_deref() {
+            Some(test) if self.takes(test, [oc, oh, ow]) => test,
+            _ => &self.target.steps,
+        };
+        Ok(Route { channels, resize, steps, notes })
     }
 
     /// Whether `steps` take one image of `shape` to the net's input shape.
@@ -566,33 +577,66 @@ pub fn check_out_path(path: &Path) -> Result<()> {
 
 /// Raw images loaded from one input path, with their paths and labels.
 struct InputImages {
-    images: ImageDataset,
+    sets: Vec<ImageDataset>,
     paths: Vec<String>,
     /// Per image, the class name its input gave it.
     labels: Option<Vec<String>>,
     notes: Vec<String>,
 }
 
-/// Whether `path` names an image file by its extension (else it is read as a list file).
+/// Whether `path` names an image file by its extension (other files are read as list files).
 fn is_image_file(path: &Path) -> bool {
-    const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+    let ext = path.extension().and_then(|e| e.to_str());
+    ext.is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// The images at one input path.
-fn load_input(path: &Path) -> Result<InputImages> {
-    if !path.exists() {
-        return Err(ExperimentError::file(path, "no such file or folder"));
-    }
+/// The images at one input path: an image file, a folder or a list file ([`load_image_source`]).
+/// Images are stored at most as large as the target's original images (longest side), shrunk
+/// with antialiasing where they are larger.
+fn load_input(path: &Path, predictor: &Predictor) -> Result<InputImages> {
+    let [_, oh, ow] = predictor.target.original_shape;
+    let max_side = oh.max(ow);
     if path.is_file() && is_image_file(path) {
-        let (images, notes) = load_image_file(path)?;
-        return Ok(InputImages { images, paths: vec![path.display().to_string()], labels: None, notes });
+        let (images, mut notes) = load_image_file(path)?;
+        let images = shrink(images, max_side, &mut notes);
+        return Ok(InputImages { sets: vec![images], paths: vec![path.display().to_string()], labels: None, notes });
     }
-    Err(ExperimentError::file(
-        path,
-        "not an image file (png, jpg, jpeg, bmp, gif, tif, tiff, webp); folders and list files are read by adapt's \
-         folder loader",
-    ))
+    let opts = FolderOptions { max_side, max_pixels: MAX_IMAGE_PIXELS, ..FolderOptions::default() };
+    let source = load_image_source(path, &opts)?;
+    // Paths as the user gave the input: the folder, or the list file's folder, joined with each
+    // image's relative path.
+    let base =
+        if path.is_dir() { path.to_path_buf() } else { path.parent().map(Path::to_path_buf).unwrap_or_default() };
+    let paths: Vec<String> =
+        source.train_paths.iter().chain(&source.test_paths).map(|p| base.join(p).display().to_string()).collect();
+    let sets: Vec<ImageDataset> = std::iter::once(source.train).chain(source.test).collect();
+    let labels = source
+        .labelled
+        .then(|| sets.iter().flat_map(|s| s.labels.iter().map(|&l| source.classes[l as usize].clone())).collect());
+    Ok(InputImages { sets, paths, labels, notes: source.conversions })
+}
+
+/// `images` (one image file) shrunk to fit `max_side` as adapt's folder loader stores larger
+/// images: aspect kept, an antialiased triangle (bilinear) filter.
+fn shrink(images: ImageDataset, max_side: usize, notes: &mut Vec<String>) -> ImageDataset {
+    let (h, w) = (images.height, images.width);
+    let longest = h.max(w);
+    if longest <= max_side {
+        return images;
+    }
+    let side = |s: usize| ((s as f64 * max_side as f64 / longest as f64).round() as usize).clamp(1, max_side);
+    let (nh, nw) = (side(h), side(w));
+    let plane = h * w;
+    let mut out = Vec::with_capacity(images.channels * nh * nw);
+    for ch in 0..images.channels {
+        // The decoded samples are 8-bit, so the round trip through u8 is exact.
+        let px: Vec<u8> = images.images[ch * plane..(ch + 1) * plane].iter().map(|&v| v as u8).collect();
+        let plane = image::GrayImage::from_raw(w as u32, h as u32, px).expect("a plane of h x w samples");
+        let small = image::imageops::resize(&plane, nw as u32, nh as u32, image::imageops::FilterType::Triangle);
+        out.extend(small.into_raw().into_iter().map(f32::from));
+    }
+    notes.push(format!("shrunk from {h}x{w} to {nh}x{nw} (antialiased; longest side limited to {max_side})"));
+    ImageDataset { images: out, height: nh, width: nw, ..images }
 }
 
 /// Predicts every image named by `inputs` (image files, folders, list files) with `predictor`:
@@ -609,16 +653,17 @@ pub fn predict_paths(predictor: &Predictor, inputs: &[PathBuf]) -> Result<Predic
     let mut labels = Vec::new();
     let mut notes = Vec::new();
     for input in inputs {
-        let loaded = load_input(input)?;
-        if loaded.images.is_empty() {
+        let loaded = load_input(input, predictor)?;
+        if loaded.paths.is_empty() {
             return Err(ExperimentError::file(input, "holds no images"));
         }
         let shown = input.display();
-        let shape = [loaded.images.channels, loaded.images.height, loaded.images.width];
         notes.extend(loaded.notes.iter().map(|n| format!("{shown}: {n}")));
-        notes.extend(
-            predictor.conversions(shape).context(|| format!("{shown}"))?.iter().map(|n| format!("{shown}: {n}")),
-        );
+        for set in &loaded.sets {
+            let shape = [set.channels, set.height, set.width];
+            let converted = predictor.conversions(shape).context(|| format!("{shown}"))?;
+            notes.extend(converted.iter().map(|n| format!("{shown}: {n}")));
+        }
         if let Some(given) = &loaded.labels {
             let mut unknown: Vec<&str> =
                 given.iter().map(String::as_str).filter(|l| !classes.iter().any(|c| c == l)).collect();
@@ -632,10 +677,12 @@ pub fn predict_paths(predictor: &Predictor, inputs: &[PathBuf]) -> Result<Predic
             }
             labels.extend(given.iter().map(|l| classes.iter().position(|c| c == l).map(|i| i as u32)));
         } else {
-            labels.extend(std::iter::repeat_n(None, loaded.images.len()));
+            labels.extend(std::iter::repeat_n(None, loaded.paths.len()));
         }
         paths.extend(loaded.paths);
-        prepared.push(predictor.prepare(loaded.images).context(|| format!("preparing {shown}"))?);
+        for set in loaded.sets {
+            prepared.push(predictor.prepare(set).context(|| format!("preparing {shown}"))?);
+        }
     }
     let inputs = concat(prepared)?;
     let predictions = predictor.predict(&inputs)?;

@@ -151,9 +151,19 @@ fn new_images_are_converted_to_the_targets_shape_and_steps() {
     InputStep::RepeatChannels { channels: 3 }.apply(&mut rgb).unwrap();
     assert_eq!(p.prepare(rgb).unwrap().images, by_hand.images);
     assert!(p.conversions([3, 16, 16]).unwrap()[0].contains("mean of their channels"));
-    // The target's steps begin with a resize, so they take other sizes as they are.
-    assert_eq!(p.prepare(grey(2, 40, 30)).unwrap().shape(), [2, 3, 28, 28]);
-    assert!(p.conversions([1, 40, 30]).unwrap().is_empty());
+    // Other sizes are brought to the target's original 16x16 first, as its images were.
+    let odd = grey(2, 40, 30);
+    let mut by_hand = odd.clone();
+    adapt_datasets::preprocess::resize(&mut by_hand, 16, 16).unwrap();
+    for s in &usps_target().steps {
+        s.apply(&mut by_hand).unwrap();
+    }
+    assert_eq!(p.prepare(odd).unwrap().images, by_hand.images);
+    let notes = p.conversions([1, 40, 30]).unwrap();
+    assert!(
+        notes.len() == 1 && notes[0].contains("40x30 images resized bilinearly to the target's original 16x16"),
+        "{notes:?}"
+    );
     let e = p.conversions([4, 16, 16]).unwrap_err().to_string();
     assert!(e.contains("4 channels"), "{e}");
 
@@ -173,7 +183,7 @@ fn new_images_are_converted_to_the_targets_shape_and_steps() {
     let p = Predictor::from_weights(&weights, &Device::Cpu).unwrap();
     let notes = p.conversions([1, 20, 24]).unwrap();
     assert!(notes[0].contains("copied to 3 channels"), "{notes:?}");
-    assert!(notes[1].contains("20x24 images resized bilinearly to the target's 32x32"), "{notes:?}");
+    assert!(notes[1].contains("20x24 images resized bilinearly to the target's original 32x32"), "{notes:?}");
     let prepared = p.prepare(grey(3, 20, 24)).unwrap();
     assert_eq!(prepared.shape(), [3, 3, 28, 28]);
     assert!(prepared.images.iter().all(|v| (0.0..=1.0).contains(v)));
@@ -277,6 +287,53 @@ fn image_files_are_decoded_and_bad_ones_named() {
     assert_eq!(std::fs::read_to_string(dir.join("p.csv")).unwrap(), table.to_csv(1).unwrap());
 }
 
+#[test]
+fn folders_and_list_files_give_paths_labels_and_accuracy() {
+    let dir = tmp("folders");
+    let weights = dir.join("model.safetensors");
+    digit_weights(&weights, usps_target(), &[]);
+    let p = Predictor::from_weights(&weights, &Device::Cpu).unwrap();
+    let g = grey(6, 16, 16);
+    // Class folders 3/ and 7/ (and a class the model lacks), a flat folder, a list file.
+    let classes = dir.join("classes");
+    for (i, class) in ["3", "3", "7", "7", "cat", "7"].iter().enumerate() {
+        std::fs::create_dir_all(classes.join(class)).unwrap();
+        save_png(&g, i, &classes.join(class).join(format!("{i}.png")));
+    }
+    let flat = dir.join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    for i in 0..2 {
+        save_png(&g, i, &flat.join(format!("{i}.png")));
+    }
+    std::fs::write(dir.join("list.txt"), "flat/0.png 3\nflat/1.png 9\n").unwrap();
+    let inputs = [classes.clone(), flat.clone(), dir.join("list.txt")];
+    let table = predict_paths(&p, &inputs).unwrap();
+    assert_eq!(table.rows.len(), 10);
+    let direct = p.predict(&p.prepare(g).unwrap()).unwrap();
+    // Class folders in the loader's order (by file name): 0..5.
+    for i in 0..6 {
+        assert_eq!(table.rows[i].prediction, direct[i], "{}", table.rows[i].path);
+    }
+    assert_eq!(table.rows[0].path, classes.join("3").join("0.png").display().to_string());
+    assert_eq!(table.rows[4].label, None, "'cat' is not a class of the model");
+    assert!(table.notes.iter().any(|n| n.contains("labels cat are not classes")), "{:?}", table.notes);
+    assert_eq!(table.rows[6].path, flat.join("0.png").display().to_string());
+    assert_eq!((table.rows[6].label, table.rows[7].label), (None, None));
+    assert_eq!(table.rows[8].path, dir.join("flat/0.png").display().to_string());
+    assert_eq!((table.rows[8].label, table.rows[9].label), (Some(3), Some(9)));
+    assert_eq!(table.labelled_images(), 7);
+    let right = table.rows.iter().filter(|r| r.label.is_some_and(|l| l == r.prediction.class)).count();
+    assert_eq!(table.accuracy(), Some(right as f64 / 7.0));
+
+    // An empty folder, and a corrupt image inside a folder, are refused naming them.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert!(predict_paths(&p, &[empty]).unwrap_err().to_string().contains("empty"));
+    std::fs::write(flat.join("2.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    let e = predict_paths(&p, &[flat]).unwrap_err().to_string();
+    assert!(e.contains("2.png"), "{e}");
+}
+
 /// A short digit run on MNIST -> USPS, its target test set exported as class folders of PNGs:
 /// predicting them gives `eval`'s target accuracy exactly, for a net with per-domain BatchNorm
 /// (whose running statistics are the target's).
@@ -299,20 +356,18 @@ fn predictions_on_the_exported_target_test_set_reproduce_eval() {
     let target_acc = eval[0].target_acc;
 
     let test = adapt_datasets::load("usps", Split::Test, Some(&data)).unwrap();
-    let export = dir.join("usps-test");
-    let mut files = Vec::new();
-    for i in 0..test.len() {
-        let class = export.join(test.labels[i].to_string());
-        std::fs::create_dir_all(&class).unwrap();
-        files.push(class.join(format!("{i}.png")));
-        save_png(&test, i, &files[i]);
-    }
+    let export = dir.join("usps");
+    let classes: Vec<String> = (0..10).map(|c| c.to_string()).collect();
+    adapt_datasets::image_folder::export_class_folders(&[&test], &classes, &export).unwrap();
     let p = Predictor::from_run_folder(&run, None, None, &Device::Cpu).unwrap();
     assert_eq!(p.weights(), run.join("model.safetensors"));
-    let table = predict_paths(&p, &files).unwrap();
-    let right = table.rows.iter().zip(&test.labels).filter(|(r, l)| r.prediction.class == **l).count();
-    let acc = right as f64 / test.len() as f64;
-    assert_eq!(acc, target_acc, "predict {acc} against eval {target_acc}");
+    let table = predict_paths(&p, &[export.join("test")]).unwrap();
+    assert_eq!((table.rows.len(), table.labelled_images()), (test.len(), test.len()));
+    assert_eq!(table.accuracy(), Some(target_acc), "predict against eval");
     assert!(table.notes.is_empty(), "USPS images need no conversion: {:?}", table.notes);
+    // The folder loads in the exported order, each row naming its file.
+    let first = &table.rows[0];
+    assert_eq!(first.label, Some(test.labels[0]));
+    assert!(first.path.ends_with(&format!("test/{}/0000000.png", test.labels[0])), "{}", first.path);
     std::fs::remove_dir_all(&dir).ok();
 }
