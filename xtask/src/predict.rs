@@ -71,9 +71,10 @@ pub fn run(args: &PredictArgs) -> Result<serde_json::Value> {
         None => print!("{csv}"),
     }
     let accuracy = table.accuracy();
+    let n = table.rows.len();
     say(format!(
-        "{} images predicted by {} ({}){}",
-        table.rows.len(),
+        "{n} image{} predicted by {} ({}){}",
+        if n == 1 { "" } else { "s" },
         predictor.method(),
         predictor.weights().display(),
         args.out.as_ref().map(|o| format!(" -> {}", o.display())).unwrap_or_default()

@@ -64,7 +64,7 @@ impl Prediction {
 
 enum Net {
     Digits(DigitDann),
-    Gta(GtaModel),
+    Gta(Box<GtaModel>),
 }
 
 /// A trained classifier with the input steps it was trained with.
@@ -106,7 +106,7 @@ impl Predictor {
                 let store = params(cfg.train.seed);
                 let model = cfg.build_model(&store, device)?;
                 store.load(path).map_err(|e| ExperimentError::file(path, e))?;
-                (Net::Gta(model), cfg.train.variant.method_name().to_string(), store, GTA_BATCH)
+                (Net::Gta(Box::new(model)), cfg.train.variant.method_name().to_string(), store, GTA_BATCH)
             }
         };
         let input: Option<InputDescription> = serde_json::from_value(info.input.clone()).map_err(|e| {

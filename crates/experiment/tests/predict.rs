@@ -258,8 +258,8 @@ fn image_files_are_decoded_and_bad_ones_named() {
     assert_eq!(table.rows.len(), 4);
     assert_eq!(table.rows[0].path, files[0].display().to_string());
     let direct = p.predict(&p.prepare(g).unwrap()).unwrap();
-    for i in 0..3 {
-        assert_eq!(table.rows[i].prediction, direct[i], "file {i}");
+    for (i, (row, d)) in table.rows.iter().zip(&direct).enumerate() {
+        assert_eq!(row.prediction, *d, "file {i}");
     }
     assert!(table.notes.iter().any(|n| n.contains("colour.png") && n.contains("mean")), "{:?}", table.notes);
     assert_eq!((table.accuracy(), table.labelled_images()), (None, 0));
@@ -311,8 +311,8 @@ fn folders_and_list_files_give_paths_labels_and_accuracy() {
     assert_eq!(table.rows.len(), 10);
     let direct = p.predict(&p.prepare(g).unwrap()).unwrap();
     // Class folders in the loader's order (by file name): 0..5.
-    for i in 0..6 {
-        assert_eq!(table.rows[i].prediction, direct[i], "{}", table.rows[i].path);
+    for (row, d) in table.rows.iter().zip(&direct) {
+        assert_eq!(row.prediction, *d, "{}", row.path);
     }
     assert_eq!(table.rows[0].path, classes.join("3").join("0.png").display().to_string());
     assert_eq!(table.rows[4].label, None, "'cat' is not a class of the model");
