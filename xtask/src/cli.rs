@@ -26,6 +26,8 @@ pub enum Command {
     Data(DataArgs),
     /// Re-evaluate the saved weights of a run folder, or a bare weights file.
     Eval(crate::evaluate::EvalArgs),
+    /// Predict the classes of new images with a trained model (a run folder or a weights file).
+    Predict(crate::predict::PredictArgs),
     /// Gather the runs under some folders into one Markdown table.
     Report(crate::report::ReportArgs),
     /// Train many runs and print one table (the digit matrix, the GTA ablation).
@@ -86,6 +88,7 @@ pub fn run(cli: Cli) -> Result<Option<serde_json::Value>> {
         }
         Command::Bench(args) => crate::bench::run(&args).map(Some),
         Command::Eval(args) => Ok(Some(serde_json::json!({ "runs": crate::evaluate::run(&args)? }))),
+        Command::Predict(args) => crate::predict::run(&args).map(Some),
         Command::Report(args) => crate::report::run(&args).map(Some),
         Command::Ablation(command) => crate::ablation::run(&command).map(Some),
         Command::Data(args) => {

@@ -10,5 +10,6 @@ pub mod data;
 pub mod device;
 pub mod evaluate;
 pub mod fuzz;
+pub mod predict;
 pub mod report;
 pub mod train;

@@ -93,7 +93,7 @@ fn class_folders_label_by_sorted_folder_and_order_by_file_name() {
     assert_eq!(src.train.split, Split::Train);
     assert_eq!(src.train.name, d.file_name().unwrap().to_str().unwrap());
     assert_eq!(src.train.origin, d.display().to_string());
-    assert!(src.conversions.is_empty(), "{:?}", src.conversions);
+    assert_eq!(src.conversions, ["2 files without an image extension ignored (the first: README.md)"]);
     src.check_source().unwrap();
     src.check_target(&src.classes).unwrap();
     // The scan alone sees the same images without decoding them.
@@ -490,6 +490,21 @@ fn bad_folders_are_named_with_their_problem() {
     flat_grey(&d.join("stray.png"), 2, 1);
     assert_names(&err_of(load_image_source(&d, &opts())), &d.join("stray.png"), "image directly in");
     std::fs::remove_file(d.join("stray.png")).unwrap();
+    // Split folders other than train/ + test/ are not taken for classes.
+    let splits = tmp("valsplit");
+    for sp in ["train", "val", "test"] {
+        flat_grey(&splits.join(format!("{sp}/a/0.png")), 2, 1);
+        flat_grey(&splits.join(format!("{sp}/b/1.png")), 2, 1);
+    }
+    let e = err_of(load_image_source(&splits, &opts()));
+    assert_names(&e, &splits.join("test"), "looks like a split folder holding class folders, next to train, val");
+    std::fs::remove_dir_all(splits.join("val")).unwrap();
+    assert_eq!(load_image_source(&splits, &opts()).unwrap().layout, FolderLayout::SplitClassFolders);
+    flat_grey(&splits.join("test/direct.png"), 2, 1);
+    std::fs::remove_dir_all(splits.join("test/a")).unwrap();
+    std::fs::remove_dir_all(splits.join("test/b")).unwrap();
+    let e = err_of(load_image_source(&splits, &opts()));
+    assert_names(&e, &splits.join("test/direct.png"), "which must hold class folders");
     // Too many images.
     let o = FolderOptions { max_images: 1, ..opts() };
     assert_names(&err_of(scan_image_source(&d, &o)), &d, "holds more than 1 images");

@@ -19,6 +19,7 @@ pub mod evaluate;
 pub mod files;
 pub mod gta;
 pub mod pair;
+pub mod predict;
 pub mod recipe;
 pub mod selection;
 pub mod summary;

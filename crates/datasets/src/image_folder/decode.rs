@@ -137,7 +137,8 @@ fn describe<'a>(plan: &Plan, images: impl Iterator<Item = &'a ScannedImage>, max
 /// Decodes every scanned image into one preallocated buffer per split.
 pub(crate) fn load_scanned(scan: SourceScan, opts: &FolderOptions) -> Result<ImageSource> {
     let plan = plan(scan.images(), opts.max_side);
-    let conversions = describe(&plan, scan.images(), opts.max_side);
+    let mut conversions = scan.notes.clone();
+    conversions.extend(describe(&plan, scan.images(), opts.max_side));
     let is_file = scan.root != scan.base;
     let name = source_name(&scan.root, is_file);
     let origin = scan.root.display().to_string();
@@ -146,7 +147,22 @@ pub(crate) fn load_scanned(scan: SourceScan, opts: &FolderOptions) -> Result<Ima
         let total = per.checked_mul(images.len()).filter(|t| t.checked_mul(4).is_some()).ok_or_else(|| {
             format_err(&scan.root, format!("{} images of {per} values do not fit in memory", images.len()))
         })?;
-        let mut pixels = vec![0f32; total];
+        // Refused as an error, not an abort, when the memory cannot be had.
+        let mut pixels: Vec<f32> = Vec::new();
+        pixels.try_reserve_exact(total).map_err(|_| {
+            format_err(
+                &scan.root,
+                format!(
+                    "{} images of {}x{}x{} need {:.1} GB as f32, more than can be allocated",
+                    images.len(),
+                    plan.channels,
+                    plan.height,
+                    plan.width,
+                    total as f64 * 4e-9
+                ),
+            )
+        })?;
+        pixels.resize(total, 0.0);
         // The first failure in load order, so the error does not depend on scheduling.
         let failure = pixels
             .par_chunks_mut(per.max(1))

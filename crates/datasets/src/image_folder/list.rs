@@ -297,7 +297,7 @@ pub(crate) fn scan_list(root: &Path, opts: &FolderOptions) -> Result<Found> {
     };
     let train: Vec<Item> =
         paths.into_iter().zip(labels).zip(&entries).map(|((p, l), e)| (p, l, Some(e.line))).collect();
-    Ok(Found { layout, classes, labelled, train, test: None })
+    Ok(Found { layout, classes, labelled, train, test: None, notes: Vec::new() })
 }
 
 /// The entry's path normalised (`.` and `..` resolved lexically, `\` taken as a separator like

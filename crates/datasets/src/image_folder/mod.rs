@@ -113,7 +113,8 @@ pub struct ImageSource {
     pub train_paths: Vec<PathBuf>,
     pub test_paths: Vec<PathBuf>,
     /// Every conversion applied while loading (resizing, channel replication, alpha and bit-depth
-    /// reduction), in words with counts, for reports. Empty when the images were stored as they are.
+    /// reduction) and the files skipped, in words with counts, for reports. Empty when every file
+    /// was an image and was stored as it is.
     pub conversions: Vec<String>,
 }
 

@@ -45,6 +45,9 @@ pub struct SourceScan {
     pub train: Vec<ScannedImage>,
     /// `DIR/test` of [`FolderLayout::SplitClassFolders`].
     pub test: Option<Vec<ScannedImage>>,
+    /// Files the scan skipped (regular files without an image extension), in words with a
+    /// count; [`super::ImageSource::conversions`] starts with these.
+    pub notes: Vec<String>,
 }
 
 impl SourceScan {
@@ -108,7 +111,16 @@ pub fn scan_image_source(path: &Path, opts: &FolderOptions) -> Result<SourceScan
     };
     let train = read_headers(&base, &root, found.train, opts.max_pixels)?;
     let test = found.test.map(|t| read_headers(&base, &root, t, opts.max_pixels)).transpose()?;
-    Ok(SourceScan { root, base, layout: found.layout, classes: found.classes, labelled: found.labelled, train, test })
+    Ok(SourceScan {
+        root,
+        base,
+        layout: found.layout,
+        classes: found.classes,
+        labelled: found.labelled,
+        train,
+        test,
+        notes: found.notes,
+    })
 }
 
 /// An image path (relative to the base folder), its label and its list line.
@@ -121,6 +133,8 @@ pub(crate) struct Found {
     pub labelled: bool,
     pub train: Vec<Item>,
     pub test: Option<Vec<Item>>,
+    /// What was skipped, in words (see [`SourceScan::notes`]).
+    pub notes: Vec<String>,
 }
 
 /// Reads every header (in parallel: opening tens of thousands of files dominates a scan) and
@@ -204,6 +218,9 @@ struct Walker {
     /// Canonical folders from the root down to the one being read.
     stack: Vec<PathBuf>,
     root: PathBuf,
+    /// Regular files skipped for their extension, and the first of them.
+    ignored: usize,
+    ignored_example: Option<PathBuf>,
 }
 
 impl Walker {
@@ -269,7 +286,13 @@ impl Walker {
                 EntryKind::DanglingLink if image => {
                     return Err(format_err(&path, "dangling symbolic link (its target does not exist)"));
                 }
-                EntryKind::Regular(_) | EntryKind::DanglingLink | EntryKind::Missing => {}
+                EntryKind::Regular(_) => {
+                    self.ignored += 1;
+                    if self.ignored_example.is_none() {
+                        self.ignored_example = Some(path);
+                    }
+                }
+                EntryKind::DanglingLink | EntryKind::Missing => {}
                 other if image => return Err(format_err(&path, format!("{}, not an image file", other.describe()))),
                 _ => {}
             }
@@ -290,8 +313,24 @@ fn scan_folder(root: &Path, opts: &FolderOptions) -> Result<Found> {
         visited: HashMap::new(),
         stack: Vec::new(),
         root: root.to_path_buf(),
+        ignored: 0,
+        ignored_example: None,
     };
     let top = walker.node(root)?;
+    let notes: Vec<String> = walker
+        .ignored_example
+        .iter()
+        .map(|first| {
+            let first = first.strip_prefix(root).unwrap_or(first);
+            format!("{} files without an image extension ignored (the first: {})", walker.ignored, first.display())
+        })
+        .collect();
+    let mut found = folder_layout(root, top, opts)?;
+    found.notes = notes;
+    Ok(found)
+}
+
+fn folder_layout(root: &Path, top: Node, opts: &FolderOptions) -> Result<Found> {
     let bearing: Vec<&str> = top.dirs.iter().filter(|(_, d)| d.count() > 0).map(|(n, _)| n.as_str()).collect();
     if !top.images.is_empty() {
         if !bearing.is_empty() {
@@ -307,7 +346,14 @@ fn scan_folder(root: &Path, opts: &FolderOptions) -> Result<Found> {
         }
         let train = sorted_items(root, top.images.into_iter().map(|p| (p, 0)).collect());
         let classes = opts.classes.clone().unwrap_or_default();
-        return Ok(Found { layout: FolderLayout::Flat, classes, labelled: false, train, test: None });
+        return Ok(Found {
+            layout: FolderLayout::Flat,
+            classes,
+            labelled: false,
+            train,
+            test: None,
+            notes: Vec::new(),
+        });
     }
     if bearing.is_empty() {
         return Err(format_err(
@@ -321,9 +367,28 @@ fn scan_folder(root: &Path, opts: &FolderOptions) -> Result<Found> {
     let is_split = bearing.iter().all(|n| *n == "train" || *n == "test")
         && top.dirs.iter().any(|(n, d)| n == "train" && d.has_image_folders());
     if !is_split {
+        // `train/ val/ test/` with class folders inside is a split layout this loader does not
+        // read as such; taken as class folders its labels would be the split names.
+        if let Some((name, _)) = top.dirs.iter().find(|(n, d)| is_split_name(n) && d.has_image_folders()) {
+            return Err(format_err(
+                &root.join(name),
+                format!(
+                    "looks like a split folder holding class folders, next to {}: only train/ and test/ \
+                     are read as splits; give the split's own folder, or keep only train/ and test/",
+                    bearing.iter().filter(|n| *n != name).copied().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
         let groups = class_groups(root, top)?;
         let (classes, train) = label_groups(root, groups, None, opts)?;
-        return Ok(Found { layout: FolderLayout::ClassFolders, classes, labelled: true, train, test: None });
+        return Ok(Found {
+            layout: FolderLayout::ClassFolders,
+            classes,
+            labelled: true,
+            train,
+            test: None,
+            notes: Vec::new(),
+        });
     }
     let mut train_node = None;
     let mut test_node = None;
@@ -345,22 +410,29 @@ fn scan_folder(root: &Path, opts: &FolderOptions) -> Result<Found> {
         }
         None => None,
     };
-    Ok(Found { layout: FolderLayout::SplitClassFolders, classes, labelled: true, train, test })
+    Ok(Found { layout: FolderLayout::SplitClassFolders, classes, labelled: true, train, test, notes: Vec::new() })
+}
+
+/// Folder names that name a split rather than a class.
+fn is_split_name(name: &str) -> bool {
+    ["train", "test", "val", "valid", "validation", "extra", "dev"].iter().any(|s| name.eq_ignore_ascii_case(s))
 }
 
 /// The class folders of `dir` with their images: no image may lie directly in `dir`, and every
 /// class folder must hold one.
 fn class_groups(dir: &Path, node: Node) -> Result<Vec<(String, Vec<PathBuf>)>> {
     if let Some(first) = node.images.first() {
-        let names: Vec<&str> = node.dirs.iter().map(|(n, _)| n.as_str()).collect();
-        return Err(format_err(
-            first,
+        let names: Vec<&str> = node.dirs.iter().filter(|(_, d)| d.count() > 0).map(|(n, _)| n.as_str()).collect();
+        let problem = if names.is_empty() {
+            format!("image directly in {}, which must hold class folders: move it into a class folder", dir.display())
+        } else {
             format!(
                 "image directly in {} next to class folders ({}): move it into a class folder",
                 dir.display(),
                 names.join(", ")
-            ),
-        ));
+            )
+        };
+        return Err(format_err(first, problem));
     }
     let mut out = Vec::with_capacity(node.dirs.len());
     for (name, sub) in node.dirs {
