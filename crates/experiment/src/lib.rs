@@ -11,6 +11,7 @@
 //! * [`aggregate`]: runs gathered into tables, mean ± std over seeds; the digit matrix.
 //! * [`dann_run`]: one DANN-family method in its folder, for any `Dann<F, L, D>`.
 //! * [`toy`], [`digits`], [`gta`]: the experiment families.
+//! * [`sweep`]: a sweep's units by index, for job arrays; Slurm scripts and submission.
 //! * [`bench`]: full training steps on random data, timed.
 //! * [`fuzz`]: corrupted checkpoints and run files for the fuzz suite (`cargo xtask fuzz`).
 pub mod aggregate;
@@ -26,6 +27,7 @@ pub mod pair;
 pub mod recipe;
 pub mod selection;
 pub mod summary;
+pub mod sweep;
 pub mod toy;
 pub mod weights;
 
