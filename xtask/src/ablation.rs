@@ -236,7 +236,10 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
         let mut value = serde_json::json!({ "slurm": scripts });
         if args.submit {
             let jobs = submit(&scripts)?;
-            println!("submitted: array job {} ({tasks} tasks), report job {} after it", jobs.array_job, jobs.report_job);
+            println!(
+                "submitted: array job {} ({tasks} tasks), report job {} after it",
+                jobs.array_job, jobs.report_job
+            );
             println!("table: {} (logs in {})", sweep.table_file().display(), scripts.logs.display());
             value["jobs"] = serde_json::json!(jobs);
         } else {

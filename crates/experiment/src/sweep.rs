@@ -189,7 +189,10 @@ impl std::str::FromStr for TaskIndex {
             return Ok(TaskIndex::Env);
         }
         s.parse().map(TaskIndex::Index).map_err(|_| {
-            format!("'{s}' is neither a unit's index (0, 1, ...: see --list-tasks) nor `env` ({})", INDEX_VARIABLES.join(" or "))
+            format!(
+                "'{s}' is neither a unit's index (0, 1, ...: see --list-tasks) nor `env` ({})",
+                INDEX_VARIABLES.join(" or ")
+            )
         })
     }
 }
@@ -209,9 +212,10 @@ impl TaskIndex {
                     INDEX_VARIABLES.join(" nor ")
                 )));
             };
-            return value.trim().parse().map_err(|_| {
-                ExperimentError::Invalid(format!("{name} is '{value}', not a unit's index (0, 1, ...)"))
-            });
+            return value
+                .trim()
+                .parse()
+                .map_err(|_| ExperimentError::Invalid(format!("{name} is '{value}', not a unit's index (0, 1, ...)")));
         };
         Ok(i)
     }
@@ -555,7 +559,12 @@ mod tests {
         let names: Vec<String> = gta.units(&RunOptions::default()).unwrap().into_iter().map(|u| u.name).collect();
         assert_eq!(
             names,
-            ["mnist-mnist-m/seed3/gta-stream1", "mnist-mnist-m/seed3/gta-full", "mnist-mnist-m/seed4/gta-stream1", "mnist-mnist-m/seed4/gta-full"]
+            [
+                "mnist-mnist-m/seed3/gta-stream1",
+                "mnist-mnist-m/seed3/gta-full",
+                "mnist-mnist-m/seed4/gta-stream1",
+                "mnist-mnist-m/seed4/gta-full"
+            ]
         );
     }
 
@@ -582,8 +591,24 @@ mod tests {
         std::fs::create_dir_all(&data).unwrap();
         let binary = std::env::current_exe().unwrap();
         let argv: Vec<String> = [
-            "--json", "ablation", "matrix", "--pairs", "mnist:usps", "--slurm", "--submit", "--max-parallel=2",
-            "--partition", "debug", "--out", "relative/out", "--data-dir", "x", "--task", "env", "--seeds", "2",
+            "--json",
+            "ablation",
+            "matrix",
+            "--pairs",
+            "mnist:usps",
+            "--slurm",
+            "--submit",
+            "--max-parallel=2",
+            "--partition",
+            "debug",
+            "--out",
+            "relative/out",
+            "--data-dir",
+            "x",
+            "--task",
+            "env",
+            "--seeds",
+            "2",
         ]
         .map(String::from)
         .to_vec();
