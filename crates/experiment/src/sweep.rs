@@ -395,6 +395,7 @@ pub fn write_slurm(sweep: &Sweep, tasks: usize, command: &TaskCommand, slurm: &S
          # holding its run folder's lock. Another host never takes over a lock of this one, so the\n\
          # dead process's lock is removed here: a rerun of the unit on any node resumes the folder.\n\
          release() {{\n\
+         \x20   kill -TERM \"$child\" 2>/dev/null\n\
          \x20   wait \"$child\"\n\
          \x20   find {qout} -name {LOCK_FILE} -type f -exec awk -v pid=\"$child\" -v host=\"$(uname -n)\" \\\n\
          \x20       'NR == 1 && $1 != pid {{ exit 1 }} NR == 2 && $1 != host {{ exit 1 }}' {{}} \\; -delete\n\
