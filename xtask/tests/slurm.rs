@@ -30,8 +30,8 @@ fn required(var: &str) -> bool {
     std::env::var_os(var).is_some_and(|v| v == "1")
 }
 
-/// The fixture data folder, when sbatch is here; `None` (the test skips) otherwise.
-fn setup() -> Option<&'static Path> {
+/// Whether sbatch is here; the test skips (passes) without it, unless ADAPT_REQUIRE_SLURM=1.
+fn slurm() -> bool {
     let sbatch = Command::new("sbatch").arg("--version").output().is_ok_and(|o| o.status.success());
     if !sbatch {
         assert!(
@@ -39,14 +39,15 @@ fn setup() -> Option<&'static Path> {
             "ADAPT_REQUIRE_SLURM=1 but sbatch is not on PATH (start a local Slurm: .ci/slurm-local.sh start)"
         );
         println!("skipped: no sbatch");
-        return None;
     }
-    static DATA: OnceLock<PathBuf> = OnceLock::new();
-    Some(DATA.get_or_init(|| {
-        let d = tmp("slurm-data");
-        digits_data_dir(&d, 400);
-        d
-    }))
+    sbatch
+}
+
+/// A fresh fixture data folder (the same images every time).
+fn fixture(tag: &str) -> PathBuf {
+    let d = tmp(tag);
+    digits_data_dir(&d, 400);
+    d
 }
 
 fn sweep_args<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
@@ -64,13 +65,16 @@ fn table(out: &Path) -> Vec<String> {
 }
 
 /// The same sweep in one process, once for both tests.
-fn reference(data: &Path) -> &'static [String] {
+fn reference() -> &'static [String] {
     static TABLE: OnceLock<Vec<String>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let out = tmp("slurm-one-process");
-        let r = xtask(&sweep_args(data, &out, &[]));
+        let (data, out) = (fixture("slurm-one-process-data"), tmp("slurm-one-process"));
+        let r = xtask(&sweep_args(&data, &out, &[]));
         assert!(r.ok, "the one-process sweep failed: {}", r.stderr);
-        table(&out)
+        let rows = table(&out);
+        std::fs::remove_dir_all(&out).ok();
+        std::fs::remove_dir_all(&data).ok();
+        rows
     })
 }
 
@@ -158,10 +162,13 @@ fn a_missing_sbatch_is_an_error_naming_it_after_the_scripts_are_written() {
 #[test]
 fn the_array_gives_the_one_process_table_and_reuses_each_finished_unit() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(data) = setup() else { return };
-    let expected = reference(data);
+    if !slurm() {
+        return;
+    }
+    let expected = reference();
     let start = Instant::now();
-    let out = tmp("slurm-array");
+    let (data, out) = (fixture("slurm-array-data"), tmp("slurm-array"));
+    let data = data.as_path();
     let (array, report) = submit(data, &out, &[]);
     let logs = out.join("slurm-logs");
     let states = wait_ended(&array, start, &logs);
@@ -188,15 +195,19 @@ fn the_array_gives_the_one_process_table_and_reuses_each_finished_unit() {
     assert_eq!(summaries.iter().map(modified).collect::<Vec<_>>(), before, "a finished unit was trained again");
     assert_eq!(table(&out), expected);
     std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_dir_all(data).ok();
 }
 
 #[test]
 fn a_cancelled_task_submitted_again_resumes_its_unit_from_the_checkpoint() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(data) = setup() else { return };
-    let expected = reference(data);
+    if !slurm() {
+        return;
+    }
+    let expected = reference();
     let start = Instant::now();
-    let out = tmp("slurm-cancel");
+    let (data, out) = (fixture("slurm-cancel-data"), tmp("slurm-cancel"));
+    let data = data.as_path();
     // One task at a time: the cancelled unit's neighbours cannot finish it meanwhile.
     let (array, report) = submit(data, &out, &["--max-parallel", "1"]);
     let logs = out.join("slurm-logs");
@@ -245,6 +256,7 @@ fn a_cancelled_task_submitted_again_resumes_its_unit_from_the_checkpoint() {
     assert!((50..150).contains(&resumed), "resumed at step {resumed}");
     assert_eq!(table(&out), expected, "the resumed sweep's table differs from the one-process table");
     std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_dir_all(data).ok();
 }
 
 /// `sbatch --parsable FLAGS SCRIPT`: the job id.
