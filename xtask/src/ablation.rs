@@ -2,14 +2,16 @@
 //!
 //! Every run gets its own folder under `--out`; a folder that already holds a finished run is
 //! read instead of trained again, and an interrupted one is resumed from its checkpoint, so an
-//! ablation can be stopped and started again.
+//! ablation can be stopped and started again. The sweep flags (`--list-tasks`, `--task`,
+//! `--slurm`) train its units apart, as jobs of a cluster (see docs/cluster.md).
 use adapt_datasets::pair::PairProfile;
 use adapt_datasets::{DataRef, DatasetId};
-use adapt_experiment::aggregate::{DigitMatrix, digit_matrix};
+use adapt_experiment::aggregate::DigitMatrix;
 use adapt_experiment::gta::GtaAblation;
 use adapt_experiment::recipe::{GTA_DEFAULT_STEPS, GtaPreset, RunOptions};
+use adapt_experiment::sweep::{SlurmOptions, Sweep, TaskCommand, TaskIndex, submit, write_slurm};
 use adapt_train::GtaVariant;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::Device;
 use std::path::PathBuf;
 
@@ -43,6 +45,39 @@ pub struct MatrixArgs {
     pub data_dir: Option<PathBuf>,
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+}
+
+/// How the sweep is carried out: whole (the default), one unit, listed, or as a Slurm job array.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SweepArgs {
+    /// Print the sweep's units, one a line with its index (each one run folder), and exit.
+    #[arg(long, conflicts_with_all = ["task", "slurm"])]
+    pub list_tasks: bool,
+    /// Train only unit N into --out and exit; `env`: N from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX. A unit that another process trains is refused, naming its host and pid.
+    #[arg(long, value_name = "N|env", conflicts_with = "slurm")]
+    pub task: Option<TaskIndex>,
+    /// Write a Slurm array job (one task per unit), a report job and submit.sh into --out.
+    #[arg(long)]
+    pub slurm: bool,
+    /// Submit them with sbatch (the report job after every task succeeded) and print the job ids.
+    #[arg(long, requires = "slurm")]
+    pub submit: bool,
+    /// At most K tasks at once (--array=0-(N-1)%K).
+    #[arg(long, value_name = "K", requires = "slurm")]
+    pub max_parallel: Option<usize>,
+    #[arg(long, requires = "slurm")]
+    pub partition: Option<String>,
+    /// Time limit per task, in Slurm's notation (MM, HH:MM:SS, D-HH:MM).
+    #[arg(long, requires = "slurm")]
+    pub time: Option<String>,
+    /// CPUs per task, also each task's training thread count.
+    #[arg(long, requires = "slurm")]
+    pub cpus_per_task: Option<usize>,
+    #[arg(long, requires = "slurm")]
+    pub gpus_per_task: Option<usize>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -88,6 +123,8 @@ pub struct GtaAblationArgs {
     pub data_dir: Option<PathBuf>,
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 }
 
 /// GTA's input normalisation (see `GtaPreset`).
@@ -140,7 +177,7 @@ fn options(data_dir: &Option<PathBuf>, quiet: bool) -> RunOptions {
 }
 
 pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
-    let (runs, table, path) = match command {
+    let (mut sweep, opts, args) = match command {
         AblationCommand::Matrix(a) => {
             let datasets = match &a.datasets {
                 Some(names) => Some(names.iter().map(|n| DatasetId::parse(n)).collect::<Result<Vec<_>, _>>()?),
@@ -151,14 +188,12 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 None => None,
             };
             let spec = DigitMatrix { datasets, pairs, seeds: a.seeds, steps: a.steps, out: a.out.clone() };
-            let (rows, md) = digit_matrix(&spec, &options(&a.data_dir, a.quiet), &Device::Cpu)?;
-            let runs = rows.into_iter().flat_map(|r| r.columns.into_iter().flat_map(|(_, runs)| runs)).collect();
-            (runs, md, a.out.join("matrix.md"))
+            (Sweep::Matrix(spec), options(&a.data_dir, a.quiet), &a.sweep)
         }
         AblationCommand::Gta(a) => {
             let (source, target) = adapt_experiment::recipe::parse_pair(&a.source, &a.target)?;
             let profile = PairProfile::measure(&source, &target, a.data_dir.as_deref())?;
-            let mut spec = GtaAblation {
+            let spec = GtaAblation {
                 source: a.source.clone(),
                 target: a.target.clone(),
                 seeds: a.seeds,
@@ -173,11 +208,53 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 variants: a.rows.as_ref().map_or(GtaVariant::ALL.to_vec(), |r| r.iter().map(|&v| v.into()).collect()),
                 out: a.out.clone(),
             };
-            let (runs, md) = adapt_experiment::gta::ablation(&mut spec, &options(&a.data_dir, a.quiet), &Device::Cpu)?;
-            (runs, md, a.out.join("ablation.md"))
+            (Sweep::Gta(spec), options(&a.data_dir, a.quiet), &a.sweep)
         }
     };
+    if args.list_tasks {
+        let units = sweep.units(&opts)?;
+        for u in &units {
+            println!("{:>4}  {}  ({})", u.index, u.name, u.description);
+        }
+        return Ok(serde_json::json!({ "tasks": units }));
+    }
+    if let Some(task) = args.task {
+        let index = task.resolve().context("--task")?;
+        let done = sweep.train_unit(index, &opts, &Device::Cpu)?;
+        let how = if done.reused { "had finished, read back" } else { "trained" };
+        println!("unit {index} ({}): {how} in {}", done.unit.description, done.unit.dir.display());
+        return Ok(serde_json::json!({ "task": index, "unit": done.unit, "reused": done.reused, "runs": done.runs }));
+    }
+    if args.slurm {
+        let tasks = sweep.units(&opts)?.len();
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let binary = std::env::current_exe().context("finding this binary for the jobs to run")?;
+        let command = TaskCommand::new(&binary, &argv, sweep.out(), opts.data_dir.as_deref())?;
+        let slurm = SlurmOptions {
+            max_parallel: args.max_parallel,
+            partition: args.partition.clone(),
+            time: args.time.clone(),
+            cpus_per_task: args.cpus_per_task,
+            gpus_per_task: args.gpus_per_task,
+        };
+        let scripts = write_slurm(&sweep, tasks, &command, &slurm)?;
+        println!("written: {} ({tasks} tasks), {}", scripts.array.display(), scripts.report.display());
+        let mut value = serde_json::json!({ "slurm": scripts });
+        if args.submit {
+            let jobs = submit(&scripts)?;
+            println!(
+                "submitted: array job {} ({tasks} tasks), report job {} after it",
+                jobs.array_job, jobs.report_job
+            );
+            println!("table: {} (logs in {})", sweep.table_file().display(), scripts.logs.display());
+            value["jobs"] = serde_json::json!(jobs);
+        } else {
+            println!("submit with: sh {}", scripts.submit.display());
+        }
+        return Ok(value);
+    }
+    let (runs, table) = sweep.run_all(&opts, &Device::Cpu)?;
     println!("{table}");
-    println!("written: {}", path.display());
+    println!("written: {}", sweep.table_file().display());
     Ok(serde_json::json!({ "runs": runs }))
 }

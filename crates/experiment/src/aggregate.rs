@@ -276,8 +276,40 @@ const COLUMNS: [(&str, Preset, &[Method], Method); 3] = [
 /// The last column: per seed, the run the label-free rule reports (recommended or source-only).
 const SELECTED_COLUMN: &str = "default (label-free choice)";
 
+/// The run folders of one pair and seed: each preset of the matrix's columns once, with the
+/// methods its folder trains (in column order: recommended, then paper).
+pub(crate) fn matrix_folders() -> Vec<(Preset, &'static [Method])> {
+    let mut folders: Vec<(Preset, &'static [Method])> = Vec::new();
+    for (_, preset, methods, _) in COLUMNS {
+        if !folders.iter().any(|(p, _)| *p == preset) {
+            folders.push((preset, methods));
+        }
+    }
+    folders
+}
+
+/// The folder of one preset of a pair and seed.
+pub(crate) fn preset_dir(out: &Path, (source, target): (&DataRef, &DataRef), seed: u64, preset: Preset) -> PathBuf {
+    out.join(format!("{}-{}", source.short_name(), target.short_name()))
+        .join(format!("seed{seed}"))
+        .join(preset.as_str())
+}
+
+/// The finished runs of a preset's folder, `None` unless every method in it has finished.
+pub(crate) fn finished_preset_runs(dir: &Path, methods: &[Method]) -> Result<Option<Vec<RunSummary>>> {
+    let sub = |m: Method| if methods.len() > 1 { dir.join(m.as_str()) } else { dir.to_path_buf() };
+    let mut finished = Vec::new();
+    for &m in methods {
+        match RunSummary::read(&sub(m))? {
+            Some(s) => finished.push(s),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(finished))
+}
+
 /// Runs (or reads back, or resumes) one preset's folder of a pair and seed.
-fn preset_runs(
+pub(crate) fn preset_runs(
     spec: &DigitMatrix,
     (source, target, profile): (&DataRef, &DataRef, &PairProfile),
     seed: u64,
@@ -285,19 +317,8 @@ fn preset_runs(
     opts: &RunOptions,
     device: &Device,
 ) -> Result<Vec<RunSummary>> {
-    let dir = spec
-        .out
-        .join(format!("{}-{}", source.short_name(), target.short_name()))
-        .join(format!("seed{seed}"))
-        .join(preset.as_str());
-    let sub = |m: Method| if methods.len() > 1 { dir.join(m.as_str()) } else { dir.clone() };
-    let mut finished = Vec::new();
-    for &m in methods {
-        if let Some(s) = RunSummary::read(&sub(m))? {
-            finished.push(s);
-        }
-    }
-    if finished.len() == methods.len() {
+    let dir = preset_dir(&spec.out, (source, target), seed, preset);
+    if let Some(finished) = finished_preset_runs(&dir, methods)? {
         return Ok(finished);
     }
     let mut recipe = DigitRecipe::new(source, target, profile, methods.to_vec(), preset, seed);
@@ -345,10 +366,10 @@ pub struct MatrixRow {
     pub adapted_kept: usize,
 }
 
-/// Trains (or reads back) every cell of the matrix and returns its rows and the Markdown table,
-/// also written to `out/matrix.md`.
-pub fn digit_matrix(spec: &DigitMatrix, opts: &RunOptions, device: &Device) -> Result<(Vec<MatrixRow>, String)> {
-    let pairs: Vec<(DataRef, DataRef)> = match &spec.pairs {
+/// The matrix's pairs: `spec.pairs`, else every ordered pair of its datasets (those that load
+/// when none are given); checked as the matrix needs them.
+pub(crate) fn matrix_pairs(spec: &DigitMatrix, opts: &RunOptions) -> Result<Vec<(DataRef, DataRef)>> {
+    let pairs = match &spec.pairs {
         Some(pairs) => {
             ensure(!pairs.is_empty(), || "the matrix was given an empty list of pairs".into())?;
             if let Some((s, _)) = pairs.iter().find(|(s, t)| s == t) {
@@ -375,6 +396,13 @@ pub fn digit_matrix(spec: &DigitMatrix, opts: &RunOptions, device: &Device) -> R
         }
     };
     ensure(spec.seeds > 0, || "the matrix needs at least one seed".into())?;
+    Ok(pairs)
+}
+
+/// Trains (or reads back) every cell of the matrix and returns its rows and the Markdown table,
+/// also written to `out/matrix.md`.
+pub fn digit_matrix(spec: &DigitMatrix, opts: &RunOptions, device: &Device) -> Result<(Vec<MatrixRow>, String)> {
+    let pairs = matrix_pairs(spec, opts)?;
     let mut rows = Vec::new();
     for (source, target) in &pairs {
         let profile = PairProfile::measure(source, target, opts.data_dir.as_deref())

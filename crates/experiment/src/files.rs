@@ -345,33 +345,71 @@ pub const LOCK_FILE: &str = ".adapt-run.lock";
 
 /// Exclusive use of a run folder: two trainings into one folder, or the resume of a folder that
 /// is still training, would interleave their checkpoints and metrics. Held until dropped (also
-/// on an error return); a lock left by a killed process is recognised as stale (its process is
-/// gone) and taken over.
+/// on an error return). The lock file holds the pid, the host and the time it was taken, one a
+/// line. A lock of this host whose process is gone (a killed run) is stale and taken over; a lock
+/// of another host (a run folder on a shared file system) is never judged by a pid of this one,
+/// so it stays until its holder releases it or a user removes it.
 #[derive(Debug)]
 pub struct RunLock {
     path: PathBuf,
 }
 
+/// Who holds a run folder's lock, as its lock file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: u32,
+    /// `None` in a lock written before locks named their host: taken to be this host.
+    pub host: Option<String>,
+    /// When it was taken, `YYYYMMDD-HHMMSS` UTC (`None` in an old lock).
+    pub since: Option<String>,
+}
+
+impl LockHolder {
+    /// The holder of a lock file's text; `None` when its first line is not a pid.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut lines = text.lines().map(str::trim);
+        let pid = lines.next()?.parse().ok()?;
+        let mut field = || lines.next().filter(|l| !l.is_empty()).map(str::to_string);
+        Some(Self { pid, host: field(), since: field() })
+    }
+
+    fn text(&self) -> String {
+        format!("{}\n{}\n{}\n", self.pid, self.host.as_deref().unwrap_or(""), self.since.as_deref().unwrap_or(""))
+    }
+}
+
+/// This machine's host name (the kernel's node name, as `uname -n` prints it).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
 impl RunLock {
     pub fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
-        // The pid is written before the lock file appears (a hard link of a complete file), so
-        // a second process never sees an empty lock it would take for a stale one.
-        let draft = dir.join(format!("{LOCK_FILE}.{}.tmp", std::process::id()));
-        std::fs::write(&draft, format!("{}\n", std::process::id())).map_err(|e| ExperimentError::io(&draft, e))?;
-        let taken = Self::take(dir, &path, &draft);
+        let me = LockHolder { pid: std::process::id(), host: Some(host_name()), since: Some(timestamp()) };
+        // The lock is complete before it appears under its name (a hard link of a written file), so
+        // a second process never sees an empty lock it would take for a stale one. The draft's name
+        // carries the host too: pids of two hosts sharing the folder can be equal.
+        let draft = dir.join(format!("{LOCK_FILE}.{}.{}.tmp", me.host.as_deref().unwrap_or(""), me.pid));
+        std::fs::write(&draft, me.text()).map_err(|e| ExperimentError::io(&draft, e))?;
+        let taken = Self::take(dir, &path, &draft, me.host.as_deref().unwrap_or(""));
         let _ = std::fs::remove_file(&draft);
         taken
     }
 
-    fn take(dir: &Path, path: &Path, draft: &Path) -> Result<Self> {
+    fn take(dir: &Path, path: &Path, draft: &Path, this_host: &str) -> Result<Self> {
         let path = path.to_path_buf();
         for _ in 0..2 {
             match std::fs::hard_link(draft, &path) {
                 Ok(()) => return Ok(Self { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     // Read only if it is a regular file: a FIFO under the lock's name would block.
-                    let text = match read_regular(&path, 64) {
+                    let text = match read_regular(&path, 512) {
                         Ok(t) => t,
                         // Released between the two calls: try again.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -382,15 +420,32 @@ impl RunLock {
                             ));
                         }
                     };
-                    let holder = String::from_utf8_lossy(&text).trim().parse::<u32>().ok();
-                    match holder {
-                        Some(pid) if process_alive(pid) => {
+                    match LockHolder::parse(&String::from_utf8_lossy(&text)) {
+                        Some(h) if h.host.as_deref().is_some_and(|host| host != this_host) => {
                             return Err(ExperimentError::file(
                                 dir,
-                                format!("run folder is in use by process {pid} (lock file {LOCK_FILE})"),
+                                format!(
+                                    "run folder is in use by process {} on host {}{} (lock file {LOCK_FILE}); a lock \
+                                     of another host is never taken over: if that process is gone, remove the lock \
+                                     file",
+                                    h.pid,
+                                    h.host.as_deref().unwrap_or_default(),
+                                    since(&h)
+                                ),
                             ));
                         }
-                        // Stale (its process is gone) or unreadable: take it over.
+                        Some(h) if process_alive(h.pid) => {
+                            return Err(ExperimentError::file(
+                                dir,
+                                format!(
+                                    "run folder is in use by process {} on this host ({this_host}){} (lock file \
+                                     {LOCK_FILE})",
+                                    h.pid,
+                                    since(&h)
+                                ),
+                            ));
+                        }
+                        // Stale (its process on this host is gone) or unreadable: take it over.
                         _ => std::fs::remove_file(&path).map_err(|e| ExperimentError::io(&path, e))?,
                     }
                 }
@@ -401,14 +456,18 @@ impl RunLock {
     }
 }
 
+fn since(h: &LockHolder) -> String {
+    h.since.as_deref().map_or(String::new(), |s| format!(" since {s} UTC"))
+}
+
 impl Drop for RunLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
-/// Whether process `pid` exists. Where `/proc` is missing, a lock is assumed held: the message
-/// names the lock file so a user can remove it.
+/// Whether process `pid` exists on this host. Where `/proc` is missing, a lock is assumed held:
+/// the message names the lock file so a user can remove it.
 fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
     !proc.is_dir() || proc.join(pid.to_string()).exists()
@@ -422,16 +481,39 @@ mod lock_tests {
     fn a_locked_folder_is_refused_and_a_stale_lock_taken_over() {
         let dir = std::env::temp_dir().join(format!("adapt-exp-lock-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // A live process (this test's parent shell is gone, but pid 1 always exists) holds it.
-        std::fs::write(dir.join(LOCK_FILE), "1\n").unwrap();
-        let e = RunLock::acquire(&dir).unwrap_err().to_string();
-        assert!(e.contains("in use by process 1"), "{e}");
+        let host = host_name();
+        // A live process (pid 1 always exists) holds it; a lock without a host is an old one, of
+        // this host.
+        for text in ["1\n".to_string(), format!("1\n{host}\n20240102-030405\n")] {
+            std::fs::write(dir.join(LOCK_FILE), &text).unwrap();
+            let e = RunLock::acquire(&dir).unwrap_err().to_string();
+            assert!(e.contains("in use by process 1 on this host"), "{e}");
+        }
         // A lock whose process is gone (pid numbers are below 2^22 on Linux) is stale.
-        std::fs::write(dir.join(LOCK_FILE), "4294967\n").unwrap();
+        std::fs::write(dir.join(LOCK_FILE), format!("4294967\n{host}\n20240102-030405\n")).unwrap();
         let lock = RunLock::acquire(&dir).expect("stale lock taken over");
-        assert_eq!(std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap().trim(), std::process::id().to_string());
+        let held = LockHolder::parse(&std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap()).unwrap();
+        assert_eq!((held.pid, held.host.as_deref()), (std::process::id(), Some(host.as_str())));
+        assert_eq!(held.since.as_ref().map(String::len), Some(15), "{held:?}");
         drop(lock);
         assert!(!dir.join(LOCK_FILE).exists(), "the lock is released on drop");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_lock_of_another_host_is_never_judged_by_a_local_pid() {
+        let dir = std::env::temp_dir().join(format!("adapt-exp-lock-host-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // No process 4294967 runs here, but the pid is another machine's.
+        let text = "4294967\nnode-17.cluster\n20240102-030405\n";
+        std::fs::write(dir.join(LOCK_FILE), text).unwrap();
+        let e = RunLock::acquire(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("process 4294967 on host node-17.cluster since 20240102-030405 UTC") && e.contains(LOCK_FILE),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap(), text, "the lock was left as it was");
+        assert_eq!(LockHolder::parse("x\n"), None);
         std::fs::remove_dir_all(&dir).ok();
     }
 }

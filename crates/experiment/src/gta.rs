@@ -695,13 +695,10 @@ impl GtaAblation {
     }
 }
 
-/// The ablation's runs (finished ones read back, interrupted ones resumed) and its table. With
-/// `epochs`, `spec.steps` is set to the resolved length.
-pub fn ablation(spec: &mut GtaAblation, opts: &RunOptions, device: &Device) -> Result<(Vec<RunSummary>, String)> {
-    ensure(spec.seeds > 0, || "the ablation needs at least one seed".into())?;
-    ensure(!spec.variants.is_empty(), || "the ablation needs at least one row".into())?;
-    let (source, target) = crate::recipe::parse_pair(&spec.source, &spec.target)?;
-    (spec.source, spec.target) = (source.as_string(), target.as_string());
+/// Checks the ablation, loads its data and resolves its length: with `epochs`, `spec.steps` is
+/// set to the resolved number of iterations.
+pub(crate) fn prepare_ablation(spec: &mut GtaAblation, opts: &RunOptions) -> Result<DomainPair> {
+    check_ablation(spec)?;
     let first = spec.recipe(GtaVariant::Full, 0)?;
     first.validate()?;
     let data = load_data(&first, opts.data_dir.as_deref())?;
@@ -709,24 +706,48 @@ pub fn ablation(spec: &mut GtaAblation, opts: &RunOptions, device: &Device) -> R
     let mut resolved = first.clone();
     resolved.resolve_length(data.source_train.len())?;
     spec.steps = resolved.steps;
+    Ok(data)
+}
+
+/// The checks of an ablation that need no data; the pair's names made canonical.
+pub(crate) fn check_ablation(spec: &mut GtaAblation) -> Result<()> {
+    ensure(spec.seeds > 0, || "the ablation needs at least one seed".into())?;
+    ensure(!spec.variants.is_empty(), || "the ablation needs at least one row".into())?;
+    let (source, target) = crate::recipe::parse_pair(&spec.source, &spec.target)?;
+    (spec.source, spec.target) = (source.as_string(), target.as_string());
+    Ok(())
+}
+
+/// One run of a prepared ablation ([`prepare_ablation`]): read back when finished at the
+/// ablation's length (`true`), else trained, an interrupted one resumed from its checkpoint.
+pub(crate) fn ablation_run(
+    spec: &GtaAblation,
+    (variant, seed): (GtaVariant, u64),
+    data: &DomainPair,
+    opts: &RunOptions,
+    device: &Device,
+) -> Result<(RunSummary, bool)> {
+    let dir = spec.run_dir(variant, seed);
+    if let Some(s) = RunSummary::read(&dir)?.filter(|s| s.steps == spec.steps) {
+        return Ok((s, true));
+    }
     let opts = RunOptions { resume: true, out: None, ..opts.clone() };
+    let mut recipe = spec.recipe(variant, seed)?;
+    recipe.resolve_length(data.source_train.len())?;
+    create_dir(&dir)?;
+    let _lock = RunLock::acquire(&dir)?;
+    write_json(&dir.join(RECIPE_FILE), &RunRecord::new(Recipe::Gta(recipe.clone()), &opts))?;
+    Ok((run_in(&recipe, data, &dir, device, &opts)?, false))
+}
+
+/// The ablation's runs (finished ones read back, interrupted ones resumed) and its table. With
+/// `epochs`, `spec.steps` is set to the resolved length.
+pub fn ablation(spec: &mut GtaAblation, opts: &RunOptions, device: &Device) -> Result<(Vec<RunSummary>, String)> {
+    let data = prepare_ablation(spec, opts)?;
     let mut runs = Vec::new();
     for seed in spec.first_seed..spec.first_seed.saturating_add(spec.seeds) {
         for variant in GtaVariant::ALL.into_iter().filter(|v| spec.variants.contains(v)) {
-            let dir = spec.run_dir(variant, seed);
-            let summary = match RunSummary::read(&dir)? {
-                Some(s) if s.steps == spec.steps => s,
-                // An interrupted run continues from its checkpoint.
-                _ => {
-                    let mut recipe = spec.recipe(variant, seed)?;
-                    recipe.resolve_length(data.source_train.len())?;
-                    create_dir(&dir)?;
-                    let _lock = RunLock::acquire(&dir)?;
-                    write_json(&dir.join(RECIPE_FILE), &RunRecord::new(Recipe::Gta(recipe.clone()), &opts))?;
-                    run_in(&recipe, &data, &dir, device, &opts)?
-                }
-            };
-            runs.push(summary);
+            runs.push(ablation_run(spec, (variant, seed), &data, opts, device)?.0);
         }
     }
     let mut choices = Vec::new();

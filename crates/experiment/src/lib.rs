@@ -11,6 +11,7 @@
 //! * [`aggregate`]: runs gathered into tables, mean ± std over seeds; the digit matrix.
 //! * [`dann_run`]: one DANN-family method in its folder, for any `Dann<F, L, D>`.
 //! * [`toy`], [`digits`], [`gta`]: the experiment families.
+//! * [`sweep`]: a sweep's units by index, for job arrays; Slurm scripts and submission.
 pub mod aggregate;
 pub mod dann_run;
 pub mod digits;
@@ -23,6 +24,7 @@ pub mod predict;
 pub mod recipe;
 pub mod selection;
 pub mod summary;
+pub mod sweep;
 pub mod toy;
 pub mod weights;
 

@@ -41,9 +41,22 @@ fn usps_target() -> DomainInput {
 /// A digit model (random weights, BatchNorm net) for MNIST -> `target`, saved at `path` with
 /// `extra` metadata keys added.
 fn digit_weights(path: &Path, target: DomainInput, extra: &[(&str, &str)]) {
-    let mut recipe = DigitRecipe::new(DatasetId::Mnist, DatasetId::Usps, vec![Method::Dann], Preset::Bn, 3);
+    // Profiles of grey 28- and 16-pixel digits: the MNIST net.
+    let grey = |side: usize| adapt_datasets::DomainProfile {
+        name: "grey".into(),
+        shape: [1, side, side],
+        images: 10,
+        colour_spread: 0.0,
+        ground_share: 0.8,
+        ground_level: 0.0,
+        digit_side: None,
+        ink_box: None,
+    };
+    let profile = adapt_datasets::pair::PairProfile { source: grey(28), target: grey(16) };
+    let (s, t) = (DatasetId::Mnist.into(), DatasetId::Usps.into());
+    let mut recipe = DigitRecipe::new(&s, &t, &profile, vec![Method::Dann], Preset::Bn, 3);
     recipe.steps = 10;
-    let cfg = DigitRunConfig::new(&recipe, Method::Dann, vec![0.2]).unwrap();
+    let cfg = DigitRunConfig::new(&recipe, Method::Dann, vec![0.2], adapt_datasets::pair::digit_classes()).unwrap();
     let params = ParamStore::new(3);
     cfg.build_model(&params, &Device::Cpu).unwrap();
     let input = InputDescription {
@@ -58,7 +71,11 @@ fn digit_weights(path: &Path, target: DomainInput, extra: &[(&str, &str)]) {
         },
         validation: ValidationHoldOut { one_in: 12, held_out: 0, seed: 0, rule: "".into() },
     };
-    let info = WeightsInfo { config: RunConfig::Digits(cfg), input: serde_json::to_value(Some(input)).unwrap() };
+    let info = WeightsInfo {
+        config: RunConfig::Digits(cfg),
+        input: serde_json::to_value(Some(input)).unwrap(),
+        classes: adapt_datasets::pair::digit_classes(),
+    };
     save_weights(&params, path, &info, WeightsStep { step: 10, selection: Selection::Last }).unwrap();
     if !extra.is_empty() {
         let file = adapt_models::tensor_file::read(path, &Device::Cpu, true).unwrap();
@@ -339,14 +356,21 @@ fn folders_and_list_files_give_paths_labels_and_accuracy() {
 /// (whose running statistics are the target's).
 #[test]
 fn predictions_on_the_exported_target_test_set_reproduce_eval() {
-    let Ok(data) = std::env::var("ADAPT_DATA_DIR") else {
+    let Some(data) = std::env::var_os("ADAPT_DATA_DIR").filter(|d| PathBuf::from(d).join("usps").is_dir()) else {
+        assert!(
+            std::env::var_os("ADAPT_REQUIRE_DATA").is_none(),
+            "ADAPT_REQUIRE_DATA is set, but ADAPT_DATA_DIR ({:?}) has no usps/ folder",
+            std::env::var_os("ADAPT_DATA_DIR")
+        );
         eprintln!("skipped: no data (set ADAPT_DATA_DIR)");
         return;
     };
     let data = PathBuf::from(data);
     let dir = tmp("eval");
     let run = dir.join("run");
-    let mut recipe = DigitRecipe::new(DatasetId::Mnist, DatasetId::Usps, vec![Method::Dann], Preset::Bn, 1);
+    let (s, t) = (DatasetId::Mnist.into(), DatasetId::Usps.into());
+    let profile = adapt_datasets::pair::PairProfile::measure(&s, &t, Some(&data)).unwrap();
+    let mut recipe = DigitRecipe::new(&s, &t, &profile, vec![Method::Dann], Preset::Bn, 1);
     recipe.steps = 100;
     recipe.set_bn_per_domain(true).unwrap();
     let opts =
