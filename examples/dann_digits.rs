@@ -45,10 +45,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The same starting weights for both methods.
         let params = ParamStore::new(cfg.train.seed);
         let model = cfg.build_model(&params, &device)?;
-        let mut sampler =
-            MixedSampler::new(pair.source_train.clone(), pair.target_train.clone(), cfg.train.batch_size, cfg.train.seed)?
-                .with_shift(cfg.train.input_shift)?
-                .with_source_colour_jitter(cfg.train.source_colour_jitter);
+        let mut sampler = MixedSampler::new(
+            pair.source_train.clone(),
+            pair.target_train.clone(),
+            cfg.train.batch_size,
+            cfg.train.seed,
+        )?
+        .with_shift(cfg.train.input_shift)?
+        .with_source_colour_jitter(cfg.train.source_colour_jitter);
         let outcome = train_dann(&model, &params, &mut sampler, &device, &cfg.train, TrainHooks::default())?;
         let eval = evaluate_dann(&model, pair.source_test.as_ref(), pair.target_test.as_ref(), &device)?;
         println!(

@@ -208,7 +208,7 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 variants: a.rows.as_ref().map_or(GtaVariant::ALL.to_vec(), |r| r.iter().map(|&v| v.into()).collect()),
                 out: a.out.clone(),
             };
-            (Sweep::Gta(spec), options(&a.data_dir, a.quiet), &a.sweep)
+            (Sweep::Gta(Box::new(spec)), options(&a.data_dir, a.quiet), &a.sweep)
         }
     };
     if args.list_tasks {

@@ -2,9 +2,9 @@
 //!
 //! Every command prints human-readable lines; with `--json` the last line of stdout is one JSON
 //! object (machine-readable summary), so scripts can `tail -n1`.
-use adapt_datasets::registry::{self, DatasetId};
 use adapt_datasets::image_folder::{FolderOptions, export_class_folders, load_image_source};
 use adapt_datasets::pair::{digit_classes, load_domain};
+use adapt_datasets::registry::{self, DatasetId};
 use adapt_datasets::{DataRef, Split, hub, mnist_m_gen, preview, syn_digits, verify};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -95,7 +95,11 @@ pub fn run(cmd: &DataCommand, data_dir: Option<&Path>, json: bool) -> anyhow::Re
                 DataRef::Builtin(_) => adapt_datasets::load(name, split, data_dir)?,
                 data => {
                     let d = load_domain(&data, data_dir, None, split != Split::Train)?;
-                    if split == Split::Train { d.train } else { d.test.with_context(|| format!("{name} has no test split"))? }
+                    if split == Split::Train {
+                        d.train
+                    } else {
+                        d.test.with_context(|| format!("{name} has no test split"))?
+                    }
                 }
             };
             preview::save_grid(&ds, *count, *seed, out)?;
@@ -141,7 +145,12 @@ fn verify_paths(paths: &[String]) -> anyhow::Result<Value> {
         for ds in std::iter::once(&src.train).chain(src.test.as_ref()) {
             let hist = if src.labelled { ds.label_histogram(src.classes.len()) } else { Vec::new() };
             let [c, h, w] = [ds.channels, ds.height, ds.width];
-            println!("  {}: {} images stored {c}x{h}x{w}{}", ds.split, ds.len(), if src.labelled { format!(", per class {hist:?}") } else { ", unlabelled".into() });
+            println!(
+                "  {}: {} images stored {c}x{h}x{w}{}",
+                ds.split,
+                ds.len(),
+                if src.labelled { format!(", per class {hist:?}") } else { ", unlabelled".into() }
+            );
             splits.push(json!({"split": ds.split, "images": ds.len(), "shape": [c, h, w], "per_class": hist}));
         }
         for c in &src.conversions {

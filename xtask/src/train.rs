@@ -1,11 +1,11 @@
 //! `cargo xtask train`: the command line turned into a recipe; a flag the chosen experiment does
 //! not use is an error that names it.
 use crate::device::{self, DeviceChoice};
+use adapt_datasets::DataRef;
+use adapt_datasets::pair::PairProfile;
 use adapt_experiment::recipe::{DigitRecipe, GtaRecipe, Preset, Recipe, RunOptions, ToyRecipe};
 use adapt_experiment::toy::{TOY_SOURCE, TOY_TARGET};
 use adapt_experiment::{Outcome, Selection};
-use adapt_datasets::DataRef;
-use adapt_datasets::pair::PairProfile;
 use adapt_models::digits::ConvPadding;
 use adapt_models::init::InitScheme;
 use adapt_train::{GtaVariant, Method};

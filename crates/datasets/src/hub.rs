@@ -5,8 +5,8 @@
 //! `snapshots/REV/...` layout is resolved here and the snapshot folder listed. `HF_HUB_OFFLINE=1`
 //! stops there; otherwise the repository's file list is fetched and the split's files downloaded.
 use crate::Split;
-use crate::parquet_hub::split_files_in;
 use crate::dataset_id::HubSource;
+use crate::parquet_hub::split_files_in;
 use hf_hub::Cache;
 use hf_hub::api::sync::ApiBuilder;
 use std::path::PathBuf;

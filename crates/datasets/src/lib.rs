@@ -48,9 +48,9 @@ pub mod mnist_m_gen;
 pub mod pair;
 pub mod parquet_hub;
 pub mod preprocess;
-pub mod profile;
 #[cfg(feature = "generators")]
 pub mod preview;
+pub mod profile;
 pub mod registry;
 pub mod rows;
 pub mod stats;
@@ -63,6 +63,7 @@ pub mod verify;
 
 mod raw;
 
+pub use data_ref::DataRef;
 pub use error::{DatasetError, Result};
 pub use image_folder::{
     ExportSummary, FolderLayout, FolderOptions, ImageSource, ScannedImage, SourceScan, export_class_folders,
@@ -70,7 +71,6 @@ pub use image_folder::{
 };
 pub use pair::{DigitNet, DomainPair, InputDescription, Normalization, PairSpec, load_digit_pair};
 pub use preprocess::Preprocess;
-pub use data_ref::DataRef;
 pub use profile::DomainProfile;
 pub use registry::{DatasetId, Origin};
 pub use rows::{Rows, Subset, validation_split};

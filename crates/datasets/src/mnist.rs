@@ -1,8 +1,8 @@
 //! MNIST from its IDX files (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`,
 //! `t10k-...`). The dotted spelling `train-images.idx3-ubyte` that some mirrors use is accepted too.
 use crate::idx::read_idx;
-use crate::raw::{check_labels, format_err};
 use crate::raw::first_existing;
+use crate::raw::{check_labels, format_err};
 use crate::{ImageDataset, Result, Split};
 use std::path::{Path, PathBuf};
 

@@ -60,8 +60,7 @@ impl DigitNet {
         let fits = |p: &DomainProfile| {
             let [_, h, w] = p.shape;
             (h <= 28 && w <= 28)
-                || (p.crop_keeps_ink(28)
-                    && p.ink_box.is_some_and(|b| b.height <= SMALL_NET_INK_HEIGHT * 28.0))
+                || (p.crop_keeps_ink(28) && p.ink_box.is_some_and(|b| b.height <= SMALL_NET_INK_HEIGHT * 28.0))
         };
         if fits(source) && fits(target) { DigitNet::Mnist } else { DigitNet::Svhn }
     }
@@ -324,7 +323,8 @@ impl PairSpec {
 
     /// Generate To Adapt: 32x32 whatever the pair, no binarisation, `(x - 0.5) / 0.5`.
     pub fn gta(source: &DataRef, target: &DataRef, profile: &PairProfile) -> Self {
-        let shaping = |p: &DomainProfile| DomainShaping { binarize: false, digit_box: None, fit: Fit::for_profile(p, 32) };
+        let shaping =
+            |p: &DomainProfile| DomainShaping { binarize: false, digit_box: None, fit: Fit::for_profile(p, 32) };
         Self {
             source: source.clone(),
             target: target.clone(),

@@ -6,9 +6,9 @@
 //! files needs no parquet reader and is always there; reading them needs the `hub` feature.
 use crate::Split;
 #[cfg(feature = "hub")]
-use crate::raw::{check_labels, decode_image, format_err, io_err};
-#[cfg(feature = "hub")]
 use crate::dataset_id::DatasetId;
+#[cfg(feature = "hub")]
+use crate::raw::{check_labels, decode_image, format_err, io_err};
 #[cfg(feature = "hub")]
 use crate::{DatasetError, ImageDataset, Result};
 #[cfg(feature = "hub")]

@@ -36,6 +36,9 @@ pub const FILLS_FRAME: f64 = 0.9;
 /// ... and sit inside a margin when it is at most this fraction.
 pub const INSIDE_MARGIN: f64 = 0.8;
 
+/// One image's colour spread, ground share, ground level and digit side.
+type ImageFacts = (f64, f64, f64, Option<usize>);
+
 /// Label-free facts about one domain's training images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainProfile {
@@ -66,7 +69,7 @@ impl DomainProfile {
             return Err(DatasetError::InvalidParameters(format!("{name}: no images to measure")));
         }
         let [c, h, w] = [ds.channels, ds.height, ds.width];
-        let per: Vec<(f64, f64, f64, Option<usize>)> = (0..n)
+        let per: Vec<ImageFacts> = (0..n)
             .into_par_iter()
             .map(|i| {
                 let img = ds.image(i);
@@ -103,7 +106,7 @@ impl DomainProfile {
                 (spread, share, f64::from(ground) / 255.0, side)
             })
             .collect();
-        let mean = |f: fn(&(f64, f64, f64, Option<usize>)) -> f64| per.iter().map(f).sum::<f64>() / n as f64;
+        let mean = |f: fn(&ImageFacts) -> f64| per.iter().map(f).sum::<f64>() / n as f64;
         let ground_share = mean(|p| p.1);
         let mut sides: Vec<usize> = per.iter().filter_map(|p| p.3).collect();
         sides.sort_unstable();

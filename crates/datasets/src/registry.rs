@@ -4,17 +4,16 @@
 //! `mnist`, `mnist_m`, `svhn`, `usps`, `syn_digits` (and `bsds500`, the photos MNIST-M is made from).
 //! Inside a dataset's folder the loader recognises the original file formats by the files present,
 //! falling back to Hub-layout parquet files. Without a folder the Hugging Face Hub copy is used.
+pub use crate::dataset_id::{DatasetId, HubSource};
 use crate::files::{EntryKind, entry_kind};
 use crate::raw::first_existing;
 use crate::raw::{format_err, io_err};
-pub use crate::dataset_id::{DatasetId, HubSource};
 use crate::{DatasetError, ImageDataset, Result, Split};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Environment variable naming the data directory when no `--data-dir` is given.
 pub const DATA_DIR_ENV: &str = "ADAPT_DATA_DIR";
-
 
 /// The data directory: `arg` if given, else `ADAPT_DATA_DIR` when set and non-empty.
 pub fn resolve_data_dir(arg: Option<&Path>) -> Option<PathBuf> {
@@ -130,7 +129,6 @@ impl LocalFormat {
         }
     }
 }
-
 
 /// Recognises the format of `split` in `folder` by the files present; an error when a file it
 /// would use is not a regular file or only half of a set is there.

@@ -5,9 +5,9 @@ mod common;
 use adapt_datasets::pair::{
     DomainShaping, Fit, InputDescription, PairProfile, PairSpec, VALIDATION_FRACTION, load_digit_pair,
 };
-use adapt_datasets::{DataRef, Normalization};
 use adapt_datasets::preprocess::{self, InputStep};
 use adapt_datasets::registry::DatasetId::{self, *};
+use adapt_datasets::{DataRef, Normalization};
 use adapt_datasets::{ImageDataset, Preprocess, Rows, Split, load, validation_split};
 use common::*;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,8 @@ fn bn(source: DatasetId, target: DatasetId) -> PairSpec {
 
 /// Generate To Adapt's inputs: 32x32, MNIST padded, `(x - 0.5) / 0.5`.
 fn gta(source: DatasetId, target: DatasetId) -> PairSpec {
-    let shaping = |id: DatasetId| DomainShaping { fit: if id == Mnist { Fit::Pad } else { Fit::Resize }, ..Default::default() };
+    let shaping =
+        |id: DatasetId| DomainShaping { fit: if id == Mnist { Fit::Pad } else { Fit::Resize }, ..Default::default() };
     PairSpec {
         source: source.into(),
         target: target.into(),
@@ -213,8 +214,7 @@ fn gta_inputs_are_in_minus_one_to_one_and_the_description_reproduces_them() {
 #[test]
 fn per_image_standardisation_gives_every_input_channel_mean_zero_and_std_one() {
     let dir = fixtures("pair-per-image");
-    let spec =
-        PairSpec { normalization: Normalization::PerImage { epsilon: 1e-3 }, ..paper(Mnist, MnistM) };
+    let spec = PairSpec { normalization: Normalization::PerImage { epsilon: 1e-3 }, ..paper(Mnist, MnistM) };
     let p = load_digit_pair(&spec, Some(&dir)).unwrap();
     assert!(p.mean.is_empty() && p.std.is_empty());
     let plane = 28 * 28;

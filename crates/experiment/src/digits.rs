@@ -379,10 +379,16 @@ fn write_report(dir: &Path, parts: &ReportParts<'_>) -> Result<()> {
              (`adapt_datasets::profile`), never from a dataset's name:",
         );
         report.paragraph(
-            &recipe.decisions.iter().map(|d| format!("- **{}** {}: {}", d.setting, d.value, d.because)).collect::<Vec<_>>().join("\n"),
+            &recipe
+                .decisions
+                .iter()
+                .map(|d| format!("- **{}** {}: {}", d.setting, d.value, d.because))
+                .collect::<Vec<_>>()
+                .join("\n"),
         );
     }
-    let target_cell = |s: &RunSummary| if s.target_labelled { percent(s.target_acc) } else { "n/a (unlabelled)".into() };
+    let target_cell =
+        |s: &RunSummary| if s.target_labelled { percent(s.target_acc) } else { "n/a (unlabelled)".into() };
     report.table(
         &["method", "source acc", "target acc", "domain acc", "A-distance", "reported step", "steps", "seconds"],
         &summaries

@@ -798,7 +798,10 @@ mod tests {
         let authors = pair_spec(GtaPreset::Authors, &recipe).unwrap();
         assert_eq!(authors.normalization, Normalization::Fixed { mean: vec![0.44], std: vec![0.19] });
         // The default draws USPS's frame-filling digits at MNIST's 20-pixel scale, MNIST padded.
-        assert_eq!((authors.image_size, authors.source_input.digit_box, authors.source_input.binarize), (32, Some(20), false));
+        assert_eq!(
+            (authors.image_size, authors.source_input.digit_box, authors.source_input.binarize),
+            (32, Some(20), false)
+        );
         assert_eq!((authors.target_input.digit_box, authors.target_input.fit), (None, adapt_datasets::pair::Fit::Pad));
         assert_eq!((recipe.preset, recipe.input_shift), (GtaPreset::Authors, 2));
         // The unit preset keeps the GTA normalisation of PairSpec::gta.

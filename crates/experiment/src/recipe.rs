@@ -129,15 +129,18 @@ impl Preset {
         let pseudo = s.colour() && !t.colour();
         let binarize = [!s.colour() && t.colour(), !t.colour() && s.colour()];
         let boxes = [digit_box_for(s, t, size), digit_box_for(t, s, size)];
-        let box_reason = |p: &DomainProfile, o: &DomainProfile, b: Option<usize>| match (p.digit_fraction(), o.digit_fraction()) {
-            (Some(pf), Some(of)) => format!(
-                "digit side {:.0} px ({pf:.2} of its frame) against {:.0} px ({of:.2}){}",
-                p.digit_side.unwrap_or_default(),
-                o.digit_side.unwrap_or_default(),
-                b.map_or(String::new(), |b| format!(": drawn into a {b}x{b} box, the other's digit scale at the input"))
-            ),
-            _ => "no digit box measurable (a colour or textured ground)".to_string(),
-        };
+        let box_reason =
+            |p: &DomainProfile, o: &DomainProfile, b: Option<usize>| match (p.digit_fraction(), o.digit_fraction()) {
+                (Some(pf), Some(of)) => format!(
+                    "digit side {:.0} px ({pf:.2} of its frame) against {:.0} px ({of:.2}){}",
+                    p.digit_side.unwrap_or_default(),
+                    o.digit_side.unwrap_or_default(),
+                    b.map_or(String::new(), |b| format!(
+                        ": drawn into a {b}x{b} box, the other's digit scale at the input"
+                    ))
+                ),
+                _ => "no digit box measurable (a colour or textured ground)".to_string(),
+            };
         let decisions = vec![
             Decision::new("bn_per_domain", on_off(bn), format!("source {sc}, target {tc}: on when either is colour")),
             Decision::new(
@@ -155,8 +158,16 @@ impl Preset {
                 format!("source {}, target {}", on_off(binarize[0]), on_off(binarize[1])),
                 "a grey domain beside a colour one is binarised".to_string(),
             ),
-            Decision::new("source_digit_box", boxes[0].map_or("none".into(), |b| b.to_string()), box_reason(s, t, boxes[0])),
-            Decision::new("target_digit_box", boxes[1].map_or("none".into(), |b| b.to_string()), box_reason(t, s, boxes[1])),
+            Decision::new(
+                "source_digit_box",
+                boxes[0].map_or("none".into(), |b| b.to_string()),
+                box_reason(s, t, boxes[0]),
+            ),
+            Decision::new(
+                "target_digit_box",
+                boxes[1].map_or("none".into(), |b| b.to_string()),
+                box_reason(t, s, boxes[1]),
+            ),
         ];
         RecommendedSwitches {
             bn_per_domain: bn,
@@ -575,11 +586,9 @@ impl GtaRecipe {
                 setting,
                 b.map_or("none".into(), |b| b.to_string()),
                 match (p.digit_side, o.digit_side) {
-                    (Some(ps), Some(os)) => format!(
-                        "digit side {ps:.0} px in a {}-px frame against {os:.0} px in {}",
-                        p.side(),
-                        o.side()
-                    ),
+                    (Some(ps), Some(os)) => {
+                        format!("digit side {ps:.0} px in a {}-px frame against {os:.0} px in {}", p.side(), o.side())
+                    }
                     _ => "no digit box measurable (a colour or textured ground)".into(),
                 },
             ));
@@ -800,7 +809,10 @@ pub(crate) mod tests {
 
     #[test]
     fn gta_epochs_set_the_length_from_the_source_size() {
-        let mut r = { let (s, t, p) = pair_profile("usps", "mnist"); GtaRecipe::authors(&s, &t, &p, GtaVariant::Full, 0, 10) };
+        let mut r = {
+            let (s, t, p) = pair_profile("usps", "mnist");
+            GtaRecipe::authors(&s, &t, &p, GtaVariant::Full, 0, 10)
+        };
         assert_eq!((r.preset, r.epochs, r.batch_size), (GtaPreset::Authors, Some(10), 100));
         // 6684 USPS training images in batches of 100: 67 iterations an epoch, the last one short.
         r.resolve_length(6684).unwrap();
@@ -810,14 +822,20 @@ pub(crate) mod tests {
         assert_eq!(r.steps, 20);
         assert!(r.resolve_length(0).is_err());
         // Without epochs the steps stay as given.
-        let mut plain = { let (s, t, p) = pair_profile("usps", "mnist"); GtaRecipe::new(&s, &t, &p, GtaVariant::Full, 0) };
+        let mut plain = {
+            let (s, t, p) = pair_profile("usps", "mnist");
+            GtaRecipe::new(&s, &t, &p, GtaVariant::Full, 0)
+        };
         plain.resolve_length(6684).unwrap();
         assert_eq!(plain.steps, GTA_DEFAULT_STEPS);
     }
 
     #[test]
     fn gta_recipes_validate_and_old_ones_keep_their_meaning() {
-        let ok = { let (s, t, p) = pair_profile("usps", "mnist"); GtaRecipe::authors(&s, &t, &p, GtaVariant::Full, 0, 10) };
+        let ok = {
+            let (s, t, p) = pair_profile("usps", "mnist");
+            GtaRecipe::authors(&s, &t, &p, GtaVariant::Full, 0, 10)
+        };
         ok.validate().unwrap();
         for bad in [
             GtaRecipe { epochs: Some(0), ..ok.clone() },

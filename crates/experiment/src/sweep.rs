@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub enum Sweep {
     Matrix(DigitMatrix),
-    Gta(GtaAblation),
+    Gta(Box<GtaAblation>),
 }
 
 /// One unit of a sweep: one run folder.
@@ -550,7 +550,7 @@ mod tests {
         assert!(e.contains("unit 8") && e.contains("8 units, 0 to 7"), "{e}");
         assert!(!out.exists(), "nothing is created for a unit the sweep has not");
 
-        let mut gta = Sweep::Gta(GtaAblation {
+        let mut gta = Sweep::Gta(Box::new(GtaAblation {
             source: "MNIST".into(),
             target: "mnist-m".into(),
             seeds: 2,
@@ -564,7 +564,7 @@ mod tests {
             input_shift: 0,
             variants: vec![GtaVariant::Full, GtaVariant::Stream1],
             out: out.clone(),
-        });
+        }));
         let names: Vec<String> = gta.units(&RunOptions::default()).unwrap().into_iter().map(|u| u.name).collect();
         assert_eq!(
             names,
