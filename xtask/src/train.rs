@@ -245,6 +245,12 @@ impl TrainArgs {
             bail!("--weight-average must be 0 (off) or between 0 and 1, got {d}");
         }
         let sizes = [("--steps", self.steps), ("--batch-size", self.batch_size), ("--epochs", self.epochs)];
+        // The net's side (28 or 32) is decided from the images; no shift fits the larger one.
+        if let Some(s) = self.shift
+            && s >= 32
+        {
+            bail!("a shift of {s} pixels does not fit the largest net's 32x32 input");
+        }
         for (flag, v) in sizes.into_iter().chain([("--usps-box", self.usps_box)]) {
             if v == Some(0) {
                 bail!("{flag} must be at least 1");
@@ -417,7 +423,18 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
             reject(&flags, "--resume (it continues the run with its saved recipe)")?;
             adapt_experiment::resume(dir, &args.options(), &device)?
         }
-        None => adapt_experiment::run(&args.recipe()?, &args.options(), &device)?,
+        None => {
+            let recipe = args.recipe()?;
+            let decisions = match &recipe {
+                Recipe::Digits(r) => r.decisions.as_slice(),
+                Recipe::Gta(r) => r.decisions.as_slice(),
+                Recipe::Toy(_) => &[],
+            };
+            for d in decisions {
+                eprintln!("decided: {d}");
+            }
+            adapt_experiment::run(&recipe, &args.options(), &device)?
+        }
     };
     for note in &outcome.notes {
         eprintln!("note: {note}");

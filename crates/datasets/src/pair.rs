@@ -138,17 +138,17 @@ pub struct DomainShaping {
     pub fit: Fit,
 }
 
-/// A plain-ground grey domain whose digits fill their frame, beside a plain-ground grey domain
-/// whose digits sit inside a margin, is drawn into a box of the other's digit side at the input's
-/// scale: returns that side.
+/// A grey domain whose digits fill their frame on a plain ground, beside a domain whose digits do
+/// not, is drawn into a centred box: the side at which its mean ink box is as high as the other
+/// domain's at the input (the other's ink box scaled by its own fit). Returns that side.
 pub fn digit_box_for(profile: &DomainProfile, other: &DomainProfile, size: usize) -> Option<usize> {
-    if profile.colour() || other.colour() || !profile.fills_frame() || !other.inside_margin() {
+    if profile.colour() || !profile.fills_frame() || other.fills_frame() {
         return None;
     }
-    let other_fit = Fit::for_profile(other, size);
+    let (own, theirs) = (profile.ink_box?, other.ink_box?);
     let other_side = other.shape[1].max(other.shape[2]);
-    let side = other.digit_side? * other_fit.scale(other_side, size);
-    let side = side.round() as usize;
+    let target_height = theirs.height * Fit::for_profile(other, size).scale(other_side, size);
+    let side = (target_height * profile.shape[1] as f64 / own.height).round() as usize;
     (side >= 1 && side <= size).then_some(side)
 }
 
@@ -815,7 +815,7 @@ mod tests {
     }
     /// Street numbers: digits filling most of a textured 32-pixel frame.
     fn street() -> DomainProfile {
-        profile([3, 32, 32], true, None, (3.0, 9.0, 26.0, 14.0))
+        profile([3, 32, 32], true, None, (1.0, 9.0, 30.0, 14.0))
     }
 
     #[test]
@@ -838,7 +838,9 @@ mod tests {
         assert_eq!(digit_box_for(&usps(), &mnist(), 28), Some(20));
         assert_eq!(digit_box_for(&usps(), &mnist(), 32), Some(20), "MNIST is padded, not scaled, to 32");
         assert_eq!(digit_box_for(&mnist(), &usps(), 28), None);
-        assert_eq!(digit_box_for(&usps(), &mnist_m(), 28), None, "no box against a textured ground");
+        // Against MNIST-M's digits (cropped, not scaled): its ink box is 18.2 px high.
+        assert_eq!(digit_box_for(&usps(), &mnist_m(), 28), Some(21));
+        assert_eq!(digit_box_for(&mnist_m(), &usps(), 28), None, "a colour domain is not boxed");
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub const GROUND_TOLERANCE: f32 = 8.0;
 
 /// A domain is drawn on a plain ground when, on average, at least this fraction of its pixels is
 /// ground.
-pub const PLAIN_GROUND_SHARE: f64 = 0.3;
+pub const PLAIN_GROUND_SHARE: f64 = 0.5;
 
 /// A domain is in colour when the mean over pixels of (largest - smallest channel) / 255 is at
 /// least this: grey images stored as RGB have 0, JPEG noise stays far below it.

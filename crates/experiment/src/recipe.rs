@@ -3,7 +3,7 @@
 //! continued with [`crate::resume`].
 use crate::error::{Result, ensure};
 use crate::summary::Selection;
-use adapt_datasets::pair::{DomainShaping, Fit, PairProfile, digit_box_for};
+use adapt_datasets::pair::{DomainShaping, Fit, PairProfile, digit_box_for, paper_binarizes};
 use adapt_datasets::{DataRef, DomainProfile, PairSpec};
 use adapt_models::digits::{ConvPadding, DigitNet, DigitNetConfig};
 use adapt_models::init::InitScheme;
@@ -127,20 +127,23 @@ impl Preset {
         let bn = s.colour() || t.colour();
         let jitter = !s.colour() && t.colour();
         let pseudo = s.colour() && !t.colour();
-        let binarize = [!s.colour() && t.colour(), !t.colour() && s.colour()];
+        let binarize = [paper_binarizes(s) && t.colour(), paper_binarizes(t) && s.colour()];
         let boxes = [digit_box_for(s, t, size), digit_box_for(t, s, size)];
-        let box_reason =
-            |p: &DomainProfile, o: &DomainProfile, b: Option<usize>| match (p.digit_fraction(), o.digit_fraction()) {
-                (Some(pf), Some(of)) => format!(
-                    "digit side {:.0} px ({pf:.2} of its frame) against {:.0} px ({of:.2}){}",
-                    p.digit_side.unwrap_or_default(),
-                    o.digit_side.unwrap_or_default(),
-                    b.map_or(String::new(), |b| format!(
-                        ": drawn into a {b}x{b} box, the other's digit scale at the input"
-                    ))
-                ),
-                _ => "no digit box measurable (a colour or textured ground)".to_string(),
+        let box_reason = |p: &DomainProfile, o: &DomainProfile, b: Option<usize>| {
+            let frame = |d: &DomainProfile| match d.digit_fraction() {
+                Some(f) => format!("digit side {:.0} px ({f:.2} of its frame)", d.digit_side.unwrap_or_default()),
+                None => "a colour or textured ground".to_string(),
             };
+            let ink = |d: &DomainProfile| d.ink_box.map_or("no ink".into(), |i| format!("ink box {:.1} px high", i.height));
+            format!(
+                "{}, {} against {}, {}{}",
+                frame(p),
+                ink(p),
+                frame(o),
+                ink(o),
+                b.map_or(String::new(), |b| format!(": drawn into a {b}x{b} box, the other's ink height at the input"))
+            )
+        };
         let decisions = vec![
             Decision::new("bn_per_domain", on_off(bn), format!("source {sc}, target {tc}: on when either is colour")),
             Decision::new(
@@ -156,7 +159,8 @@ impl Preset {
             Decision::new(
                 "binarize",
                 format!("source {}, target {}", on_off(binarize[0]), on_off(binarize[1])),
-                "a grey domain beside a colour one is binarised".to_string(),
+                "a grey domain with its digits inside a margin of a plain ground, beside a colour one, is binarised"
+                    .to_string(),
             ),
             Decision::new(
                 "source_digit_box",
@@ -585,12 +589,16 @@ impl GtaRecipe {
             decisions.push(Decision::new(
                 setting,
                 b.map_or("none".into(), |b| b.to_string()),
-                match (p.digit_side, o.digit_side) {
-                    (Some(ps), Some(os)) => {
-                        format!("digit side {ps:.0} px in a {}-px frame against {os:.0} px in {}", p.side(), o.side())
-                    }
-                    _ => "no digit box measurable (a colour or textured ground)".into(),
-                },
+                format!(
+                    "{} digits {} their {}-px frame, ink box {:.1} px high, against {:.1} px in a {}-px frame: a \
+                     frame-filling grey domain is drawn at the other's ink height",
+                    if p.colour() { "colour" } else { "grey" },
+                    if p.fills_frame() { "fill" } else { "do not fill" },
+                    p.side(),
+                    p.ink_box.map_or(0.0, |i| i.height),
+                    o.ink_box.map_or(0.0, |i| i.height),
+                    o.side()
+                ),
             ));
         }
         Self {

@@ -99,7 +99,9 @@ pub fn read_weights_info(path: &Path) -> Result<(WeightsInfo, WeightsStep)> {
     }
     let classes = match meta.get(CLASSES_KEY) {
         Some(text) => serde_json::from_str(text)
-            .map_err(|e| ExperimentError::file(path, format!("metadata '{CLASSES_KEY}' is unreadable ({e})")))?,
+            .map_err(|e| {
+                ExperimentError::file(path, format!("metadata '{CLASSES_KEY}' is not a JSON array of class names ({e})"))
+            })?,
         None if matches!(config, RunConfig::Toy(_)) => Vec::new(),
         None => adapt_datasets::pair::digit_classes(),
     };
