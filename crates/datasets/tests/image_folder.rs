@@ -592,6 +592,16 @@ fn one_file_under_two_names_is_refused() {
 }
 
 #[test]
+fn a_csv_header_with_a_control_character_is_refused() {
+    // Before, `path,\0label` found no label column and the list loaded as unlabelled.
+    let file = Path::new("list.csv");
+    let e = err_of(parse_csv_list(&b"path,\0label\nimg/0.png,a\n"[..], file, 10));
+    assert_names(&e, file, "line 1: header field 2 holds a control character");
+    let ok = parse_csv_list(&b"path,label\nimg/0.png,a\n"[..], file, 10).unwrap();
+    assert_eq!(ok[0].label.as_deref(), Some("a"));
+}
+
+#[test]
 fn an_empty_class_folder_in_test_is_refused_not_dropped() {
     let d = tmp("empty-test");
     flat_grey(&d.join("train/a/0.png"), 2, 1);

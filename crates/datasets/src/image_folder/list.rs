@@ -121,6 +121,10 @@ pub fn parse_csv_list(mut reader: impl BufRead, file: &Path, max_entries: usize)
     let Some((header_line, header)) = csv.record(&mut reader)? else {
         return Err(format_err(file, "is empty; a CSV list needs a header with a `path` column"));
     };
+    // A corrupt column name would not be found, and a label column not found reads as unlabelled.
+    if let Some(i) = header.iter().position(|h| h.chars().any(char::is_control)) {
+        return Err(format_err(file, format!("line {header_line}: header field {} holds a control character", i + 1)));
+    }
     let column = |name: &str| -> Result<Option<usize>> {
         let found: Vec<usize> = (0..header.len()).filter(|&i| header[i].trim().eq_ignore_ascii_case(name)).collect();
         match found[..] {

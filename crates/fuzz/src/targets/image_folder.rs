@@ -40,23 +40,26 @@ pub(super) fn source_fp(scan: &SourceScan, src: &ImageSource, max_side: usize) -
     ))
 }
 
+/// One image of an expected load: HWC RGB pixels, label, path relative to the root.
+pub(super) type Item = (Vec<u8>, u32, PathBuf);
+
 /// What [`source_fp`] gives for a correct load of these images (`train`, `test`: HWC RGB pixels,
 /// labels and paths, in load order), all `[3, h, w]`.
 pub(super) fn expected_fp(
     layout: &str,
     classes: &[String],
     labelled: bool,
-    train: &[(Vec<u8>, u32, PathBuf)],
-    test: Option<&[(Vec<u8>, u32, PathBuf)]>,
+    train: &[Item],
+    test: Option<&[Item]>,
     [h, w]: [usize; 2],
 ) -> u64 {
-    let ds = |items: &[(Vec<u8>, u32, PathBuf)], split| {
+    let ds = |items: &[Item], split| {
         let px: Vec<u8> =
             items.iter().flat_map(|(hwc, _, _)| (0..3).flat_map(move |c| (0..h * w).map(move |p| hwc[p * 3 + c]))).collect();
         let labels = items.iter().map(|i| i.1).collect();
         dataset_fingerprint(&ImageDataset::from_u8("fixture", split, &px, labels, [3, h, w]).expect("sizes agree"))
     };
-    let paths = |items: &[(Vec<u8>, u32, PathBuf)]| items.iter().map(|i| i.2.clone()).collect::<Vec<_>>();
+    let paths = |items: &[Item]| items.iter().map(|i| i.2.clone()).collect::<Vec<_>>();
     fingerprint(&(
         layout,
         classes,
@@ -141,7 +144,7 @@ fn outcome(layout: Layout, classes: &[String], imgs: &[Img], [h, w]: [usize; 2])
         let label = if layout == Layout::Flat { 0 } else { im.class as u32 };
         (im.hwc.clone(), label, folder_of(layout, classes, im).join(im.file()))
     };
-    let split = |test: bool| -> Vec<(Vec<u8>, u32, PathBuf)> {
+    let split = |test: bool| -> Vec<Item> {
         let mut v: Vec<&Img> = imgs.iter().filter(|i| !i.gone && i.test == test).collect();
         v.sort_by_key(|i| i.k);
         v.into_iter().map(item).collect()

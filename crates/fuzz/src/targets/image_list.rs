@@ -7,7 +7,7 @@
 //! paths, labels, encoding or file kind. Beside `data/` the case leaves two files of its own for
 //! [`Target::load`]: which list to load, and the class names to load it with (when given).
 use super::dataset::{pick, write};
-use super::image_folder::{encode, expected_fp, source_fp};
+use super::image_folder::{Item, encode, expected_fp, source_fp};
 use crate::mutate::{self, Kind};
 use crate::{Case, Rng, Target, fingerprint};
 use adapt_datasets::image_folder::list::{MAX_INDEX_CLASSES, MAX_LINE, parse_csv_list, parse_image_list};
@@ -376,7 +376,7 @@ impl Target for ImageList {
         }
         what = format!("{list_name} ({n} images, {:?} labels): {what}", labels as u8);
         let expect = (!invalid).then(|| {
-            let (classes, items): (Vec<String>, Vec<(Vec<u8>, u32, PathBuf)>) = match labels {
+            let (classes, items): (Vec<String>, Vec<Item>) = match labels {
                 Labels::None => (vec![], entries.iter().map(|e| (e.hwc.clone(), 0, e.rel.clone())).collect()),
                 Labels::Given => {
                     (given.clone(), entries.iter().map(|e| (e.hwc.clone(), e.class, e.rel.clone())).collect())
