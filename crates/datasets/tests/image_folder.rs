@@ -557,6 +557,66 @@ fn links_loops_and_names_are_checked() {
 }
 
 #[test]
+fn one_file_under_two_names_is_refused() {
+    // In a folder: a symbolic link and a hard link in another class folder would load the image
+    // twice, under two labels.
+    let d = tmp("twice");
+    flat_grey(&d.join("a/0.png"), 2, 1);
+    flat_grey(&d.join("b/1.png"), 2, 9);
+    std::os::unix::fs::symlink(d.join("b/1.png"), d.join("a/dup.png")).unwrap();
+    let e = err_of(load_image_source(&d, &opts()));
+    assert_names(&e, &d.join("b/1.png"), "is the same file as");
+    assert!(e.contains("a/dup.png"), "{e}");
+    std::fs::remove_file(d.join("a/dup.png")).unwrap();
+    std::fs::hard_link(d.join("b/1.png"), d.join("a/dup.png")).unwrap();
+    assert!(err_of(load_image_source(&d, &opts())).contains("reached twice through a symbolic or hard link"));
+    std::fs::remove_file(d.join("a/dup.png")).unwrap();
+    // A link to a file outside the tree is one name of it: it loads.
+    let other = tmp("twice-other");
+    flat_grey(&other.join("7.png"), 2, 7);
+    std::os::unix::fs::symlink(other.join("7.png"), d.join("a/7.png")).unwrap();
+    assert_eq!(paths(&load_image_source(&d, &opts()).unwrap().train_paths), ["a/0.png", "b/1.png", "a/7.png"]);
+    // In a list: a link beside its target, each on its own line.
+    let l = tmp("twice-list");
+    flat_grey(&l.join("img/0.png"), 2, 1);
+    std::os::unix::fs::symlink("0.png", l.join("img/alias.png")).unwrap();
+    std::fs::write(l.join("list.txt"), "img/0.png 0\nimg/alias.png 1\n").unwrap();
+    let e = err_of(load_image_source(&l.join("list.txt"), &opts()));
+    assert_names(&e, &l.join("list.txt"), "line 2: img/alias.png is the same file as img/0.png on line 1");
+    // Alone, the link loads under its own name.
+    std::fs::write(l.join("list.txt"), "img/alias.png 0\n").unwrap();
+    assert_eq!(paths(&load_image_source(&l.join("list.txt"), &opts()).unwrap().train_paths), ["img/alias.png"]);
+    for f in [d, other, l] {
+        let _ = std::fs::remove_dir_all(f);
+    }
+}
+
+#[test]
+fn a_csv_header_with_a_control_character_is_refused() {
+    // Before, `path,\0label` found no label column and the list loaded as unlabelled.
+    let file = Path::new("list.csv");
+    let e = err_of(parse_csv_list(&b"path,\0label\nimg/0.png,a\n"[..], file, 10));
+    assert_names(&e, file, "line 1: header field 2 holds a control character");
+    let ok = parse_csv_list(&b"path,label\nimg/0.png,a\n"[..], file, 10).unwrap();
+    assert_eq!(ok[0].label.as_deref(), Some("a"));
+}
+
+#[test]
+fn an_empty_class_folder_in_test_is_refused_not_dropped() {
+    let d = tmp("empty-test");
+    flat_grey(&d.join("train/a/0.png"), 2, 1);
+    flat_grey(&d.join("train/b/1.png"), 2, 2);
+    std::fs::create_dir_all(d.join("test/a")).unwrap();
+    // Before, a test/ whose class folders were all empty was ignored: the split vanished.
+    assert_names(&err_of(load_image_source(&d, &opts())), &d.join("test/a"), "class folder holds no images");
+    // An empty test/ with no class folder at all is still no test split.
+    std::fs::remove_dir(d.join("test/a")).unwrap();
+    let src = load_image_source(&d, &opts()).unwrap();
+    assert_eq!((src.layout, src.test.is_none()), (FolderLayout::SplitClassFolders, true));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn long_lists_are_refused_while_streaming() {
     let d = tmp("longlist");
     flat_grey(&d.join("0.png"), 2, 1);

@@ -144,14 +144,17 @@ mod tests {
                 "metrics",
                 "summary",
                 "recipe",
-                "config"
+                "config",
+                "image-folder",
+                "image-list"
             ]
         );
         let some: Vec<&str> = select(&["config".into(), "idx".into()]).unwrap().iter().map(|t| t.name()).collect();
         assert_eq!(some, ["idx", "config"]);
         let e = select(&["idx".into(), "nope".into()]).err().expect("an unknown target is an error").to_string();
         assert!(
-            e.starts_with("--only: unknown target 'nope'; known: idx, mat,") && e.ends_with("recipe, config"),
+            e.starts_with("--only: unknown target 'nope'; known: idx, mat,")
+                && e.ends_with("recipe, config, image-folder, image-list"),
             "{e}"
         );
     }

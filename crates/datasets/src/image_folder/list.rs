@@ -121,6 +121,10 @@ pub fn parse_csv_list(mut reader: impl BufRead, file: &Path, max_entries: usize)
     let Some((header_line, header)) = csv.record(&mut reader)? else {
         return Err(format_err(file, "is empty; a CSV list needs a header with a `path` column"));
     };
+    // A corrupt column name would not be found, and a label column not found reads as unlabelled.
+    if let Some(i) = header.iter().position(|h| h.chars().any(char::is_control)) {
+        return Err(format_err(file, format!("line {header_line}: header field {} holds a control character", i + 1)));
+    }
     let column = |name: &str| -> Result<Option<usize>> {
         let found: Vec<usize> = (0..header.len()).filter(|&i| header[i].trim().eq_ignore_ascii_case(name)).collect();
         match found[..] {
@@ -278,13 +282,26 @@ pub(crate) fn scan_list(root: &Path, opts: &FolderOptions) -> Result<Found> {
     }
     let base = root.parent().unwrap_or(root);
     let mut first_line: HashMap<PathBuf, usize> = HashMap::with_capacity(entries.len());
+    let mut first_file: HashMap<PathBuf, (usize, PathBuf)> = HashMap::with_capacity(entries.len());
     let mut paths = Vec::with_capacity(entries.len());
     for e in &entries {
-        let rel = resolve_path(root, base, e)?;
+        let (rel, canon) = resolve_path(root, base, e)?;
         if let Some(first) = first_line.insert(rel.clone(), e.line) {
             return Err(format_err(
                 root,
                 format!("line {}: {} is listed again (first on line {first})", e.line, rel.display()),
+            ));
+        }
+        // Two names of one file (a symbolic link beside its target) would load the image twice.
+        if let Some((first, first_rel)) = first_file.insert(canon, (e.line, rel.clone())) {
+            return Err(format_err(
+                root,
+                format!(
+                    "line {}: {} is the same file as {} on line {first} (through a symbolic link); it would load twice",
+                    e.line,
+                    rel.display(),
+                    first_rel.display()
+                ),
             ));
         }
         paths.push(rel);
@@ -302,7 +319,7 @@ pub(crate) fn scan_list(root: &Path, opts: &FolderOptions) -> Result<Found> {
 
 /// The entry's path normalised (`.` and `..` resolved lexically, `\` taken as a separator like
 /// `/`), checked to name a regular file inside `base` (symbolic links followed).
-fn resolve_path(root: &Path, base: &Path, e: &ListEntry) -> Result<PathBuf> {
+fn resolve_path(root: &Path, base: &Path, e: &ListEntry) -> Result<(PathBuf, PathBuf)> {
     let line = e.line;
     let raw = e.path.as_str();
     let err = |problem: String| format_err(root, format!("line {line}: {problem}"));
@@ -340,7 +357,7 @@ fn resolve_path(root: &Path, base: &Path, e: &ListEntry) -> Result<PathBuf> {
             base.display()
         )));
     }
-    Ok(rel)
+    Ok((rel, canon))
 }
 
 /// The class list and per-entry labels. With `given` classes a label is one of their names, or

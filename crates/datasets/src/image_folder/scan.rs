@@ -221,6 +221,23 @@ struct Walker {
     /// Regular files skipped for their extension, and the first of them.
     ignored: usize,
     ignored_example: Option<PathBuf>,
+    /// Identity (device, inode) of every image file -> the path it was first reached by.
+    files: HashMap<(u64, u64), PathBuf>,
+}
+
+/// The identity of the file `path` leads to, where the platform gives one (Unix): two paths
+/// with one identity are one file, reached through a symbolic or a hard link.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 impl Walker {
@@ -281,6 +298,20 @@ impl Walker {
                             ),
                         ));
                     }
+                    // One file under two names would load twice, under two labels when the
+                    // names lie in two class folders.
+                    if let Some(id) = file_id(&path)
+                        && let Some(first) = self.files.insert(id, path.clone())
+                    {
+                        return Err(format_err(
+                            &path,
+                            format!(
+                                "is the same file as {} (reached twice through a symbolic or hard link; it would \
+                                 load twice)",
+                                first.display()
+                            ),
+                        ));
+                    }
                     images.push(path);
                 }
                 EntryKind::DanglingLink if image => {
@@ -315,6 +346,7 @@ fn scan_folder(root: &Path, opts: &FolderOptions) -> Result<Found> {
         root: root.to_path_buf(),
         ignored: 0,
         ignored_example: None,
+        files: HashMap::new(),
     };
     let top = walker.node(root)?;
     let notes: Vec<String> = walker
@@ -395,7 +427,9 @@ fn folder_layout(root: &Path, top: Node, opts: &FolderOptions) -> Result<Found> 
     for (name, node) in top.dirs {
         match name.as_str() {
             "train" => train_node = Some(node),
-            "test" if node.count() > 0 => test_node = Some(node),
+            // A test/ holding class folders is a test split even when they are empty, so that an
+            // empty one is the error it is in train/, not a split silently dropped.
+            "test" if node.count() > 0 || !node.dirs.is_empty() => test_node = Some(node),
             _ => {}
         }
     }

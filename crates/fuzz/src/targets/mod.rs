@@ -42,4 +42,6 @@ targets! {
     summary => SummaryTarget,
     recipe => RecipeTarget,
     config => ConfigTarget,
+    image_folder => ImageFolder,
+    image_list => ImageList,
 }
