@@ -134,7 +134,8 @@ impl Preset {
                 Some(f) => format!("digit side {:.0} px ({f:.2} of its frame)", d.digit_side.unwrap_or_default()),
                 None => "a colour or textured ground".to_string(),
             };
-            let ink = |d: &DomainProfile| d.ink_box.map_or("no ink".into(), |i| format!("ink box {:.1} px high", i.height));
+            let ink =
+                |d: &DomainProfile| d.ink_box.map_or("no ink".into(), |i| format!("ink box {:.1} px high", i.height));
             format!(
                 "{}, {} against {}, {}{}",
                 frame(p),
