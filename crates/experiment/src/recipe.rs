@@ -882,9 +882,9 @@ pub(crate) mod tests {
 
     #[test]
     fn a_pairs_item_splits_at_its_last_colon_and_needs_one() {
-        let (s, t) = parse_pair_item("mnist: /data/c:d").unwrap();
-        assert_eq!(s, DataRef::parse("mnist"));
-        assert_eq!(t, DataRef::parse("/data/c:d"));
+        let (s, t) = parse_pair_item("/data/c:d: usps").unwrap();
+        assert_eq!(s, DataRef::parse("/data/c:d"));
+        assert_eq!(t, DataRef::parse("usps"));
         let err = parse_pair_item("mnist-usps").unwrap_err().to_string();
         assert_eq!(err, "--pairs takes SOURCE:TARGET items (e.g. mnist:usps), got 'mnist-usps'");
     }
