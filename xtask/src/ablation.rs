@@ -163,10 +163,6 @@ impl From<RowChoice> for GtaVariant {
     }
 }
 
-fn options(data_dir: &Option<PathBuf>, quiet: bool) -> RunOptions {
-    RunOptions { data_dir: data_dir.clone(), quiet, ..RunOptions::default() }
-}
-
 pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
     let (mut sweep, opts, args) = match command {
         AblationCommand::Matrix(a) => {
@@ -179,7 +175,11 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 None => None,
             };
             let spec = DigitMatrix { datasets, pairs, seeds: a.seeds, steps: a.steps, out: a.out.clone() };
-            (Sweep::Matrix(spec), options(&a.data_dir, a.quiet), &a.sweep)
+            (
+                Sweep::Matrix(spec),
+                RunOptions { data_dir: a.data_dir.clone(), quiet: a.quiet, ..RunOptions::default() },
+                &a.sweep,
+            )
         }
         AblationCommand::Gta(a) => {
             let (source, target) = adapt_experiment::recipe::parse_pair(&a.source, &a.target)?;
@@ -199,7 +199,11 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 variants: a.rows.as_ref().map_or(GtaVariant::ALL.to_vec(), |r| r.iter().map(|&v| v.into()).collect()),
                 out: a.out.clone(),
             };
-            (Sweep::Gta(Box::new(spec)), options(&a.data_dir, a.quiet), &a.sweep)
+            (
+                Sweep::Gta(Box::new(spec)),
+                RunOptions { data_dir: a.data_dir.clone(), quiet: a.quiet, ..RunOptions::default() },
+                &a.sweep,
+            )
         }
     };
     let mode = if args.list_tasks {

@@ -134,7 +134,8 @@ impl Preset {
                 Some(f) => format!("digit side {:.0} px ({f:.2} of its frame)", d.digit_side.unwrap_or_default()),
                 None => "a colour or textured ground".to_string(),
             };
-            let ink = |d: &DomainProfile| d.ink_box.map_or("no ink".into(), |i| format!("ink box {:.1} px high", i.height));
+            let ink =
+                |d: &DomainProfile| d.ink_box.map_or("no ink".into(), |i| format!("ink box {:.1} px high", i.height));
             format!(
                 "{}, {} against {}, {}{}",
                 frame(p),
@@ -731,6 +732,15 @@ impl RunRecord {
 }
 
 impl Recipe {
+    /// The settings decided from the data, with their reasons (none for the toy).
+    pub fn decisions(&self) -> &[Decision] {
+        match self {
+            Recipe::Digits(r) => &r.decisions,
+            Recipe::Gta(r) => &r.decisions,
+            Recipe::Toy(_) => &[],
+        }
+    }
+
     /// Checks that need no data (see each recipe's `validate`).
     pub fn validate(&self) -> Result<()> {
         match self {

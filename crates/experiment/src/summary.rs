@@ -206,6 +206,28 @@ pub fn runs_table(runs: &[RunSummary]) -> Vec<String> {
     lines
 }
 
+/// The human-readable table of re-evaluated `runs` that `cargo xtask eval` prints: a header,
+/// then per run its accuracies in percent, its A-distance and the weights file evaluated.
+pub fn eval_table(runs: &[RunSummary]) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<12} {:<8} {:<14} {:>10} {:>10} {:>10} {:>6}  weights",
+        "method", "source", "target", "source acc", "target acc", "domain acc", "A-dist"
+    )];
+    for r in runs {
+        let [s, t, d] = [r.source_acc, r.target_acc, r.domain_acc].map(|a| 100.0 * a);
+        let weights = Path::new(&r.run_dir).join(&r.weights);
+        lines.push(format!(
+            "{:<12} {:<8} {:<14} {s:>9.1}% {t:>9.1}% {d:>9.1}% {:>6.2}  {}",
+            r.method,
+            r.source,
+            r.target,
+            r.a_distance,
+            weights.display()
+        ));
+    }
+    lines
+}
+
 /// Mean and (sample) standard deviation.
 pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -287,5 +309,10 @@ mod tests {
         );
         assert_eq!(lines[3], format!("report: {}", Path::new("runs/x/report.md").display()));
         assert_eq!(runs_table(&[a])[2], format!("report: {}", Path::new("runs/x/dann/report.md").display()));
+        let eval = eval_table(&[a]);
+        assert_eq!(eval.len(), 2);
+        assert!(eval[0].ends_with("    A-dist  weights"), "{}", eval[0]);
+        let weights = Path::new("runs/x/dann").join("model.safetensors");
+        assert!(eval[1].ends_with(&format!("60.0%   1.20  {}", weights.display())), "{}", eval[1]);
     }
 }
