@@ -56,7 +56,8 @@ fn seeds_trained_apart_are_tabulated_together_and_the_shift_changes_the_inputs()
     assert!(std::fs::read_to_string(dir.join("report.md")).unwrap().contains("moved by up to 2 px"));
 
     // The same seed on unmoved images: the same weights and batches, other inputs, other losses.
-    let plain = ablation(&plain_out, &data, &[&small[..], &["--shift", "0", "--first-seed", "1"]].concat()).unwrap().unwrap();
+    let plain =
+        ablation(&plain_out, &data, &[&small[..], &["--shift", "0", "--first-seed", "1"]].concat()).unwrap().unwrap();
     let (moved, unmoved) = (first_losses(&one[0]), first_losses(&plain["runs"][0]));
     assert_eq!(moved.len(), unmoved.len());
     assert!(moved.iter().zip(&unmoved).all(|(a, b)| a != b), "{moved:?} vs {unmoved:?}");

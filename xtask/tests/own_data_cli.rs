@@ -27,13 +27,37 @@ fn a_dataset_by_name_and_as_exported_folders_gets_the_same_recipe_and_accuracy()
     let Some(data) = data_dir() else { return };
     let dir = tmp("own-data-same");
     let usps = dir.join("usps");
-    let r = xtask(&["--json", "data", "export", "usps", "--out", usps.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    let r = xtask(&[
+        "--json",
+        "data",
+        "export",
+        "usps",
+        "--out",
+        usps.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.json()["splits"], serde_json::json!([["train", 7291], ["test", 2007]]));
     let train = |source: &str, out: &Path| {
         let r = xtask(&[
-            "--json", "train", "--quiet", "--method", "dann", "--preset", "recommended", "--steps", "60", "--source",
-            source, "--target", "mnist", "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "--json",
+            "train",
+            "--quiet",
+            "--method",
+            "dann",
+            "--preset",
+            "recommended",
+            "--steps",
+            "60",
+            "--source",
+            source,
+            "--target",
+            "mnist",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert!(r.ok, "{source}: {}", r.stderr);
         r.json()["runs"][0].clone()
@@ -90,8 +114,16 @@ fn bad_folders_are_refused_before_a_run_folder_exists() {
             if name == "mnist" { name.to_string() } else { dir.join(name).display().to_string() }
         };
         let r = xtask(&[
-            "train", "--quiet", "--source", &at(source), "--target", &at(target), "--data-dir",
-            data.to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "train",
+            "--quiet",
+            "--source",
+            &at(source),
+            "--target",
+            &at(target),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert_fails(&r, source, needles);
         assert!(!out.exists(), "{source}: a run folder was created");

@@ -308,10 +308,10 @@ mod tests {
             )
         );
         assert_eq!(lines[3], format!("report: {}", Path::new("runs/x/report.md").display()));
-        assert_eq!(runs_table(&[a])[2], format!("report: {}", Path::new("runs/x/dann/report.md").display()));
+        assert_eq!(runs_table(&[a.clone()])[2], format!("report: {}", Path::new("runs/x/dann/report.md").display()));
         let eval = eval_table(&[a]);
         assert_eq!(eval.len(), 2);
-        assert!(eval[0].ends_with("    A-dist  weights"), "{}", eval[0]);
+        assert!(eval[0].ends_with("domain acc A-dist  weights"), "{}", eval[0]);
         let weights = Path::new("runs/x/dann").join("model.safetensors");
         assert!(eval[1].ends_with(&format!("60.0%   1.20  {}", weights.display())), "{}", eval[1]);
     }

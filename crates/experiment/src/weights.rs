@@ -98,10 +98,9 @@ pub fn read_weights_info(path: &Path) -> Result<(WeightsInfo, WeightsStep)> {
         return Err(ExperimentError::file(path, format!("holds step {} of a {}-step run", at.step, config.steps())));
     }
     let classes = match meta.get(CLASSES_KEY) {
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| {
-                ExperimentError::file(path, format!("metadata '{CLASSES_KEY}' is not a JSON array of class names ({e})"))
-            })?,
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            ExperimentError::file(path, format!("metadata '{CLASSES_KEY}' is not a JSON array of class names ({e})"))
+        })?,
         None if matches!(config, RunConfig::Toy(_)) => Vec::new(),
         None => adapt_datasets::pair::digit_classes(),
     };
