@@ -4,12 +4,12 @@
 //! read instead of trained again, and an interrupted one is resumed from its checkpoint, so an
 //! ablation can be stopped and started again. The sweep flags (`--list-tasks`, `--task`,
 //! `--slurm`) train its units apart, as jobs of a cluster (see docs/cluster.md).
+use adapt_datasets::DatasetId;
 use adapt_datasets::pair::PairProfile;
-use adapt_datasets::{DataRef, DatasetId};
 use adapt_experiment::aggregate::DigitMatrix;
 use adapt_experiment::gta::GtaAblation;
-use adapt_experiment::recipe::{GTA_DEFAULT_STEPS, GtaPreset, RunOptions};
-use adapt_experiment::sweep::{SlurmOptions, Sweep, TaskCommand, TaskIndex, submit, write_slurm};
+use adapt_experiment::recipe::{GTA_DEFAULT_STEPS, GtaPreset, RunOptions, parse_pair_item};
+use adapt_experiment::sweep::{SlurmOptions, Sweep, SweepMode, TaskIndex};
 use adapt_train::GtaVariant;
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -163,19 +163,6 @@ impl From<RowChoice> for GtaVariant {
     }
 }
 
-/// `SOURCE:TARGET`, each a built-in dataset's name or a path (split at the last `:`, so a path
-/// may hold colons).
-fn parse_pair(text: &str) -> Result<(DataRef, DataRef)> {
-    let Some((source, target)) = text.rsplit_once(':') else {
-        anyhow::bail!("--pairs takes SOURCE:TARGET items (e.g. mnist:usps), got '{text}'");
-    };
-    Ok((DataRef::parse(source.trim()), DataRef::parse(target.trim())))
-}
-
-fn options(data_dir: &Option<PathBuf>, quiet: bool) -> RunOptions {
-    RunOptions { data_dir: data_dir.clone(), quiet, ..RunOptions::default() }
-}
-
 pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
     let (mut sweep, opts, args) = match command {
         AblationCommand::Matrix(a) => {
@@ -184,11 +171,15 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 None => None,
             };
             let pairs = match &a.pairs {
-                Some(pairs) => Some(pairs.iter().map(|p| parse_pair(p)).collect::<Result<Vec<_>>>()?),
+                Some(pairs) => Some(pairs.iter().map(|p| parse_pair_item(p)).collect::<Result<Vec<_>, _>>()?),
                 None => None,
             };
             let spec = DigitMatrix { datasets, pairs, seeds: a.seeds, steps: a.steps, out: a.out.clone() };
-            (Sweep::Matrix(spec), options(&a.data_dir, a.quiet), &a.sweep)
+            (
+                Sweep::Matrix(spec),
+                RunOptions { data_dir: a.data_dir.clone(), quiet: a.quiet, ..RunOptions::default() },
+                &a.sweep,
+            )
         }
         AblationCommand::Gta(a) => {
             let (source, target) = adapt_experiment::recipe::parse_pair(&a.source, &a.target)?;
@@ -208,53 +199,30 @@ pub fn run(command: &AblationCommand) -> Result<serde_json::Value> {
                 variants: a.rows.as_ref().map_or(GtaVariant::ALL.to_vec(), |r| r.iter().map(|&v| v.into()).collect()),
                 out: a.out.clone(),
             };
-            (Sweep::Gta(Box::new(spec)), options(&a.data_dir, a.quiet), &a.sweep)
+            (
+                Sweep::Gta(Box::new(spec)),
+                RunOptions { data_dir: a.data_dir.clone(), quiet: a.quiet, ..RunOptions::default() },
+                &a.sweep,
+            )
         }
     };
-    if args.list_tasks {
-        let units = sweep.units(&opts)?;
-        for u in &units {
-            println!("{:>4}  {}  ({})", u.index, u.name, u.description);
-        }
-        return Ok(serde_json::json!({ "tasks": units }));
-    }
-    if let Some(task) = args.task {
-        let index = task.resolve().context("--task")?;
-        let done = sweep.train_unit(index, &opts, &Device::Cpu)?;
-        let how = if done.reused { "had finished, read back" } else { "trained" };
-        println!("unit {index} ({}): {how} in {}", done.unit.description, done.unit.dir.display());
-        return Ok(serde_json::json!({ "task": index, "unit": done.unit, "reused": done.reused, "runs": done.runs }));
-    }
-    if args.slurm {
-        let tasks = sweep.units(&opts)?.len();
-        let argv: Vec<String> = std::env::args().skip(1).collect();
-        let binary = std::env::current_exe().context("finding this binary for the jobs to run")?;
-        let command = TaskCommand::new(&binary, &argv, sweep.out(), opts.data_dir.as_deref())?;
-        let slurm = SlurmOptions {
+    let mode = if args.list_tasks {
+        SweepMode::List
+    } else if let Some(task) = args.task {
+        SweepMode::Task(task.resolve().context("--task")?)
+    } else if args.slurm {
+        let options = SlurmOptions {
             max_parallel: args.max_parallel,
             partition: args.partition.clone(),
             time: args.time.clone(),
             cpus_per_task: args.cpus_per_task,
             gpus_per_task: args.gpus_per_task,
         };
-        let scripts = write_slurm(&sweep, tasks, &command, &slurm)?;
-        println!("written: {} ({tasks} tasks), {}", scripts.array.display(), scripts.report.display());
-        let mut value = serde_json::json!({ "slurm": scripts });
-        if args.submit {
-            let jobs = submit(&scripts)?;
-            println!(
-                "submitted: array job {} ({tasks} tasks), report job {} after it",
-                jobs.array_job, jobs.report_job
-            );
-            println!("table: {} (logs in {})", sweep.table_file().display(), scripts.logs.display());
-            value["jobs"] = serde_json::json!(jobs);
-        } else {
-            println!("submit with: sh {}", scripts.submit.display());
-        }
-        return Ok(value);
-    }
-    let (runs, table) = sweep.run_all(&opts, &Device::Cpu)?;
-    println!("{table}");
-    println!("written: {}", sweep.table_file().display());
-    Ok(serde_json::json!({ "runs": runs }))
+        let binary = std::env::current_exe().context("finding this binary for the jobs to run")?;
+        SweepMode::Slurm { binary, argv: std::env::args().skip(1).collect(), options, submit: args.submit }
+    } else {
+        SweepMode::Whole
+    };
+    let done = sweep.carry_out(mode, &opts, &Device::Cpu, &mut |line| println!("{line}"))?;
+    Ok(serde_json::to_value(done)?)
 }

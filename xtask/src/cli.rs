@@ -2,7 +2,6 @@
 use crate::bench::BenchArgs;
 use crate::data::DataCommand;
 use crate::train::TrainArgs;
-use adapt_experiment::RunSummary;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -51,31 +50,6 @@ pub struct DataArgs {
     pub command: DataCommand,
 }
 
-/// Prints the human-readable table of runs.
-pub fn print_runs(runs: &[RunSummary]) {
-    println!(
-        "{:<12} {:<8} {:<14} {:>10} {:>10} {:>10} {:>8}",
-        "method", "source", "target", "source acc", "target acc", "domain acc", "seconds"
-    );
-    for r in runs {
-        println!(
-            "{:<12} {:<8} {:<14} {:>9.1}% {:>9.1}% {:>9.1}% {:>8.1}",
-            r.method,
-            r.source,
-            r.target,
-            100.0 * r.source_acc,
-            100.0 * r.target_acc,
-            100.0 * r.domain_acc,
-            r.seconds
-        );
-    }
-    if let Some(r) = runs.first() {
-        let dir = std::path::Path::new(&r.run_dir);
-        let top = if runs.len() > 1 { dir.parent().unwrap_or(dir) } else { dir };
-        println!("report: {}", top.join("report.md").display());
-    }
-}
-
 /// Runs the parsed command line; returns the JSON object to print last when `--json` is given
 /// (`None` for commands that print their own).
 pub fn run(cli: Cli) -> Result<Option<serde_json::Value>> {
@@ -83,7 +57,7 @@ pub fn run(cli: Cli) -> Result<Option<serde_json::Value>> {
     match command {
         Command::Train(args) => {
             let runs = crate::train::run(&args)?.runs;
-            print_runs(&runs);
+            adapt_experiment::summary::runs_table(&runs).iter().for_each(|l| println!("{l}"));
             Ok(Some(serde_json::json!({ "runs": runs })))
         }
         Command::Bench(args) => crate::bench::run(&args).map(Some),

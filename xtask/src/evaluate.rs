@@ -5,7 +5,7 @@ use crate::train::SelectChoice;
 use adapt_experiment::RunSummary;
 use adapt_experiment::evaluate::{evaluate_run_folder, evaluate_weights};
 use anyhow::{Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
@@ -32,22 +32,6 @@ pub fn run(args: &EvalArgs) -> Result<Vec<RunSummary>> {
     } else {
         evaluate_run_folder(&args.path, args.weights.map(Into::into), args.data_dir.as_deref(), &device)?
     };
-    println!(
-        "{:<12} {:<8} {:<14} {:>10} {:>10} {:>10} {:>6}  weights",
-        "method", "source", "target", "source acc", "target acc", "domain acc", "A-dist"
-    );
-    for r in &runs {
-        println!(
-            "{:<12} {:<8} {:<14} {:>9.1}% {:>9.1}% {:>9.1}% {:>6.2}  {}",
-            r.method,
-            r.source,
-            r.target,
-            100.0 * r.source_acc,
-            100.0 * r.target_acc,
-            100.0 * r.domain_acc,
-            r.a_distance,
-            Path::new(&r.run_dir).join(&r.weights).display()
-        );
-    }
+    adapt_experiment::summary::eval_table(&runs).iter().for_each(|l| println!("{l}"));
     Ok(runs)
 }

@@ -45,16 +45,7 @@ pub fn run(args: &PredictArgs) -> Result<serde_json::Value> {
         bail!("--top-k must be at least 1");
     }
     let device = device::select(args.device)?;
-    let predictor = if args.model.is_file() {
-        if args.weights.is_some() || args.method.is_some() {
-            bail!("--weights and --method pick a file inside a run folder; {} is a weights file", args.model.display());
-        }
-        Predictor::from_weights(&args.model, &device)?
-    } else if args.model.is_dir() {
-        Predictor::from_run_folder(&args.model, args.method.as_deref(), args.weights.map(Into::into), &device)?
-    } else {
-        bail!("{}: no such run folder or weights file", args.model.display());
-    };
+    let predictor = Predictor::open(&args.model, args.method.as_deref(), args.weights.map(Into::into), &device)?;
     let predictor = match args.batch_size {
         Some(n) => predictor.with_batch_size(n)?,
         None => predictor,

@@ -425,14 +425,7 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         }
         None => {
             let recipe = args.recipe()?;
-            let decisions = match &recipe {
-                Recipe::Digits(r) => r.decisions.as_slice(),
-                Recipe::Gta(r) => r.decisions.as_slice(),
-                Recipe::Toy(_) => &[],
-            };
-            for d in decisions {
-                eprintln!("decided: {d}");
-            }
+            recipe.decisions().iter().for_each(|d| eprintln!("decided: {d}"));
             adapt_experiment::run(&recipe, &args.options(), &device)?
         }
     };

@@ -32,6 +32,7 @@
 //! # Ok::<(), adapt_datasets::DatasetError>(())
 //! ```
 pub mod cards;
+pub mod catalog;
 pub mod data_ref;
 pub mod dataset_id;
 pub mod error;

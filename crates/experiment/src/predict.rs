@@ -142,6 +142,25 @@ impl Predictor {
         Ok(predictor)
     }
 
+    /// The model at `model`: a weights file ([`Predictor::from_weights`], which takes no `method`
+    /// or `selection`) or a run folder ([`Predictor::from_run_folder`]); an error naming `model`
+    /// when it is neither.
+    pub fn open(model: &Path, method: Option<&str>, selection: Option<Selection>, device: &Device) -> Result<Self> {
+        if model.is_file() {
+            if selection.is_some() || method.is_some() {
+                return Err(ExperimentError::Invalid(format!(
+                    "--weights and --method pick a file inside a run folder; {} is a weights file",
+                    model.display()
+                )));
+            }
+            Self::from_weights(model, device)
+        } else if model.is_dir() {
+            Self::from_run_folder(model, method, selection, device)
+        } else {
+            Err(ExperimentError::Invalid(format!("{}: no such run folder or weights file", model.display())))
+        }
+    }
+
     /// The model of a run folder written by adapt: a method's folder, or a comparison's whose
     /// method is `method` (default: the one its `summary.json` marks selected, else `dann`);
     /// `selection` picks the weights file (default: the run's own choice).
@@ -705,4 +724,21 @@ fn concat(sets: Vec<ImageDataset>) -> Result<ImageDataset> {
         all.labels.extend(ds.labels);
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_names_a_missing_model_and_refuses_run_folder_choices_for_a_file() {
+        let missing = Path::new("/nonexistent/adapt-predict-model");
+        let err = Predictor::open(missing, None, None, &Device::Cpu).err().unwrap().to_string();
+        assert_eq!(err, "/nonexistent/adapt-predict-model: no such run folder or weights file");
+        let file = std::env::temp_dir().join(format!("adapt-predict-open-{}.safetensors", std::process::id()));
+        std::fs::write(&file, b"not read").unwrap();
+        let err = Predictor::open(&file, Some("dann"), None, &Device::Cpu).err().unwrap().to_string();
+        std::fs::remove_file(&file).unwrap();
+        assert!(err.starts_with("--weights and --method pick a file inside a run folder;"), "{err}");
+    }
 }

@@ -1,7 +1,7 @@
 //! Typed recipes: what to train (method, data, nets, schedule), independent of any command
 //! line. A recipe is saved in its run folder (`recipe.json`) so an interrupted run can be
 //! continued with [`crate::resume`].
-use crate::error::{Result, ensure};
+use crate::error::{ExperimentError, Result, ensure};
 use crate::summary::Selection;
 use adapt_datasets::pair::{DomainShaping, Fit, PairProfile, digit_box_for, paper_binarizes};
 use adapt_datasets::{DataRef, DomainProfile, PairSpec};
@@ -695,6 +695,17 @@ pub fn parse_pair(source: &str, target: &str) -> Result<(DataRef, DataRef)> {
     Ok((s, t))
 }
 
+/// A `SOURCE:TARGET` item of `--pairs`, each a built-in dataset's name or a path (split at the
+/// last `:`, so a path may hold colons).
+pub fn parse_pair_item(text: &str) -> Result<(DataRef, DataRef)> {
+    let Some((source, target)) = text.rsplit_once(':') else {
+        return Err(ExperimentError::Invalid(format!(
+            "--pairs takes SOURCE:TARGET items (e.g. mnist:usps), got '{text}'"
+        )));
+    };
+    Ok((DataRef::parse(source.trim()), DataRef::parse(target.trim())))
+}
+
 /// What a run folder's `recipe.json` holds: the recipe, the data folder it was trained on
 /// (evaluation reads the same data unless told otherwise) and its checkpoint interval (a resumed
 /// run keeps it).
@@ -721,6 +732,15 @@ impl RunRecord {
 }
 
 impl Recipe {
+    /// The settings decided from the data, with their reasons (none for the toy).
+    pub fn decisions(&self) -> &[Decision] {
+        match self {
+            Recipe::Digits(r) => &r.decisions,
+            Recipe::Gta(r) => &r.decisions,
+            Recipe::Toy(_) => &[],
+        }
+    }
+
     /// Checks that need no data (see each recipe's `validate`).
     pub fn validate(&self) -> Result<()> {
         match self {
@@ -868,5 +888,14 @@ pub(crate) mod tests {
         assert_eq!(GtaPreset::Authors.normalization(), (0.44, 0.19));
         let json = serde_json::to_string(&Recipe::Gta(ok)).unwrap();
         assert!(json.contains(r#""preset":"authors""#) && json.contains(r#""epochs":10"#), "{json}");
+    }
+
+    #[test]
+    fn a_pairs_item_splits_at_its_last_colon_and_needs_one() {
+        let (s, t) = parse_pair_item("/data/c:d: usps").unwrap();
+        assert_eq!(s, DataRef::parse("/data/c:d"));
+        assert_eq!(t, DataRef::parse("usps"));
+        let err = parse_pair_item("mnist-usps").unwrap_err().to_string();
+        assert_eq!(err, "--pairs takes SOURCE:TARGET items (e.g. mnist:usps), got 'mnist-usps'");
     }
 }

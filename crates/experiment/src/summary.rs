@@ -183,6 +183,51 @@ impl RunSummary {
     }
 }
 
+/// The human-readable table of `runs` that `cargo xtask train` prints: a header, one line per
+/// run with its accuracies in percent, then the report file (the comparison's, above the method
+/// folders, when there are several runs).
+pub fn runs_table(runs: &[RunSummary]) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<12} {:<8} {:<14} {:>10} {:>10} {:>10} {:>8}",
+        "method", "source", "target", "source acc", "target acc", "domain acc", "seconds"
+    )];
+    for r in runs {
+        let [s, t, d] = [r.source_acc, r.target_acc, r.domain_acc].map(|a| 100.0 * a);
+        lines.push(format!(
+            "{:<12} {:<8} {:<14} {s:>9.1}% {t:>9.1}% {d:>9.1}% {:>8.1}",
+            r.method, r.source, r.target, r.seconds
+        ));
+    }
+    if let Some(r) = runs.first() {
+        let dir = Path::new(&r.run_dir);
+        let top = if runs.len() > 1 { dir.parent().unwrap_or(dir) } else { dir };
+        lines.push(format!("report: {}", top.join("report.md").display()));
+    }
+    lines
+}
+
+/// The human-readable table of re-evaluated `runs` that `cargo xtask eval` prints: a header,
+/// then per run its accuracies in percent, its A-distance and the weights file evaluated.
+pub fn eval_table(runs: &[RunSummary]) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<12} {:<8} {:<14} {:>10} {:>10} {:>10} {:>6}  weights",
+        "method", "source", "target", "source acc", "target acc", "domain acc", "A-dist"
+    )];
+    for r in runs {
+        let [s, t, d] = [r.source_acc, r.target_acc, r.domain_acc].map(|a| 100.0 * a);
+        let weights = Path::new(&r.run_dir).join(&r.weights);
+        lines.push(format!(
+            "{:<12} {:<8} {:<14} {s:>9.1}% {t:>9.1}% {d:>9.1}% {:>6.2}  {}",
+            r.method,
+            r.source,
+            r.target,
+            r.a_distance,
+            weights.display()
+        ));
+    }
+    lines
+}
+
 /// Mean and (sample) standard deviation.
 pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -242,5 +287,32 @@ mod tests {
             assert!(e.contains("summary.json"), "{e}");
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_runs_table_has_a_line_per_run_and_names_the_comparison_report() {
+        assert!(runs_table(&[]).len() == 1);
+        let mut a = summary();
+        a.run_dir = "runs/x/dann".into();
+        let mut b = a.clone();
+        b.method = "source-only".into();
+        b.run_dir = "runs/x/source-only".into();
+        let lines = runs_table(&[b, a.clone()]);
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].starts_with("method       source   target"), "{}", lines[0]);
+        assert_eq!(
+            lines[2],
+            format!(
+                "{:<12} {:<8} {:<14} {:>10} {:>10} {:>10} {:>8}",
+                "dann", "mnist", "usps", "98.0%", "90.0%", "60.0%", "12.0"
+            )
+        );
+        assert_eq!(lines[3], format!("report: {}", Path::new("runs/x/report.md").display()));
+        assert_eq!(runs_table(&[a.clone()])[2], format!("report: {}", Path::new("runs/x/dann/report.md").display()));
+        let eval = eval_table(&[a]);
+        assert_eq!(eval.len(), 2);
+        assert!(eval[0].ends_with("domain acc A-dist  weights"), "{}", eval[0]);
+        let weights = Path::new("runs/x/dann").join("model.safetensors");
+        assert!(eval[1].ends_with(&format!("60.0%   1.20  {}", weights.display())), "{}", eval[1]);
     }
 }

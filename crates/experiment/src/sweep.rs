@@ -173,6 +173,96 @@ impl Sweep {
     }
 }
 
+/// How a sweep is carried out: whole (the default), one unit, listed, or as Slurm scripts.
+#[derive(Debug, Clone)]
+pub enum SweepMode {
+    /// Every unit trained or read back in this process, then the table.
+    Whole,
+    /// The units listed; nothing is trained or created.
+    List,
+    /// Only unit N trained (or read back, or resumed).
+    Task(usize),
+    /// A Slurm array job, a report job and `submit.sh` written into `out`, submitted with
+    /// `submit`; each job runs `binary` with `argv` (this command line) and its own `--task`.
+    Slurm { binary: PathBuf, argv: Vec<String>, options: SlurmOptions, submit: bool },
+}
+
+/// What [`Sweep::carry_out`] did, as `--json` prints it (one object, its fields by mode).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum SweepDone {
+    Listed {
+        tasks: Vec<Unit>,
+    },
+    Task {
+        task: usize,
+        unit: Unit,
+        reused: bool,
+        runs: Vec<RunSummary>,
+    },
+    Slurm {
+        slurm: SlurmScripts,
+        /// The job ids, when the scripts were submitted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jobs: Option<SlurmJobs>,
+    },
+    Whole {
+        runs: Vec<RunSummary>,
+    },
+}
+
+impl Sweep {
+    /// Carries the sweep out in `mode`, handing each human-readable line to `say` as soon as it
+    /// holds (the Slurm scripts are named before they are submitted, so a failed `sbatch` still
+    /// leaves them said).
+    pub fn carry_out(
+        &mut self,
+        mode: SweepMode,
+        opts: &RunOptions,
+        device: &Device,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<SweepDone> {
+        match mode {
+            SweepMode::List => {
+                let tasks = self.units(opts)?;
+                for u in &tasks {
+                    say(&format!("{:>4}  {}  ({})", u.index, u.name, u.description));
+                }
+                Ok(SweepDone::Listed { tasks })
+            }
+            SweepMode::Task(index) => {
+                let done = self.train_unit(index, opts, device)?;
+                let how = if done.reused { "had finished, read back" } else { "trained" };
+                say(&format!("unit {index} ({}): {how} in {}", done.unit.description, done.unit.dir.display()));
+                Ok(SweepDone::Task { task: index, unit: done.unit, reused: done.reused, runs: done.runs })
+            }
+            SweepMode::Slurm { binary, argv, options, submit: send } => {
+                let tasks = self.units(opts)?.len();
+                let command = TaskCommand::new(&binary, &argv, self.out(), opts.data_dir.as_deref())?;
+                let slurm = write_slurm(self, tasks, &command, &options)?;
+                say(&format!("written: {} ({tasks} tasks), {}", slurm.array.display(), slurm.report.display()));
+                if !send {
+                    say(&format!("submit with: sh {}", slurm.submit.display()));
+                    return Ok(SweepDone::Slurm { slurm, jobs: None });
+                }
+                let jobs = submit(&slurm)?;
+                say(&format!(
+                    "submitted: array job {} ({tasks} tasks), report job {} after it",
+                    jobs.array_job, jobs.report_job
+                ));
+                say(&format!("table: {} (logs in {})", self.table_file().display(), slurm.logs.display()));
+                Ok(SweepDone::Slurm { slurm, jobs: Some(jobs) })
+            }
+            SweepMode::Whole => {
+                let (runs, table) = self.run_all(opts, device)?;
+                say(&table);
+                say(&format!("written: {}", self.table_file().display()));
+                Ok(SweepDone::Whole { runs })
+            }
+        }
+    }
+}
+
 /// The environment variables an engine hands a job's index in, in the order they are read:
 /// Slurm job arrays, Kubernetes Indexed Jobs.
 pub const INDEX_VARIABLES: [&str; 2] = ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"];
@@ -575,6 +665,38 @@ mod tests {
                 "mnist-mnist-m/seed4/gta-full"
             ]
         );
+    }
+
+    #[test]
+    fn carry_out_lists_the_units_and_writes_unsubmitted_scripts() {
+        let out = std::env::temp_dir().join(format!("adapt-sweep-modes-{}", std::process::id()));
+        let mut sweep = matrix(&out, 1);
+        let (opts, mut lines) = (RunOptions::default(), Vec::new());
+        let done = sweep.carry_out(SweepMode::List, &opts, &Device::Cpu, &mut |l| lines.push(l.to_string())).unwrap();
+        let SweepDone::Listed { tasks } = &done else { panic!("{done:?}") };
+        assert_eq!(tasks.len(), 4);
+        assert_eq!(lines[0], format!("{:>4}  {}  ({})", 0, tasks[0].name, tasks[0].description));
+        let json = serde_json::to_value(&done).unwrap();
+        assert_eq!(json["tasks"].as_array().map(Vec::len), Some(4));
+        assert!(!out.exists(), "listing created {}", out.display());
+        let err = sweep.carry_out(SweepMode::Task(9), &opts, &Device::Cpu, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("unit 9 is not one of the sweep's"), "{err}");
+
+        let mode = SweepMode::Slurm {
+            binary: PathBuf::from("/usr/bin/true"),
+            argv: vec!["ablation".into(), "matrix".into(), "--slurm".into()],
+            options: SlurmOptions::default(),
+            submit: false,
+        };
+        lines.clear();
+        let done = sweep.carry_out(mode, &opts, &Device::Cpu, &mut |l| lines.push(l.to_string())).unwrap();
+        let SweepDone::Slurm { slurm, jobs: None } = &done else { panic!("{done:?}") };
+        assert!(slurm.array.is_file() && slurm.submit.is_file());
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[1], format!("submit with: sh {}", slurm.submit.display()));
+        let json = serde_json::to_value(&done).unwrap();
+        assert!(json.get("jobs").is_none() && json["slurm"]["tasks"] == 4, "{json}");
+        std::fs::remove_dir_all(&out).unwrap();
     }
 
     #[test]
