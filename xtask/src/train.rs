@@ -56,7 +56,7 @@ pub enum InitChoice {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PaddingChoice {
-    /// 2 pixels of zeros, sizes kept (seed 002's TensorFlow net).
+    /// 2 pixels of zeros, sizes kept (pumpikano/tf-dann's TensorFlow net).
     Same,
     /// No padding (the paper's Caffe nets).
     Valid,

@@ -20,13 +20,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// One in this many source training images is held out for validation: the DANN reference code
-/// (seed 002) trains on 55000 MNIST images and keeps 5000.
+/// (pumpikano/tf-dann) trains on 55000 MNIST images and keeps 5000.
 pub const VALIDATION_FRACTION: usize = 12;
 
 /// The held-out split is the same for every run seed, so runs differ only in what they learn.
 pub const VALIDATION_SEED: u64 = 0x5eed_0da7a;
 
-/// Seed 002 keeps every non-zero MNIST pixel (`images > 0` on `[0, 1]` floats); on raw pixels
+/// pumpikano/tf-dann keeps every non-zero MNIST pixel (`images > 0` on `[0, 1]` floats); on raw pixels
 /// that is `>= 1`.
 pub const MNIST_BINARIZE_THRESHOLD: f32 = 1.0;
 
@@ -258,7 +258,7 @@ pub fn load_domain(
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Normalization {
     /// The per-channel mean over the source and target training images (the source's validation
-    /// images included) is subtracted from all four splits; nothing is divided. Seed 002's.
+    /// images included) is subtracted from all four splits; nothing is divided, as in pumpikano/tf-dann.
     TrainMean,
     /// `(x - mean) / std` per channel, one value per channel or one for all.
     Fixed { mean: Vec<f32>, std: Vec<f32> },

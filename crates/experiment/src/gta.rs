@@ -1,5 +1,6 @@
 //! Generate To Adapt (Sankaranarayanan et al., CVPR 2018) experiments: `cargo xtask train
-//! --method gta` (the full method) and `cargo xtask ablation gta` (seed 001's three rows).
+//! --method gta` (the full method) and `cargo xtask ablation gta` (the paper's three ablation
+//! rows).
 //!
 //! Inputs are 32x32 RGB (MNIST zero-padded from 28), `/255`, then normalised as the recipe's
 //! [`GtaPreset`] says: `(p - 0.5) / 0.5` by default, the authors' `(p - 0.44) / 0.19` with

@@ -60,23 +60,19 @@ impl ToyRecipe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
-    /// The DANN paper's recipe as seed 002 runs it: no BatchNorm, Glorot init, binarised MNIST,
+    /// The DANN paper's recipe as the TensorFlow 1 reproduction in pumpikano/tf-dann runs it: no BatchNorm, Glorot init, binarised MNIST,
     /// the pixel mean of both training sets subtracted, the paper's unpadded MNIST net.
     #[default]
     Paper,
     /// BatchNorm after every convolution and hidden fully connected layer, PyTorch init, MNIST
     /// not binarised.
     Bn,
-    /// adapt's own recipe, found by measurement (README, "A default that adapts"): the paper's
-    /// net and schedules, batches of 64 per domain, USPS drawn into MNIST's 20x20 digit box,
-    /// MNIST binarised only when paired with MNIST-M (which was made from binarised MNIST),
-    /// information maximisation on the target's predictions beside the domain loss, random
-    /// translations of up to 2 pixels of every training image, a moving average of the
-    /// weights as the evaluated model, random recolouring of grey source images when the target
-    /// is MNIST-M ([`Preset::colour_jitter`]), self-training on the average's confident target
-    /// predictions on MNIST-M -> MNIST ([`Preset::target_pseudo_label_weight`]) and, on the MNIST-M
-    /// pairs, BatchNorm with each domain's own statistics for the adapted run
-    /// ([`Preset::bn_per_domain`]).
+    /// adapt's own recipe (docs/recipe.md): the paper's net and schedules, batches of 64 per
+    /// domain, information maximisation on the target's predictions beside the domain loss,
+    /// random translations of up to 2 pixels of every training image, a moving average of the
+    /// weights as the evaluated model, and the switches [`Preset::recommended_switches`] decides
+    /// from the two domains' images (digit box, binarisation, colour jitter, self-training,
+    /// per-domain BatchNorm).
     Recommended,
 }
 
@@ -271,7 +267,7 @@ pub fn input_decisions(profile: &PairProfile, spec: &PairSpec) -> Vec<Decision> 
 /// The recommended recipe's weight of information maximisation on the target predictions.
 pub const RECOMMENDED_IM_WEIGHT: f64 = 1.0;
 /// The recommended recipe's weight of target pseudo-labels, where it uses them
-/// ([`Preset::target_pseudo_label_weight`]).
+/// ([`Preset::recommended_switches`]).
 pub const RECOMMENDED_PSEUDO_LABEL_WEIGHT: f64 = 1.0;
 /// The recommended recipe's length: 3000 steps of 64 + 64 (about 29 epochs of USPS, 3.5 of MNIST),
 /// which keeps a run within minutes on two CPU cores.
@@ -319,7 +315,7 @@ pub struct DigitRecipe {
     pub separate_domain_passes: bool,
     /// Source-only trains the preset's own net (no per-domain BatchNorm, one joint pass) while
     /// the adapted run uses per-domain BatchNorm: set where the preset chose it for the pair
-    /// ([`Preset::bn_per_domain`]), off once `set_bn_per_domain` asks for one net for both.
+    /// ([`Preset::recommended_switches`]), off once `set_bn_per_domain` asks for one net for both.
     #[serde(default)]
     pub source_only_preset_net: bool,
     /// Decay of the moving average of the weights that is evaluated and reported (both
