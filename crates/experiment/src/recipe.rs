@@ -125,22 +125,6 @@ impl Preset {
         let pseudo = s.colour() && !t.colour();
         let binarize = [paper_binarizes(s) && t.colour(), paper_binarizes(t) && s.colour()];
         let boxes = [digit_box_for(s, t, size), digit_box_for(t, s, size)];
-        let box_reason = |p: &DomainProfile, o: &DomainProfile, b: Option<usize>| {
-            let frame = |d: &DomainProfile| match d.digit_fraction() {
-                Some(f) => format!("digit side {:.0} px ({f:.2} of its frame)", d.digit_side.unwrap_or_default()),
-                None => "a colour or textured ground".to_string(),
-            };
-            let ink =
-                |d: &DomainProfile| d.ink_box.map_or("no ink".into(), |i| format!("ink box {:.1} px high", i.height));
-            format!(
-                "{}, {} against {}, {}{}",
-                frame(p),
-                ink(p),
-                frame(o),
-                ink(o),
-                b.map_or(String::new(), |b| format!(": drawn into a {b}x{b} box, the other's ink height at the input"))
-            )
-        };
         let decisions = vec![
             Decision::new("bn_per_domain", on_off(bn), format!("source {sc}, target {tc}: on when either is colour")),
             Decision::new(
@@ -159,16 +143,8 @@ impl Preset {
                 "a grey domain with its digits inside a margin of a plain ground, beside a colour one, is binarised"
                     .to_string(),
             ),
-            Decision::new(
-                "source_digit_box",
-                boxes[0].map_or("none".into(), |b| b.to_string()),
-                box_reason(s, t, boxes[0]),
-            ),
-            Decision::new(
-                "target_digit_box",
-                boxes[1].map_or("none".into(), |b| b.to_string()),
-                box_reason(t, s, boxes[1]),
-            ),
+            digit_box_decision("source_digit_box", s, t, boxes[0]),
+            digit_box_decision("target_digit_box", t, s, boxes[1]),
         ];
         RecommendedSwitches {
             bn_per_domain: bn,
@@ -218,35 +194,41 @@ impl std::fmt::Display for Decision {
     }
 }
 
-/// The input decisions every digit recipe makes from the profiles: the net, and how each domain's
-/// frame reaches it.
-pub fn input_decisions(profile: &PairProfile, spec: &PairSpec) -> Vec<Decision> {
+/// A domain's frame and mean ink box, for the decisions' reasons.
+fn frame(p: &DomainProfile) -> String {
+    let [c, h, w] = p.shape;
+    let ink = p.ink_box.map_or("no ink".to_string(), |b| {
+        format!("mean ink box {:.1}x{:.1} at ({:.1}, {:.1})", b.height, b.width, b.top, b.left)
+    });
+    format!("{c}x{h}x{w}, {ink}")
+}
+
+/// The DANN nets' choice ([`DigitNet::for_profiles`]) and why.
+pub fn net_decision(profile: &PairProfile) -> Decision {
     let net = profile.net();
     let size = net.image_size();
-    let frame = |p: &DomainProfile| {
-        let [c, h, w] = p.shape;
-        let ink = p.ink_box.map_or("no ink".to_string(), |b| {
-            format!("mean ink box {:.1}x{:.1} at ({:.1}, {:.1})", b.height, b.width, b.top, b.left)
-        });
-        format!("{c}x{h}x{w}, {ink}")
-    };
+    Decision::new(
+        "net",
+        format!("{} ({size}x{size})", net.as_str()),
+        format!(
+            "source {}, target {}: the 28-pixel net when both fit 28x28, or crop to it keeping their ink box \
+             within {:.0} % of its height",
+            frame(&profile.source),
+            frame(&profile.target),
+            100.0 * adapt_datasets::pair::SMALL_NET_INK_HEIGHT
+        ),
+    )
+}
+
+/// How each domain's frame reaches `spec`'s input ([`Fit::for_profile`]) and why.
+pub fn fit_decisions(profile: &PairProfile, spec: &PairSpec) -> Vec<Decision> {
+    let size = spec.image_size;
     let fit = |f: Fit| match f {
         Fit::Resize => "resize",
         Fit::Crop => "centre crop",
         Fit::Pad => "zero pad",
     };
     vec![
-        Decision::new(
-            "net",
-            format!("{} ({size}x{size})", net.as_str()),
-            format!(
-                "source {}, target {}: the 28-pixel net when both fit 28x28, or crop to it keeping their ink box \
-                 within {:.0} % of its height",
-                frame(&profile.source),
-                frame(&profile.target),
-                100.0 * adapt_datasets::pair::SMALL_NET_INK_HEIGHT
-            ),
-        ),
         Decision::new(
             "source_fit",
             fit(spec.source_input.fit).into(),
@@ -262,6 +244,28 @@ pub fn input_decisions(profile: &PairProfile, spec: &PairSpec) -> Vec<Decision> 
             format!("{} to {size}: as for the source", frame(&profile.target)),
         ),
     ]
+}
+
+/// The digit box [`digit_box_for`] gave domain `p` beside `o` (`box_side`), and why.
+fn digit_box_decision(setting: &str, p: &DomainProfile, o: &DomainProfile, box_side: Option<usize>) -> Decision {
+    let ground = |d: &DomainProfile| match d.digit_fraction() {
+        Some(f) => format!("digit side {:.0} px ({f:.2} of its frame)", d.digit_side.unwrap_or_default()),
+        None => "a colour or textured ground".to_string(),
+    };
+    let ink = |d: &DomainProfile| d.ink_box.map_or("no ink".into(), |i| format!("ink box {:.1} px high", i.height));
+    Decision::new(
+        setting,
+        box_side.map_or("none".into(), |b| b.to_string()),
+        format!(
+            "{}, {} against {}, {}{}",
+            ground(p),
+            ink(p),
+            ground(o),
+            ink(o),
+            box_side
+                .map_or(String::new(), |b| format!(": drawn into a {b}x{b} box, the other's ink height at the input"))
+        ),
+    )
 }
 
 /// The recommended recipe's weight of information maximisation on the target predictions.
@@ -376,7 +380,8 @@ impl DigitRecipe {
             Preset::Bn => PairSpec::dann_bn(source, target, profile),
             Preset::Paper | Preset::Recommended => PairSpec::dann_paper(source, target, profile),
         };
-        let mut decisions = input_decisions(profile, &spec);
+        let mut decisions = vec![net_decision(profile)];
+        decisions.extend(fit_decisions(profile, &spec));
         let (mut source_input, mut target_input) = (spec.source_input, spec.target_input);
         let switches = recommended.then(|| Preset::recommended_switches(profile, net.image_size()));
         if let Some(sw) = &switches {
@@ -574,30 +579,22 @@ impl GtaRecipe {
     /// other's digit scale ([`digit_box_for`]).
     pub fn new(source: &DataRef, target: &DataRef, profile: &PairProfile, variant: GtaVariant, seed: u64) -> Self {
         let spec = PairSpec::gta(source, target, profile);
-        let mut decisions = input_decisions(profile, &spec);
-        decisions.retain(|d| d.setting != "net");
+        let mut decisions = fit_decisions(profile, &spec);
         let (mut source_input, mut target_input) = (spec.source_input, spec.target_input);
         source_input.digit_box = digit_box_for(&profile.source, &profile.target, 32);
         target_input.digit_box = digit_box_for(&profile.target, &profile.source, 32);
-        for (setting, b, p, o) in [
-            ("source_digit_box", source_input.digit_box, &profile.source, &profile.target),
-            ("target_digit_box", target_input.digit_box, &profile.target, &profile.source),
-        ] {
-            decisions.push(Decision::new(
-                setting,
-                b.map_or("none".into(), |b| b.to_string()),
-                format!(
-                    "{} digits {} their {}-px frame, ink box {:.1} px high, against {:.1} px in a {}-px frame: a \
-                     frame-filling grey domain is drawn at the other's ink height",
-                    if p.colour() { "colour" } else { "grey" },
-                    if p.fills_frame() { "fill" } else { "do not fill" },
-                    p.side(),
-                    p.ink_box.map_or(0.0, |i| i.height),
-                    o.ink_box.map_or(0.0, |i| i.height),
-                    o.side()
-                ),
-            ));
-        }
+        decisions.push(digit_box_decision(
+            "source_digit_box",
+            &profile.source,
+            &profile.target,
+            source_input.digit_box,
+        ));
+        decisions.push(digit_box_decision(
+            "target_digit_box",
+            &profile.target,
+            &profile.source,
+            target_input.digit_box,
+        ));
         Self {
             source: source.as_string(),
             target: target.as_string(),
