@@ -68,7 +68,7 @@ pub use data_ref::DataRef;
 pub use error::{DatasetError, Result};
 pub use image_folder::{
     ExportSummary, FolderLayout, FolderOptions, ImageSource, ScannedImage, SourceScan, export_class_folders,
-    load_image_source, looks_like_path, scan_image_source,
+    load_image_source, scan_image_source,
 };
 pub use pair::{DigitNet, DomainPair, InputDescription, Normalization, PairSpec, load_digit_pair};
 pub use preprocess::Preprocess;

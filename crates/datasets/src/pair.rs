@@ -547,11 +547,9 @@ pub const SOURCE_TEST_FRACTION: usize = 6;
 /// The seed of that hold-out, the same for every run seed.
 pub const SOURCE_TEST_SEED: u64 = 0x7e57_5eed;
 
-/// `ds` split by a seeded shuffle into (kept, held out) with `held` images held out, both in the
-/// shuffled order.
+/// `ds` split into (kept, held out) with `held` images held out, by the seeded shuffle of
+/// [`validation_split`], both in the shuffled order.
 fn hold_out(ds: ImageDataset, held: usize, seed: u64) -> Result<(ImageDataset, ImageDataset)> {
-    use rand::SeedableRng;
-    use rand::seq::SliceRandom;
     if held == 0 || held >= ds.len() {
         return Err(DatasetError::InvalidParameters(format!(
             "{}: {} images are too few to hold {held} out as a test set (give it train/ and test/ folders)",
@@ -559,20 +557,15 @@ fn hold_out(ds: ImageDataset, held: usize, seed: u64) -> Result<(ImageDataset, I
             ds.len()
         )));
     }
-    let mut order: Vec<usize> = (0..ds.len()).collect();
-    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-    let test = order.split_off(order.len() - held);
+    let ds = Arc::new(ds);
+    let (kept, test) = validation_split(ds.clone(), held, seed)?;
     let take = |idx: &[usize], split: Split| {
-        let n = ds.image_len();
-        let mut images = Vec::with_capacity(idx.len() * n);
-        for &i in idx {
-            images.extend_from_slice(ds.image(i));
-        }
+        let (images, labels) = ds.gather(idx);
         ImageDataset {
             name: ds.name.clone(),
             split,
             images,
-            labels: idx.iter().map(|&i| ds.labels[i]).collect(),
+            labels,
             channels: ds.channels,
             height: ds.height,
             width: ds.width,
@@ -580,7 +573,7 @@ fn hold_out(ds: ImageDataset, held: usize, seed: u64) -> Result<(ImageDataset, I
             partial: None,
         }
     };
-    Ok((take(&order, Split::Train), take(&test, Split::Test)))
+    Ok((take(kept.indices(), Split::Train), take(test.indices(), Split::Test)))
 }
 
 /// One value per channel from one for all (none from none).
@@ -868,6 +861,23 @@ mod tests {
             let e = load_digit_pair(&bad, Some(Path::new("/nonexistent"))).err().expect("rejected before loading");
             assert!(e.to_string().contains("mnist -> mnist-m"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_source_without_a_test_split_holds_one_out_by_a_seeded_shuffle() {
+        let px: Vec<u8> = (0..60u8).collect();
+        let ds = ImageDataset::from_u8("s", Split::Train, &px, (0..15).collect(), [1, 2, 2]).unwrap();
+        let (kept, test) = hold_out(ds.clone(), 5, SOURCE_TEST_SEED).unwrap();
+        assert_eq!((kept.len(), test.len(), kept.split, test.split), (10, 5, Split::Train, Split::Test));
+        let mut all: Vec<u32> = kept.labels.iter().chain(&test.labels).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..15).collect::<Vec<u32>>(), "every image once");
+        // Pixels travel with their labels; the same seed holds the same images out.
+        for (i, &l) in test.labels.iter().enumerate() {
+            assert_eq!(test.image(i), ds.image(l as usize));
+        }
+        assert_eq!(hold_out(ds.clone(), 5, SOURCE_TEST_SEED).unwrap().1.labels, test.labels);
+        assert!(hold_out(ds.clone(), 15, SOURCE_TEST_SEED).unwrap_err().to_string().contains("too few"));
     }
 
     #[test]

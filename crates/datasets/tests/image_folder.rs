@@ -4,8 +4,8 @@
 //! when `ADAPT_DATA_DIR` points at it.
 use adapt_datasets::image_folder::list::{parse_csv_list, parse_image_list};
 use adapt_datasets::{
-    FolderLayout, FolderOptions, ImageDataset, Split, export_class_folders, load_image_source, looks_like_path,
-    preprocess, scan_image_source,
+    FolderLayout, FolderOptions, ImageDataset, Split, export_class_folders, load_image_source, preprocess,
+    scan_image_source,
 };
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use std::path::{Path, PathBuf};
@@ -704,16 +704,18 @@ fn two_thousand_images_load() {
 
 #[test]
 fn paths_are_told_from_dataset_names() {
+    use adapt_datasets::DataRef;
+    let is_path = |s: &str| matches!(DataRef::parse(s), DataRef::Path(_));
     for p in ["./x", "a/b", "a\\b", "~", "~/data", ".hidden", "/abs"] {
-        assert!(looks_like_path(p), "{p}");
+        assert!(is_path(p), "{p}");
     }
     for n in ["mnist", "mnist-m", "usps", "syn_digits"] {
-        assert!(!looks_like_path(n), "{n}");
+        assert!(!is_path(n), "{n}");
     }
     let d = tmp("names");
     let here = d.join("mnist");
     std::fs::create_dir_all(&here).unwrap();
-    assert!(looks_like_path(here.to_str().unwrap()));
+    assert!(is_path(here.to_str().unwrap()));
 }
 
 /// The real data folder, or `None` (printing "skipped: no data") when `ADAPT_DATA_DIR` is unset;

@@ -255,12 +255,6 @@ pub fn load_image_source(path: &Path, opts: &FolderOptions) -> Result<ImageSourc
     decode::load_scanned(scan, opts)
 }
 
-/// Whether a command-line argument names a path rather than a dataset: it contains `/` or `\`,
-/// starts with `.` or `~`, or names an existing file or folder.
-pub fn looks_like_path(s: &str) -> bool {
-    s.contains(['/', '\\']) || s.starts_with(['.', '~']) || Path::new(s).exists()
-}
-
 /// `~` and `~/rest` with `$HOME` put in (a quoted argument reaches the program unexpanded).
 pub(crate) fn expand_home(path: &Path) -> PathBuf {
     let Some(s) = path.to_str() else { return path.to_path_buf() };
