@@ -3,20 +3,7 @@
 //! any run folder exists. Reads the real data (ADAPT_DATA_DIR).
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ADAPT_DATA_DIR").map(PathBuf::from);
-    let ok = dir.as_ref().is_some_and(|d| d.join("usps").is_dir() && d.join("mnist").is_dir());
-    if !ok {
-        assert!(
-            std::env::var_os("ADAPT_REQUIRE_DATA").is_none(),
-            "ADAPT_REQUIRE_DATA is set, but ADAPT_DATA_DIR ({dir:?}) lacks usps/ or mnist/"
-        );
-        println!("skipped: no data (set ADAPT_DATA_DIR)");
-    }
-    ok.then(|| dir.unwrap())
-}
+use std::path::Path;
 
 fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -24,7 +11,7 @@ fn json_file(path: &Path) -> serde_json::Value {
 
 #[test]
 fn a_dataset_by_name_and_as_exported_folders_gets_the_same_recipe_and_accuracy() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = real_data(&["usps", "mnist"]) else { return };
     let dir = tmp("own-data-same");
     let usps = dir.join("usps");
     let r = xtask(&[
@@ -83,7 +70,7 @@ fn a_dataset_by_name_and_as_exported_folders_gets_the_same_recipe_and_accuracy()
 
 #[test]
 fn bad_folders_are_refused_before_a_run_folder_exists() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = real_data(&["usps", "mnist"]) else { return };
     let dir = tmp("own-data-bad");
     let png = |p: &Path, v: u8| {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -2,6 +2,7 @@
 //! from the real datasets' label-free profiles (so these tests read ADAPT_DATA_DIR), and
 //! `--bn-per-domain[=BOOL]` / `--colour-jitter[=BOOL]` forcing them either way, as the recipe a
 //! run folder would save.
+mod common;
 use adapt_experiment::recipe::{DigitRecipe, Preset, Recipe};
 use adapt_train::Method;
 use clap::Parser;
@@ -15,16 +16,7 @@ struct Wrapper {
 
 /// Whether the real data is there; without it these tests skip, unless ADAPT_REQUIRE_DATA is set.
 fn have_data() -> bool {
-    let dir = std::env::var_os("ADAPT_DATA_DIR").map(std::path::PathBuf::from);
-    let ok = dir.as_ref().is_some_and(|d| ["mnist", "mnist_m", "usps"].iter().all(|n| d.join(n).is_dir()));
-    if !ok {
-        assert!(
-            std::env::var_os("ADAPT_REQUIRE_DATA").is_none(),
-            "ADAPT_REQUIRE_DATA is set, but ADAPT_DATA_DIR ({dir:?}) lacks mnist/, mnist_m/ or usps/"
-        );
-        println!("skipped: no data (set ADAPT_DATA_DIR)");
-    }
-    ok
+    common::real_data(&["mnist", "mnist_m", "usps"]).is_some()
 }
 
 fn digit_recipe(argv: &[&str]) -> DigitRecipe {

@@ -138,3 +138,18 @@ pub fn digits_data_dir(root: &Path, n: usize) {
         std::fs::write(usps.join(format!("zip.{split}")), text).unwrap();
     }
 }
+
+/// The real data folder (ADAPT_DATA_DIR) when it holds every one of `folders`; else `None`,
+/// printing "skipped: no data", or a failure naming the folder when ADAPT_REQUIRE_DATA is set.
+pub fn real_data(folders: &[&str]) -> Option<PathBuf> {
+    let dir = std::env::var_os("ADAPT_DATA_DIR").map(PathBuf::from);
+    let ok = dir.as_ref().is_some_and(|d| folders.iter().all(|n| d.join(n).is_dir()));
+    if !ok {
+        assert!(
+            std::env::var_os("ADAPT_REQUIRE_DATA").is_none(),
+            "ADAPT_REQUIRE_DATA is set, but ADAPT_DATA_DIR ({dir:?}) lacks one of {folders:?}"
+        );
+        println!("skipped: no data (set ADAPT_DATA_DIR)");
+    }
+    dir.filter(|_| ok)
+}
