@@ -428,7 +428,8 @@ fn write_report(dir: &Path, parts: &ReportParts<'_>) -> Result<()> {
     let mut rows = Vec::new();
     for (s, record) in summaries.iter().zip(records) {
         for c in validator_choices(record) {
-            rows.push(vec![s.method.clone(), c.validator, c.step.to_string(), percent(c.target_test_acc)]);
+            let acc = if s.target_labelled { percent(c.target_test_acc) } else { "n/a (unlabelled)".into() };
+            rows.push(vec![s.method.clone(), c.validator, c.step.to_string(), acc]);
         }
     }
     report.table(&["method", "validator", "chosen step", "target test acc of that checkpoint"], &rows);

@@ -192,9 +192,11 @@ pub fn runs_table(runs: &[RunSummary]) -> Vec<String> {
         "method", "source", "target", "source acc", "target acc", "domain acc", "seconds"
     )];
     for r in runs {
-        let [s, t, d] = [r.source_acc, r.target_acc, r.domain_acc].map(|a| 100.0 * a);
+        let [s, t, d] = [r.source_acc, r.target_acc, r.domain_acc].map(|a| format!("{:.1}%", 100.0 * a));
+        // An unlabelled target has no accuracy: its 0 means nothing.
+        let t = if r.target_labelled { t } else { "n/a".into() };
         lines.push(format!(
-            "{:<12} {:<8} {:<14} {s:>9.1}% {t:>9.1}% {d:>9.1}% {:>8.1}",
+            "{:<12} {:<8} {:<14} {s:>10} {t:>10} {d:>10} {:>8.1}",
             r.method, r.source, r.target, r.seconds
         ));
     }
@@ -308,6 +310,9 @@ mod tests {
             )
         );
         assert_eq!(lines[3], format!("report: {}", Path::new("runs/x/report.md").display()));
+        let unlabelled = RunSummary { target_labelled: false, target_acc: 0.0, ..a.clone() };
+        let line = &runs_table(&[unlabelled])[1];
+        assert!(line.contains(" n/a ") && !line.contains(" 0.0%"), "{line}");
         assert_eq!(runs_table(&[a.clone()])[2], format!("report: {}", Path::new("runs/x/dann/report.md").display()));
         let eval = eval_table(&[a]);
         assert_eq!(eval.len(), 2);
